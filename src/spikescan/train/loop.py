@@ -1,0 +1,271 @@
+"""The training loop: configuration as plain data, one function that trains and writes a run folder.
+
+A run folder holds ``config.json`` (the exact :class:`TrainConfig`), ``metrics.json`` and
+``metrics.csv`` (one row per epoch), ``curves.png`` and ``checkpoint.pt`` (model, optimiser,
+scheduler and every RNG state, written atomically after each epoch).  ``resume=True`` continues a
+run from its last checkpoint and reproduces the uninterrupted run exactly (same seed, same
+device).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from .._checks import check_choice
+from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
+from .losses import READOUTS, readout_cross_entropy, reduce_time
+from .models import NEURONS, FeedForwardSNN
+from .plots import plot_training_curves
+from .recorder import record_spikes
+from .regularizers import spike_rate_regularizer
+
+OPTIMIZERS = ("adam", "adamw", "adamax")
+SCHEDULES = ("none", "cosine", "step")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run.  Saved verbatim as ``config.json``."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    encoding: str = "latency"
+    num_steps: int = 32
+    neuron: str = "spsn-sb"
+    hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
+    tau_syn: float | None = 0.02
+    tau_mem: float = 0.02
+    dt: float = 1e-3
+    readout: str = "mean"
+    dropout: float = 0.0
+    backend: str = "auto"
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    optimizer: str = "adamax"
+    schedule: str = "cosine"
+    theta_reg: float | None = None
+    reg_weight: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    out_dir: str | None = None
+
+    def validate(self) -> None:
+        check_choice(self.neuron, "neuron", NEURONS)
+        check_choice(self.readout, "readout", READOUTS)
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_choice(self.schedule, "schedule", SCHEDULES)
+        for name in ("epochs", "batch_size", "num_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.theta_reg is not None and not 0.0 <= self.theta_reg <= 1.0:
+            raise ValueError(f"theta_reg must be in [0, 1], got {self.theta_reg}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def build_datasets(cfg: TrainConfig):
+    """``(train, test, n_in, n_classes)`` for ``cfg.dataset``."""
+    if cfg.dataset == "digits":
+        from ..data.digits import NUM_CLASSES, NUM_INPUTS, digits_datasets
+
+        train, test = digits_datasets(cfg.encoding, cfg.num_steps, seed=cfg.seed)
+        return train, test, NUM_INPUTS, NUM_CLASSES
+    raise ValueError(f"dataset must be one of ['digits'], got {cfg.dataset!r}")
+
+
+def _time_first_collate(batch):
+    xs, ys = zip(*batch)
+    return torch.stack(xs, dim=1), torch.tensor(ys, dtype=torch.long)
+
+
+def build_model(cfg: TrainConfig, n_in: int, n_out: int) -> torch.nn.Module:
+    return FeedForwardSNN(n_in, cfg.hidden, n_out, cfg.neuron, tau_syn=cfg.tau_syn, tau_mem=cfg.tau_mem,
+                          dt=cfg.dt, backend=cfg.backend, dropout=cfg.dropout)
+
+
+def _optimizer(cfg: TrainConfig, params):
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax}[cfg.optimizer]
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(cfg: TrainConfig, opt):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.epochs // 3), gamma=0.1)
+    return None
+
+
+def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = False, desc: str = ""):
+    """One pass over ``loader``; trains when ``optimizer`` is given.  Returns mean loss/acc/spike rates."""
+    training = optimizer is not None
+    model.train(training)
+    device = torch.device(cfg.device)
+    totals = {"loss": 0.0, "correct": 0, "n": 0, "spikes": 0.0, "neuron_steps": 0.0, "hidden_neurons": 0}
+    iterator = loader
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+    with torch.set_grad_enabled(training):
+        for x, y in iterator:
+            x, y = x.to(device), y.to(device)
+            with record_spikes(model) as spikes:
+                u = model(x)
+            loss = readout_cross_entropy(u, y, cfg.readout)
+            total = loss
+            if cfg.theta_reg is not None and spikes:
+                total = loss + cfg.reg_weight * spike_rate_regularizer(spikes, cfg.theta_reg)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+            b = y.shape[0]
+            totals["loss"] += float(loss.detach()) * b
+            totals["correct"] += int((reduce_time(u.detach(), cfg.readout).argmax(1) == y).sum())
+            totals["n"] += b
+            for s in spikes:
+                totals["spikes"] += float(s.detach().sum())
+                totals["neuron_steps"] += s[0, 0].numel() * s.shape[0] * s.shape[1]
+            totals["hidden_neurons"] = sum(s[0, 0].numel() for s in spikes)
+            if progress:
+                iterator.set_postfix(loss=f"{totals['loss'] / totals['n']:.3f}",
+                                     acc=f"{totals['correct'] / totals['n']:.3f}")
+    rate = totals["spikes"] / totals["neuron_steps"] if totals["neuron_steps"] else 0.0
+    return {
+        "loss": totals["loss"] / max(totals["n"], 1),
+        "acc": totals["correct"] / max(totals["n"], 1),
+        # SPSN §IV: network spikes per ms for one sample = (per-neuron rate per step) * N / dt[ms]
+        "spike_rate": rate,
+        "spikes_per_ms": rate * totals["hidden_neurons"] / (cfg.dt * 1e3),
+    }
+
+
+def _new_run_dir(cfg: TrainConfig) -> Path:
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{cfg.dataset}-{cfg.neuron}-s{cfg.seed}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def _rng_state(loader_gen: torch.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "loader": loader_gen.get_state()}
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train ``cfg`` and return the final metrics; writes the run folder as the module doc says.
+
+    Raises ``FileExistsError`` rather than overwrite a finished or started run in ``cfg.out_dir``
+    unless ``resume`` is set.
+    """
+    cfg.validate()
+    run_dir = _new_run_dir(cfg)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise FileNotFoundError(f"cannot resume: {run_dir / 'config.json'} does not exist")
+        saved = json.loads((run_dir / "config.json").read_text())
+        cfg = TrainConfig.from_dict(saved)
+        cfg.out_dir = str(run_dir)
+    elif (run_dir / "config.json").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.out_dir = str(run_dir)
+    write_json(run_dir / "config.json", dataclasses.asdict(cfg))
+
+    torch.manual_seed(cfg.seed)
+    train_set, test_set, n_in, n_out = build_datasets(cfg)
+    model = build_model(cfg, n_in, n_out).to(cfg.device)
+    opt = _optimizer(cfg, model.parameters())
+    sched = _scheduler(cfg, opt)
+    loader_gen = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=loader_gen,
+                              collate_fn=_time_first_collate)
+    test_loader = DataLoader(test_set, batch_size=256, shuffle=False, collate_fn=_time_first_collate)
+
+    history: list[dict] = []
+    start_epoch = 0
+    elapsed_before = 0.0
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        loader_gen.set_state(state["rng"]["loader"])
+        history = json.loads(state["history"])
+        start_epoch = int(state["epoch"])
+        elapsed_before = float(state["train_seconds"])
+        log(f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
+
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"run {run_dir}: {cfg.neuron} {cfg.hidden} on {cfg.dataset} ({len(train_set)} train / "
+        f"{len(test_set)} test, T={cfg.num_steps}), {n_params} parameters")
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        e0 = time.perf_counter()
+        tr = run_epoch(model, train_loader, cfg, opt, progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        epoch_seconds = time.perf_counter() - e0
+        te = run_epoch(model, test_loader, cfg)
+        if sched is not None:
+            sched.step()
+        row = {"epoch": epoch + 1, "epoch_seconds": epoch_seconds, "lr": opt.param_groups[0]["lr"]}
+        row.update({f"train_{k}": v for k, v in tr.items()})
+        row.update({f"test_{k}": v for k, v in te.items()})
+        history.append(row)
+        log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {tr['loss']:.4f}  train {100 * tr['acc']:.2f}%  "
+            f"test {100 * te['acc']:.2f}%  spikes/neuron/step {te['spike_rate']:.3f}  {epoch_seconds:.1f}s")
+        train_seconds = elapsed_before + time.perf_counter() - t0
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "rng": _rng_state(loader_gen), "epoch": epoch + 1,
+            "history": json.dumps(history), "train_seconds": train_seconds,
+        })
+        _write_metrics(run_dir, history)
+    final = dict(history[-1]) if history else {}
+    final["wall_seconds"] = elapsed_before + time.perf_counter() - t0
+    final["run_dir"] = str(run_dir)
+    write_json(run_dir / "final.json", final)
+    plot_training_curves(history, run_dir / "curves.png", title=f"{cfg.neuron} on {cfg.dataset}")
+    log(f"test accuracy {100 * final['test_acc']:.2f}%  wall time {final['wall_seconds']:.1f}s  "
+        f"mean spike rate {final['test_spike_rate']:.3f} spikes/neuron/step "
+        f"({final['test_spikes_per_ms']:.1f} spikes/ms)  -> {run_dir}")
+    return final
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    write_json(run_dir / "metrics.json", history)
+    keys = list(history[0])
+    lines = [",".join(keys)] + [",".join(_fmt(r[k]) for k in keys) for r in history]
+    write_text(run_dir / "metrics.csv", "\n".join(lines) + "\n")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else "nan"
+    return str(v)

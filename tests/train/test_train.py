@@ -1,0 +1,115 @@
+import json
+
+import pytest
+import torch
+
+from spikescan.nn import SPSN
+from spikescan.train import (TrainConfig, load_checkpoint, readout_cross_entropy, record_spikes,
+                             reduce_time, save_checkpoint, spike_rate_regularizer, train)
+from spikescan.train import loop as loop_mod
+
+
+def test_reduce_time_hand_values():
+    u = torch.tensor([[[1.0, 4.0]], [[3.0, 0.0]], [[2.0, 2.0]]])  # [T=3, B=1, C=2]
+    assert reduce_time(u, "mean").tolist() == [[2.0, 2.0]]
+    assert reduce_time(u, "max").tolist() == [[3.0, 4.0]]
+    assert reduce_time(u, "last").tolist() == [[2.0, 2.0]]
+    with pytest.raises(ValueError, match="readout"):
+        reduce_time(u, "median")
+    loss = readout_cross_entropy(u, torch.tensor([1]), "max")
+    torch.testing.assert_close(loss, torch.log1p(torch.exp(torch.tensor(-1.0))))
+
+
+def test_spike_rate_regularizer_hand_values():
+    # layer 1: 2 neurons firing with rates 1.0 and 0.5; layer 2: 1 neuron, rate 0.0 -> sum 1.5, N=3
+    s1 = torch.tensor([[[1.0, 1.0]], [[1.0, 0.0]]])
+    s2 = torch.zeros(2, 1, 1)
+    assert float(spike_rate_regularizer([s1, s2], 0.4)) == pytest.approx((1.5 - 1.2) ** 2)
+    assert float(spike_rate_regularizer([s1, s2], 0.6)) == 0.0
+    with pytest.raises(ValueError, match="theta_reg"):
+        spike_rate_regularizer([s1], 1.5)
+
+
+def test_record_spikes_collects_every_spiking_layer():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), SPSN(4), torch.nn.Linear(4, 5), SPSN(5))
+    with record_spikes(model) as rec:
+        model(torch.randn(6, 2, 3))
+    assert [r.shape[-1] for r in rec] == [4, 5]
+    model(torch.randn(6, 2, 3))
+    assert len(rec) == 2  # hooks removed after the block
+
+
+def test_checkpoint_roundtrip_and_corrupt_file(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"w": torch.arange(3.0), "epoch": 2})
+    state = load_checkpoint(path)
+    assert state["epoch"] == 2 and state["w"].tolist() == [0.0, 1.0, 2.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="ck.pt"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def _small_cfg(out, **kw):
+    base = dict(hidden=[32], num_steps=8, epochs=2, batch_size=128, lr=1e-2, out_dir=str(out))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_writes_run_folder_and_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "run"
+    final = train(_small_cfg(out), progress=False, log=lambda *_: None)
+    for name in ("config.json", "metrics.json", "metrics.csv", "curves.png", "checkpoint.pt", "final.json"):
+        assert (out / name).is_file(), name
+    history = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert 0.0 <= final["test_acc"] <= 1.0 and 0.0 < final["test_spike_rate"] < 1.0
+    assert json.loads((out / "config.json").read_text())["hidden"] == [32]
+    with pytest.raises(FileExistsError, match="resume"):
+        train(_small_cfg(out), progress=False, log=lambda *_: None)
+
+
+def test_short_training_learns_digits(tmp_path):
+    final = train(_small_cfg(tmp_path / "r", hidden=[64], num_steps=16, epochs=6, batch_size=64),
+                  progress=False, log=lambda *_: None)
+    assert final["test_acc"] > 0.8  # chance is 0.1
+
+
+@pytest.mark.parametrize("neuron", ["spsn-gs", "lif", "relu"])
+def test_other_neurons_train(tmp_path, neuron):
+    final = train(_small_cfg(tmp_path / neuron, neuron=neuron, epochs=1), progress=False, log=lambda *_: None)
+    assert 0.0 <= final["test_acc"] <= 1.0
+
+
+def test_resume_after_crash_reproduces_uninterrupted_run(tmp_path, monkeypatch):
+    full = train(_small_cfg(tmp_path / "full", epochs=3), progress=False, log=lambda *_: None)
+
+    real_run_epoch = loop_mod.run_epoch
+    calls = {"n": 0}
+
+    def crashing(model, loader, cfg, optimizer=None, *a, **kw):
+        if optimizer is not None:
+            calls["n"] += 1
+            if calls["n"] == 2:  # die during the second training epoch
+                raise KeyboardInterrupt
+        return real_run_epoch(model, loader, cfg, optimizer, *a, **kw)
+
+    monkeypatch.setattr(loop_mod, "run_epoch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train(_small_cfg(tmp_path / "crash", epochs=3), progress=False, log=lambda *_: None)
+    monkeypatch.setattr(loop_mod, "run_epoch", real_run_epoch)
+    assert len(json.loads((tmp_path / "crash" / "metrics.json").read_text())) == 1
+    resumed = train(_small_cfg(tmp_path / "crash", epochs=3), resume=True, progress=False, log=lambda *_: None)
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "test_spike_rate"):
+        assert resumed[key] == full[key], key
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="neuron"):
+        TrainConfig(neuron="izhikevich").validate()
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0).validate()
+    with pytest.raises(ValueError, match="unknown config keys"):
+        TrainConfig.from_dict({"neurons": "lif"})
