@@ -1,0 +1,162 @@
+"""CIFAR-10 / CIFAR-100 from the "python version" pickle batches, as static or sequential input.
+
+CIFAR-10 (``cifar-10-batches-py/``): ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``,
+each a pickled dict with ``b"data"`` (``[N, 3072]`` uint8, per row the 1024 red, then green,
+then blue values of a 32 x 32 image in row-major order) and ``b"labels"``.  CIFAR-100
+(``cifar-100-python/``): ``train`` and ``test`` with ``b"fine_labels"`` (100 classes) and
+``b"coarse_labels"`` (20).
+
+The pickles are read with a restricted unpickler that only rebuilds numpy arrays and plain
+Python containers, so a tampered file cannot run code.
+
+Modes (``x`` for one sample, pixels scaled to ``[0, 1]``, optionally normalised):
+
+- ``"image"``: ``[3, 32, 32]``;
+- ``"static"``: the image repeated over ``num_steps`` steps, ``[num_steps, 3, 32, 32]`` (PSU: T = 4);
+- ``"row"``: sequential CIFAR, one pixel row per step, ``[32, 96]`` (step ``r`` holds row ``r``
+  of the red, then green, then blue plane); PSU uses T = 32;
+- ``"column"``: one pixel column per step, ``[32, 96]``.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ._common import require_dir
+
+__all__ = ["CIFAR10", "CIFAR100", "read_cifar_batch", "write_cifar_batch"]
+
+_MEAN = {10: (0.4914, 0.4822, 0.4465), 100: (0.5071, 0.4865, 0.4409)}
+_STD = {10: (0.2470, 0.2435, 0.2616), 100: (0.2673, 0.2564, 0.2762)}
+_MODES = ("image", "static", "row", "column")
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Only the globals a pickled numpy array needs; everything else is refused."""
+
+    _reconstruct = np.zeros(1).__reduce__()[0]
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): __import__("codecs").encode,
+    }
+
+    def find_class(self, module, name):
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
+
+
+def read_cifar_batch(path, label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch file -> ``(images [N, 3, 32, 32] uint8, labels [N] int64)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CIFAR batch file not found: {str(path)!r}")
+    try:
+        d = _SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except Exception as e:  # truncated pickles raise EOFError, UnpicklingError, ValueError, ...
+        raise ValueError(f"{str(path)!r} is not a readable CIFAR python batch (truncated or corrupt?): "
+                         f"{type(e).__name__}: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{str(path)!r}: expected a pickled dict, got {type(d).__name__}")
+    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    if "data" not in d or label_key not in d:
+        raise ValueError(f"{str(path)!r} lacks 'data' or {label_key!r}; keys: {sorted(d)}")
+    data = np.asarray(d["data"])
+    labels = np.asarray(d[label_key], dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(f"{str(path)!r}: 'data' must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
+    if labels.shape != (data.shape[0],):
+        raise ValueError(f"{str(path)!r}: {data.shape[0]} images but {labels.size} labels")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def write_cifar_batch(path, images, labels, label_key: str = "labels") -> Path:
+    """Write ``images`` (``[N, 3, 32, 32]`` uint8) and ``labels`` as a CIFAR python batch (tests, tools)."""
+    images = np.asarray(images, dtype=np.uint8)
+    if images.ndim != 4 or images.shape[1:] != (3, 32, 32):
+        raise ValueError(f"images must be [N, 3, 32, 32], got {list(images.shape)}")
+    d = {b"batch_label": b"spikescan", b"data": images.reshape(len(images), 3072),
+         label_key.encode(): [int(v) for v in labels],
+         b"filenames": [f"{i}.png".encode() for i in range(len(images))]}
+    path = Path(path)
+    path.write_bytes(pickle.dumps(d, protocol=2))
+    return path
+
+
+class _CIFAR(Dataset):
+    num_classes = 10
+    folder = ""
+    train_files: tuple[str, ...] = ()
+    test_files: tuple[str, ...] = ()
+    label_key = "labels"
+
+    def __init__(self, root, train: bool = True, *, mode: str = "image", num_steps: int = 4,
+                 normalize: bool = False, transform: Callable | None = None):
+        root = require_dir(root, f"{type(self).__name__} root")
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {list(_MODES)}, got {mode!r}")
+        if not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
+        folder = root / self.folder if (root / self.folder).is_dir() else root
+        names = self.train_files if train else self.test_files
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{type(self).__name__} batch files not found in {str(folder)!r}: {missing} "
+                                    f"(expected the python version, folder {self.folder!r})")
+        parts = [read_cifar_batch(folder / n, self.label_key) for n in names]
+        self.images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+        self.labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+        if self.labels.numel() and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
+            raise ValueError(f"{str(folder)!r}: labels outside [0, {self.num_classes})")
+        self.mode, self.num_steps, self.normalize, self.transform = mode, num_steps, normalize, transform
+        self._mean = torch.tensor(_MEAN[self.num_classes]).view(3, 1, 1)
+        self._std = torch.tensor(_STD[self.num_classes]).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        img = self.images[i].to(torch.float32) / 255.0
+        if self.normalize:
+            img = (img - self._mean) / self._std
+        if self.transform is not None:  # image-space augmentation, before the time axis is made
+            img = self.transform(img)
+        if self.mode == "static":
+            x = img.unsqueeze(0).expand(self.num_steps, *img.shape).contiguous()
+        elif self.mode == "row":
+            x = img.permute(1, 0, 2).reshape(img.shape[1], -1)  # [H, C*W]
+        elif self.mode == "column":
+            x = img.permute(2, 0, 1).reshape(img.shape[2], -1)  # [W, C*H]
+        else:
+            x = img
+        return x, int(self.labels[i])
+
+
+class CIFAR10(_CIFAR):
+    """CIFAR-10 from ``root/cifar-10-batches-py/`` (or ``root`` itself); see the module docstring."""
+
+    num_classes = 10
+    folder = "cifar-10-batches-py"
+    train_files = tuple(f"data_batch_{k}" for k in range(1, 6))
+    test_files = ("test_batch",)
+
+
+class CIFAR100(_CIFAR):
+    """CIFAR-100 (fine labels) from ``root/cifar-100-python/`` (or ``root`` itself)."""
+
+    num_classes = 100
+    folder = "cifar-100-python"
+    train_files = ("train",)
+    test_files = ("test",)
+    label_key = "fine_labels"
