@@ -102,12 +102,14 @@ def as_param_tensor(value, name: str, like: torch.Tensor, *, low=None, high=None
             raise ValueError(f"{name} is on {value.device} but the input is on {like.device}")
         t = value if value.dim() > 0 else value.to(like.device)
         try:
-            torch.broadcast_shapes(t.shape, like.shape[1:])
+            fits = torch.broadcast_shapes(t.shape, like.shape[1:]) == like.shape[1:]
         except RuntimeError:
+            fits = False
+        if not fits:
             raise ValueError(
                 f"{name} of shape {tuple(t.shape)} is not broadcastable to the per-step shape "
-                f"{tuple(like.shape[1:])} of the input"
-            ) from None
+                f"{tuple(like.shape[1:])} of the input (it may not enlarge it)"
+            )
         if t.dim() > like.dim() - 1:
             raise ValueError(
                 f"{name} of shape {tuple(t.shape)} has more dims than the per-step shape "

@@ -1,0 +1,1 @@
+"""Compiled kernels (numba on CPU, Triton on GPU), imported lazily by the ops that use them."""

@@ -1,0 +1,150 @@
+"""Exact leaky integrate-and-fire neuron with reset, over a whole sequence.
+
+For every time step ``t = 0 .. T-1`` (input current ``x`` laid out ``[T, B, ...]``)::
+
+    v[t]      = decay * v_post[t-1] + x[t]              v_post[-1] = v0 (default 0)
+    s[t]      = H(v[t] - threshold)                     H(0) = 1, surrogate derivative in backward
+    v_post[t] = v[t] - threshold * s[t]                 reset="subtract" (soft reset)
+    v_post[t] = v[t] * (1 - s[t]) + v_reset * s[t]      reset="zero"     (hard reset to v_reset)
+
+``v`` is the membrane *before* the reset; the reset acts at the step of the spike, so the next
+step starts from ``v_post``.  With ``detach_reset=True`` the ``s[t]`` inside the reset is
+detached (gradient flows only through ``H``'s surrogate, not through the reset path).
+
+Relation to the papers:
+
+- SPSN (eq. 5-6) LIF baseline: ``i[n] = alpha*i[n-1] + x[n]`` (a linear scan, computed
+  elsewhere), then this function with ``x = (1 - beta) * i``, ``decay = beta``,
+  ``threshold = 1``, ``reset="zero"``, ``v_reset = 0``, ``detach_reset=True`` and surrogate
+  ``FastSigmoid(slope=100)`` (= ``1/(100|u|+1)^2``) is what the authors' code runs.  Eq. 6
+  read literally, ``u[n+1] = (beta*u[n] + (1-beta)*i[n+1]) * (1 - s[n])``, would also discard
+  the input arriving the step after a spike; the code (and this function) resets at the spike
+  step and keeps that input.
+- Temporal-parallelization paper (eq. 1-2): ``v[t] = k*v[t-1]*(1 - x[t-1]) + V_rest*x[t-1] +
+  I[t]``, ``x[t] = H(v[t] - V_th)``.  This is ``reset="zero"`` with ``decay = k`` and
+  ``v_reset = V_rest / k`` (here ``v_reset`` decays with the membrane, there it does not), so
+  the two are identical for ``V_rest = 0``, the value of their benchmark (k = 0.2, V_th = 0.3).
+
+Backends: ``"sequential"`` (this file's Python loop, the reference every fast backend is
+tested against) and ``"auto"`` (currently the sequential one).  A backend is a function in
+:data:`_BACKENDS` with the signature of :func:`_lif_sequential`; it receives validated
+arguments and returns ``(s, v, v_post_last)`` with ``s``, ``v`` shaped like ``x`` and
+``v_post_last`` shaped ``x.shape[1:]``, all in ``x.dtype``, and must give the same values and
+gradients (to tolerance) as the sequential reference, ``H(0) = 1`` included.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .. import surrogate as _surrogate
+from .._checks import as_param_tensor, check_choice, check_finite, check_time_first
+from .firing import _Heaviside, _compute_dtype
+
+__all__ = ["lif"]
+
+_RESETS = ("subtract", "zero")
+
+
+def _lif_sequential(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: Tensor | None, *,
+                    reset: str, surrogate: _surrogate.Surrogate, detach_reset: bool):
+    """Reference: one Python step per time step, autograd through the whole loop."""
+    dtype = _compute_dtype(x.dtype)
+    xs = x.to(dtype)
+    decay, threshold, v_reset = decay.to(dtype), threshold.to(dtype), v_reset.to(dtype)
+    v_post = xs.new_zeros(()) if v0 is None else v0.to(dtype)
+    spikes, membrane = [], []
+    for t in range(xs.shape[0]):
+        v = decay * v_post + xs[t]
+        s = _Heaviside.apply(v - threshold, surrogate)
+        s_reset = s.detach() if detach_reset else s
+        if reset == "subtract":
+            v_post = v - threshold * s_reset
+        else:
+            v_post = v * (1.0 - s_reset) + v_reset * s_reset
+        spikes.append(s)
+        membrane.append(v)
+    out = x.dtype
+    return torch.stack(spikes).to(out), torch.stack(membrane).to(out), v_post.to(out)
+
+
+_BACKENDS: dict[str, Callable] = {"sequential": _lif_sequential}
+
+
+def _resolve_backend(backend: str, x: Tensor) -> str:
+    # x is unused until a second backend exists; "auto" will then pick by x.device, dtype and T
+    check_choice(backend, "backend", set(_BACKENDS) | {"auto"})
+    if backend == "auto":
+        return "sequential"
+    return backend
+
+
+def _param(value, name: str, x: Tensor, **bounds) -> Tensor:
+    t = as_param_tensor(value, name, x, **bounds)
+    if torch.broadcast_shapes(t.shape, x.shape[1:]) != x.shape[1:]:
+        raise ValueError(
+            f"{name} of shape {tuple(t.shape)} would enlarge the per-step shape {tuple(x.shape[1:])} "
+            f"of the input; it must broadcast to it"
+        )
+    return t
+
+
+def lif(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_reset=0.0, surrogate=None,
+        v0=None, detach_reset: bool = False, backend: str = "sequential", return_membrane: bool = False,
+        return_state: bool = False, check: bool | None = None):
+    """Run an exact LIF neuron with reset over the whole sequence ``x`` (see the module docstring).
+
+    Args:
+        x: input current, floating tensor ``[T, B, ...]`` (any ``[T, *rest]`` with ``T >= 1``).
+        decay: membrane decay factor in ``[0, 1]`` (``exp(-dt/tau_mem)`` or ``1 - 1/tau``), a
+            float or a tensor broadcastable to ``x.shape[1:]`` (per neuron); differentiable.
+        threshold: firing threshold ``> 0``, float or tensor broadcastable to ``x.shape[1:]``;
+            differentiable (through the surrogate and, for ``"subtract"``, the reset).
+        reset: ``"subtract"`` (``v - threshold*s``) or ``"zero"`` (hard reset to ``v_reset``).
+        v_reset: reset potential for ``reset="zero"``, float or tensor; must stay 0 with
+            ``"subtract"``.
+        surrogate: surrogate derivative of ``H`` (instance, name, or ``None`` for
+            ``FastSigmoid(25)``); see :mod:`spikescan.surrogate`.
+        v0: initial post-reset membrane ``v_post[-1]``, float or tensor broadcastable to
+            ``x.shape[1:]`` (e.g. the ``state`` of a previous call); ``None`` means 0.
+        detach_reset: detach the spike inside the reset term.
+        backend: ``"sequential"`` or ``"auto"`` (picks by device, dtype and ``T``).
+        return_membrane: also return the pre-reset membrane ``v`` ``[T, ...]`` (the quantity
+            the fused kernels store for backward; spikes are ``v >= threshold``).
+        return_state: also return the final post-reset membrane ``v_post[T-1]``
+            (``x.shape[1:]``), to continue the sequence with ``v0=state`` (streaming,
+            truncated BPTT).  It carries gradient; detach it to truncate.
+        check: scan ``x`` for NaN/Inf (default: only in debug mode; the parameters and ``v0``
+            are always checked).
+
+    Returns:
+        ``s`` (spikes, 0/1, shape and dtype of ``x``) alone, or the tuple of the requested items
+        in the order ``(s, v, state)``.
+    """
+    check_time_first(x, "x")
+    check_finite(x, "x", check)
+    check_choice(reset, "reset", _RESETS)
+    fn = _BACKENDS[_resolve_backend(backend, x)]
+    decay = _param(decay, "decay", x, low=0.0, high=1.0)
+    threshold = _param(threshold, "threshold", x, low=0.0, low_inclusive=False)
+    v_reset = _param(v_reset, "v_reset", x)
+    if reset == "subtract" and bool((v_reset != 0).any()):
+        raise ValueError("v_reset is used only with reset='zero'; with reset='subtract' leave it at 0")
+    if v0 is not None:
+        v0 = _param(v0, "v0", x)  # always checked finite, like the other parameters
+    surrogate = _surrogate.get(surrogate)
+
+    s, v, state = fn(x, decay, threshold, v_reset, v0, reset=reset, surrogate=surrogate,
+                     detach_reset=bool(detach_reset))
+
+    if not (return_membrane or return_state):
+        return s
+    out = (s,)
+    if return_membrane:
+        out += (v,)
+    if return_state:
+        out += (state,)
+    return out
