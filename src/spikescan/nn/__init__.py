@@ -3,6 +3,9 @@
 from .base import SpikingNeuron
 from .container import TimeDistributed
 from .leaky import LI, LIF, PLIF
+from .psu import IPSU, PSU, RPSU
+from .single_spike import MaxMembraneReadout, SingleSpikeLIF
 from .spsn import SPSN
 
-__all__ = ["LI", "LIF", "PLIF", "SPSN", "SpikingNeuron", "TimeDistributed"]
+__all__ = ["IPSU", "LI", "LIF", "MaxMembraneReadout", "PLIF", "PSU", "RPSU", "SPSN", "SingleSpikeLIF",
+           "SpikingNeuron", "TimeDistributed"]

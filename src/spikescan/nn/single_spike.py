@@ -1,0 +1,104 @@
+"""FastSNN layers: :class:`SingleSpikeLIF` (at most one spike per neuron, no time loop) and
+:class:`MaxMembraneReadout` (infinite-threshold readout, max membrane over time).
+
+Taylor, King & Harper, "Accelerating spiking neural network training" (FastSNN); the
+equations and the phi/g first-spike extraction are in :mod:`spikescan.ops.first_spike`.
+Time constants are in seconds with step ``dt`` (``decay = exp(-dt/tau)``); the paper uses
+``tau = 10 ms`` for hidden and ``20 ms`` for readout neurons, ``dt = 1 ms`` (2 ms on SHD).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .. import surrogate as surrogate_lib
+from .._checks import check_time_first
+from ..ops.first_spike import DEFAULT_SURROGATE, max_membrane_readout, single_spike_lif
+from .base import Decay, SpikingNeuron
+
+__all__ = ["SingleSpikeLIF", "MaxMembraneReadout"]
+
+
+def _check_features(x: torch.Tensor, features: int) -> None:
+    check_time_first(x, "x", min_dim=2)
+    if x.shape[-1] != features:
+        raise ValueError(f"x must have {features} features in its last dim, got shape {tuple(x.shape)}")
+
+
+def _input_scale(input_scale):
+    if input_scale == "one_minus_decay":
+        return None
+    if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not math.isfinite(input_scale):
+        raise ValueError(f"input_scale must be 'one_minus_decay' or a finite float, got {input_scale!r}")
+    return float(input_scale)
+
+
+class SingleSpikeLIF(SpikingNeuron):
+    """FastSNN neuron: LIF with an infinite refractory period, computed without a time loop.
+
+    ``V~[t] = b V~[t-1] + (1 - b) x[t]`` (no reset, parallel scan), ``S~ = H(V~ - threshold)``
+    with the surrogate ``(100 |.| + 1)^-2``, ``S = g(phi(S~))`` keeps each neuron's first spike.
+
+    Args:
+        features: size of the last input dim.
+        tau, dt: membrane time constant and step in seconds, ``b = exp(-dt/tau)``.
+        threshold: firing threshold (paper: 1).
+        surrogate: default ``FastSigmoid(slope=100)``.
+        input_scale: ``"one_minus_decay"`` (paper eq. 5) or a float (``1.0``: the authors' code).
+        learn_tau: learn ``tau`` per neuron (the code trains its decay kernel; here it is
+            parameterised by one time constant per neuron).
+        straight_through: identity backward through ``g`` (see :func:`~spikescan.ops.first_spike.first_spike`).
+        backend: leaky-integration backend (:func:`spikescan.ops.scan.leaky_integrate`).
+    """
+
+    def __init__(self, features: int, tau: float = 0.01, dt: float = 1e-3, threshold: float = 1.0, *,
+                 surrogate=None, input_scale="one_minus_decay", learn_tau: bool = False,
+                 straight_through: bool = False, backend: str = "auto"):
+        super().__init__()
+        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
+            raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
+        self.features = int(features)
+        self.mem = Decay(features, tau, dt, learn_tau, "tau")
+        self.threshold = float(threshold)
+        self.surrogate = DEFAULT_SURROGATE if surrogate is None else surrogate_lib.get(surrogate)
+        self.input_scale = input_scale
+        self._scale = _input_scale(input_scale)
+        self.straight_through = bool(straight_through)
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor, return_membrane: bool = False):
+        """Spikes ``[T, B, *, features]`` (at most one per neuron), and ``V~`` with ``return_membrane``."""
+        _check_features(x, self.features)
+        return single_spike_lif(x, self.mem(), self.threshold, scale=self._scale,
+                                surrogate=self.surrogate, straight_through=self.straight_through,
+                                backend=self.backend, return_membrane=return_membrane)
+
+    def extra_repr(self) -> str:
+        return (f"features={self.features}, threshold={self.threshold}, surrogate={self.surrogate}, "
+                f"input_scale={self.input_scale!r}, straight_through={self.straight_through}")
+
+
+class MaxMembraneReadout(nn.Module):
+    """FastSNN readout: leaky membrane with infinite threshold, ``max_t V[t]`` -> logits ``[B, *, features]``.
+
+    ``V[t] = b V[t-1] + (1 - b) x[t]``; the paper feeds ``max_t V`` to softmax / cross-entropy.
+    """
+
+    def __init__(self, features: int, tau: float = 0.02, dt: float = 1e-3, *,
+                 input_scale="one_minus_decay", learn_tau: bool = False, backend: str = "auto"):
+        super().__init__()
+        self.features = int(features)
+        self.mem = Decay(features, tau, dt, learn_tau, "tau")
+        self.input_scale = input_scale
+        self._scale = _input_scale(input_scale)
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self.features)
+        return max_membrane_readout(x, self.mem(), scale=self._scale, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, input_scale={self.input_scale!r}"
