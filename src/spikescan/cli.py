@@ -9,6 +9,8 @@ import sys
 # name -> module under spikescan.bench exposing add_arguments(parser) and run(args)
 BENCHMARKS = {
     "speed-vs-t": "speed_vs_t",
+    "fastsnn-grid": "fastsnn_grid",
+    "psu": "psu",
 }
 
 
@@ -33,6 +35,7 @@ def _add_train(sub) -> None:
     p.add_argument("--backend", default=d.backend, help="leaky-integration backend")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<neuron>-s<seed>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -45,7 +48,8 @@ def _run_train(args) -> int:
                       neuron=args.neuron, hidden=list(args.hidden), epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                       schedule=args.schedule, readout=args.readout, theta_reg=args.theta_reg,
-                      backend=args.backend, seed=args.seed, device=args.device, out_dir=args.out)
+                      backend=args.backend, seed=args.seed, device=args.device, out_dir=args.out,
+                      threads=args.threads or None)
     if args.resume and not args.out:
         raise SystemExit("--resume needs --out RUN_DIR")
     train(cfg, resume=args.resume, progress=not args.no_progress)
