@@ -57,8 +57,10 @@ def _lif_sequential(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor
     decay, threshold, v_reset = decay.to(dtype), threshold.to(dtype), v_reset.to(dtype)
     v_post = xs.new_zeros(()) if v0 is None else v0.to(dtype)
     spikes, membrane = [], []
-    for t in range(xs.shape[0]):
-        v = decay * v_post + xs[t]
+    # unbind, not xs[t]: the backward of T separate index ops accumulates T full-size zero-padded
+    # gradients, which makes BPTT quadratic in T.
+    for x_t in xs.unbind(0):
+        v = decay * v_post + x_t
         s = _Heaviside.apply(v - threshold, surrogate)
         s_reset = s.detach() if detach_reset else s
         if reset == "subtract":
