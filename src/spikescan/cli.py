@@ -11,6 +11,7 @@ BENCHMARKS = {
     "speed-vs-t": "speed_vs_t",
     "fastsnn-grid": "fastsnn_grid",
     "psu": "psu",
+    "lif": "lif",
 }
 
 

@@ -1,0 +1,540 @@
+"""One exact-LIF layer: time-fused kernel vs PyTorch loops vs snnTorch / SpikingJelly / Norse.
+
+Two tables (temporal-parallelization paper, ``../shared/papers/temporal_parallelization_lif_cuda_jax.txt``):
+
+(a) ``forward`` — the paper's Table 1: forward (inference, no autograd) of one LIF layer of
+    ``--neurons`` (default 1 000 000) neurons, T in {8, 16, 32, 64, 128}, with its constants
+    ``k_tau = 0.2``, ``V_th = 0.3``, ``V_rest = 0`` (hard reset to 0, i.e. ``reset="zero"``).
+(b) ``train`` — one training step (forward + backward of ``sum(spikes)`` w.r.t. the input
+    currents ``[T, B, N]``), B = 32, N in {128, 256, 512, 1024}, T in {100, 1000}, with decay 0.9,
+    threshold 1, hard reset, surrogate FastSigmoid(25) (snnTorch's default).
+
+Implementations (``--impls``):
+
+* ``fused`` — ``spikescan.ops.fused.lif_fused``: one kernel pass over T (numba on CPU, Triton on
+  CUDA); in (a) it writes only the spikes, in (b) it also keeps the pre-reset membrane (4 B per
+  (t, neuron)) for its one-pass backward;
+* ``reference`` — ``spikescan.ops.lif.lif(backend="sequential")``, the project's reference loop;
+* ``torch-loop`` — the same equations as a plain PyTorch loop over ``x.unbind(0)`` (what a user
+  would write; autograd through the loop);
+* ``snntorch`` — ``snntorch.Leaky(beta, threshold, reset_mechanism="zero")`` stepped over
+  ``x[t]`` (its documented usage);
+* ``spikingjelly`` — ``LIFNode(tau = 1/(1-k), decay_input=False, v_reset=0, step_mode="m")``
+  (same dynamics; SpikingJelly picks its torch reference on CPU and its CUDA kernels on GPU);
+* ``norse`` — ``norse.torch.LIF`` with ``dt * tau_mem_inv = 1 - k`` (Norse's LIF also integrates
+  a synaptic current, so its dynamics are comparable, not identical; it is timed as shipped).
+
+Peers that are not installed (optional extra ``spikescan[peers]``) are skipped and reported so.
+
+Roofline rows: the bytes that must move at the copy bandwidth measured in the same run
+(:func:`spikescan.bench._common.measure_copy_bandwidth`, read + write bytes per second).
+(a) read x, write spikes: ``2 T N e``.  (b) read x, write spikes, write the saved membrane,
+read it back, read the spike gradient, write the input gradient: ``6 T B N e``.
+
+Peak memory (``--memory``, CPU: the rise of the process's peak resident set during one step,
+measured by resetting the kernel's high-water mark through ``/proc/self/clear_refs``; CUDA:
+``torch.cuda.max_memory_allocated``) is taken for every implementation at the headline case
+(``--memory-case``, default B=32, N=256, T=1000).
+
+A case whose time, extrapolated linearly in T from the previous T, exceeds ``--budget-s`` is
+skipped and marked as such; a case stops repeating once it has used the budget.
+
+Run: ``spikescan bench lif`` or ``python -m spikescan.bench.lif``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import importlib.util
+import os
+import time
+from typing import Any, Callable
+
+import torch
+
+from . import _common as C
+
+IMPLS = ("fused", "reference", "torch-loop", "snntorch", "spikingjelly", "norse")
+PEERS = {"snntorch": "snntorch", "spikingjelly": "spikingjelly.activation_based.neuron", "norse": "norse.torch"}
+DEFAULT_T_FWD = (8, 16, 32, 64, 128)
+DEFAULT_T_TRAIN = (100, 1000)
+DEFAULT_HIDDEN = (128, 256, 512, 1024)
+PAPER = dict(decay=0.2, threshold=0.3)  # k_tau, V_th of Table 1 (V_rest = 0)
+TRAIN = dict(decay=0.9, threshold=1.0)
+FWD_BYTES_PASSES = 2  # read x, write spikes
+TRAIN_BYTES_PASSES = 6  # read x, write s, write v, read v, read grad s, write grad x
+
+
+# --------------------------------------------------------------------------------------------
+# implementations: each builds  x [T, ...] -> spikes [T, ...]
+# --------------------------------------------------------------------------------------------
+
+
+def peer_status(impl: str) -> str | None:
+    """``None`` when ``impl`` can run, else why not (e.g. the peer package is not installed)."""
+    if impl not in PEERS:
+        return None
+    module = PEERS[impl]
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        return f"not installed (pip install {module.split('.')[0]}, or spikescan[peers])"
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # installed but broken (missing dependency, ...)
+        return f"import failed: {type(exc).__name__}: {exc}"
+    return None
+
+
+def make_neuron(impl: str, decay: float, threshold: float, device: torch.device,
+                train: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The LIF layer of ``impl`` with decay ``k`` and threshold, hard reset to 0."""
+    if impl == "fused":
+        from spikescan.ops.fused import lif_fused
+
+        return lambda x: lif_fused(x, decay, threshold, reset="zero", surrogate="fast_sigmoid")
+    if impl == "reference":
+        from spikescan.ops.lif import lif
+
+        return lambda x: lif(x, decay, threshold, reset="zero", surrogate="fast_sigmoid", backend="sequential")
+    if impl == "torch-loop":
+        from spikescan.ops.firing import heaviside
+        from spikescan.surrogate import FastSigmoid
+
+        sg = FastSigmoid(25.0)
+
+        def loop(x: torch.Tensor) -> torch.Tensor:
+            v_post = x.new_zeros(())
+            spikes = []
+            for xt in x.unbind(0):
+                v = decay * v_post + xt
+                s = heaviside(v - threshold, sg)
+                v_post = v * (1.0 - s)
+                spikes.append(s)
+            return torch.stack(spikes)
+
+        return loop
+    if impl == "snntorch":
+        import snntorch
+        from snntorch import surrogate
+
+        layer = snntorch.Leaky(beta=decay, threshold=threshold, reset_mechanism="zero",
+                               spike_grad=surrogate.fast_sigmoid(slope=25)).to(device)
+
+        def snn(x: torch.Tensor) -> torch.Tensor:
+            mem = layer.init_leaky()
+            spikes = []
+            for t in range(x.shape[0]):
+                spk, mem = layer(x[t], mem)
+                spikes.append(spk)
+            return torch.stack(spikes)
+
+        return snn
+    if impl == "spikingjelly":
+        from spikingjelly.activation_based import neuron
+
+        node = neuron.LIFNode(tau=1.0 / (1.0 - decay), decay_input=False, v_threshold=threshold, v_reset=0.0,
+                              step_mode="m").to(device)
+
+        def sj(x: torch.Tensor) -> torch.Tensor:
+            node.reset()
+            return node(x)
+
+        return sj
+    if impl == "norse":
+        import norse.torch as norse
+
+        dt = 1e-3
+        p = norse.LIFParameters(tau_mem_inv=torch.tensor((1.0 - decay) / dt, device=device),
+                                tau_syn_inv=torch.tensor(1.0 / dt, device=device),
+                                v_th=torch.tensor(threshold, device=device),
+                                v_reset=torch.tensor(0.0, device=device), v_leak=torch.tensor(0.0, device=device))
+        layer = norse.LIF(p=p, dt=dt).to(device)
+        return lambda x: layer(x)[0]
+    raise ValueError(f"unknown implementation {impl!r}; expected one of {IMPLS}")
+
+
+# --------------------------------------------------------------------------------------------
+# peak memory
+# --------------------------------------------------------------------------------------------
+
+
+def _vm_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: torch.device) -> int | None:
+    """Rise of the peak memory during one call of ``fn`` (see the module docstring), or ``None``."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")  # reset the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
+    except OSError:
+        return None
+    base = _vm_kib("VmRSS")
+    fn()
+    peak = _vm_kib("VmHWM")
+    if base is None or peak is None:
+        return None
+    return max(0, peak - base) * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"values must be integers >= 1, got {text!r}")
+    return values
+
+
+def _flat(groups) -> list[int]:
+    return sorted({int(v) for g in groups for v in (g if isinstance(g, (list, tuple)) else [g])})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``spikescan bench lif``."""
+    parser.add_argument("--parts", nargs="+", choices=("forward", "train"), default=["forward", "train"],
+                        help="(a) the 1M-neuron forward table and/or (b) the training step (default: both)")
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS),
+                        help="implementations to time (default: all; peers that are not installed are skipped)")
+    parser.add_argument("--neurons", type=int, default=1_000_000, help="(a) neurons in the layer (default 1e6)")
+    parser.add_argument("--t-forward", type=_int_list, nargs="+", default=[list(DEFAULT_T_FWD)], metavar="T",
+                        help="(a) sequence lengths (default 8 16 32 64 128)")
+    parser.add_argument("--batch", type=int, default=32, help="(b) batch size B (default 32)")
+    parser.add_argument("--hidden", type=_int_list, nargs="+", default=[list(DEFAULT_HIDDEN)], metavar="N",
+                        help="(b) neurons per sample (default 128 256 512 1024)")
+    parser.add_argument("--t-train", type=_int_list, nargs="+", default=[list(DEFAULT_T_TRAIN)], metavar="T",
+                        help="(b) sequence lengths (default 100 1000)")
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the peak memory of one training step at --memory-case (default on)")
+    parser.add_argument("--memory-case", type=_int_list, default=[32, 256, 1000], metavar="B,N,T",
+                        help="training case of the peak-memory row (default 32,256,1000)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per case, median reported (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per case before timing (default 1)")
+    parser.add_argument("--budget-s", type=float, default=60.0,
+                        help="skip a case whose time, extrapolated from the previous T, exceeds this; stop "
+                             "repeating once a case used it (default 60)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=os.path.join("bench_results", "lif"),
+                        help="output folder for results.json and lif.png (default bench_results/lif)")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    for name in ("neurons", "batch", "repeats"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if not args.budget_s > 0:
+        raise ValueError(f"--budget-s must be > 0, got {args.budget_s}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if len(args.memory_case) != 3:
+        raise ValueError(f"--memory-case must be B,N,T, got {args.memory_case}")
+
+
+# --------------------------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark described by ``args``; print the tables, write JSON + PNG; return the results."""
+    _validate(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = C.resolve_device(args.device)
+    started = time.perf_counter()
+    impls = [i for i in IMPLS if i in args.impls]
+    unavailable = {i: why for i in impls if (why := peer_status(i)) is not None}
+    runnable = [i for i in impls if i not in unavailable]
+    name = C.cpu_model() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"bench lif on {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"implementations: {runnable}")
+    for impl, why in unavailable.items():
+        print(f"  {impl}: skipped, {why}")
+    machine = C.machine_info(device)
+    bandwidth = C.measure_copy_bandwidth(device)
+    print(f"copy bandwidth (read + write): {bandwidth / 1e9:.2f} GB/s", flush=True)
+    budget = C.BudgetTracker(args.budget_s, calls_per_case=args.warmup + args.repeats)
+    element = 4  # float32 throughout
+
+    results: dict[str, Any] = {
+        "benchmark": "lif",
+        "config": {
+            "parts": list(args.parts), "implementations": runnable, "unavailable": unavailable,
+            "neurons": args.neurons, "t_forward": _flat(args.t_forward), "batch": args.batch,
+            "hidden": _flat(args.hidden), "t_train": _flat(args.t_train), "repeats": args.repeats,
+            "warmup": args.warmup, "budget_s": args.budget_s, "device": str(device), "dtype": "float32",
+            "threads": args.threads, "seed": args.seed, "forward_constants": PAPER, "train_constants": TRAIN,
+            "reset": "zero (hard reset to 0)",
+            "train_step": "forward + backward of sum(spikes) w.r.t. the input currents",
+        },
+        "machine": machine,
+        "copy_bandwidth_bytes_per_s": bandwidth,
+    }
+    if "forward" in args.parts:
+        results["forward"] = _forward_table(args, runnable, device, budget, bandwidth, element)
+    if "train" in args.parts:
+        results["train"] = _train_table(args, runnable, device, budget, bandwidth, element)
+        if args.memory:
+            results["memory"] = _memory_row(args, runnable, device, results["train"])
+    results["machine"]["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    results["total_wall_s"] = time.perf_counter() - started
+
+    out = os.fspath(args.out)
+    results["files"] = {"json": os.path.join(out, "results.json"), "png": os.path.join(out, "lif.png")}
+    print()
+    print(format_report(results))
+    _plot(results, results["files"]["png"])
+    C.write_json_atomic(results["files"]["json"], results)
+    print(f"\nwrote {results['files']['json']} and {results['files']['png']}")
+    return results
+
+
+def _time_case(key: str, size: float, label: str, step: Callable[[], Any], args, device, budget) -> dict[str, Any]:
+    skip, est = budget.should_skip(key, size)
+    if skip:
+        budget.record(key, size, est / budget.calls_per_case)
+        print(f"{label} skipped: estimated {est:.1f}s > budget {args.budget_s:g}s", flush=True)
+        return {"status": "skipped", "estimate_s": est}
+    try:
+        timing = C.time_fn(step, device, warmup=args.warmup, repeats=args.repeats, max_total_s=args.budget_s)
+    except Exception as exc:  # one broken implementation must not lose the other results
+        print(f"{label} ERROR: {type(exc).__name__}: {exc}", flush=True)
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    budget.record(key, size, timing.median_s)
+    entry = {"status": "ok", **timing.to_dict()}
+    print(f"{label} {C.fmt_seconds(timing.median_s):>10s}  (IQR {C.fmt_seconds(timing.iqr_s)}, "
+          f"{len(timing.times_s)} repeats)", flush=True)
+    return entry
+
+
+def _forward_table(args, impls, device, budget, bandwidth, element) -> dict[str, Any]:
+    t_values = _flat(args.t_forward)
+    neurons = {i: make_neuron(i, PAPER["decay"], PAPER["threshold"], device, train=False) for i in impls}
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    cases: dict[str, list] = {i: [] for i in impls}
+    roof = []
+    for T in t_values:
+        x = torch.rand(T, args.neurons, generator=gen, device=device) * 0.5  # mean 0.25: fires now and then
+        nbytes = FWD_BYTES_PASSES * T * args.neurons * element
+        roof.append({"T": T, "bytes": nbytes, "seconds": C.roofline_seconds(nbytes, bandwidth)})
+        for impl in impls:
+            def step(f=neurons[impl]):
+                with torch.no_grad():
+                    return f(x)
+
+            entry = _time_case(f"fwd/{impl}", T, f"forward N={args.neurons} T={T:<4d} {impl:<13s}", step, args,
+                               device, budget)
+            cases[impl].append({"T": T, **entry})
+            gc.collect()
+        del x
+        gc.collect()
+    return {"t_values": t_values, "cases": cases, "roofline": roof,
+            "roofline_formula": f"{FWD_BYTES_PASSES} * T * N * 4 bytes (read x, write spikes)"}
+
+
+def _train_step(neuron, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        x.grad = None
+        neuron(x).sum().backward()
+
+    return step
+
+
+def _train_table(args, impls, device, budget, bandwidth, element) -> dict[str, Any]:
+    hidden, t_values = _flat(args.hidden), _flat(args.t_train)
+    neurons = {i: make_neuron(i, TRAIN["decay"], TRAIN["threshold"], device, train=True) for i in impls}
+    gen = torch.Generator(device=device).manual_seed(args.seed + 1)
+    cases: dict[str, dict[str, list]] = {i: {str(n): [] for n in hidden} for i in impls}
+    roof: dict[str, list] = {str(n): [] for n in hidden}
+    for T in t_values:
+        for n in hidden:
+            x = (torch.randn(T, args.batch, n, generator=gen, device=device) * 0.5 + 0.15).requires_grad_()
+            nbytes = TRAIN_BYTES_PASSES * T * args.batch * n * element
+            roof[str(n)].append({"T": T, "bytes": nbytes, "seconds": C.roofline_seconds(nbytes, bandwidth)})
+            for impl in impls:
+                entry = _time_case(f"train/{impl}/{n}", T, f"train B={args.batch} N={n:<5d} T={T:<5d} {impl:<13s}",
+                                   _train_step(neurons[impl], x), args, device, budget)
+                cases[impl][str(n)].append({"T": T, **entry})
+                x.grad = None
+                gc.collect()
+            del x
+    return {"hidden": hidden, "t_values": t_values, "cases": cases, "roofline": roof,
+            "roofline_formula": f"{TRAIN_BYTES_PASSES} * T * B * N * 4 bytes (read x, write s, write v, read v, "
+                                "read grad s, write grad x)"}
+
+
+def _memory_row(args, impls, device, train: dict[str, Any]) -> dict[str, Any]:
+    B, N, T = args.memory_case
+    # don't measure what the timing skipped or failed (one call could take minutes)
+    timed = {impl: {(e["T"], n): e["status"] for n, es in by_n.items() for e in es}
+             for impl, by_n in train["cases"].items()} if B == args.batch else {}
+    out: dict[str, Any] = {"case": {"B": B, "N": N, "T": T}, "bytes": {},
+                           "method": "CPU: rise of VmHWM over VmRSS during one step after a reset of the "
+                                     "high-water mark (/proc/self/clear_refs); CUDA: max_memory_allocated rise"}
+    gen = torch.Generator(device=device).manual_seed(args.seed + 2)
+    x = (torch.randn(T, B, N, generator=gen, device=device) * 0.5 + 0.15).requires_grad_()
+    out["input_bytes"] = x.numel() * x.element_size()
+    for impl in impls:
+        status = timed.get(impl, {}).get((T, str(N)))
+        if status is not None and status != "ok":
+            out["bytes"][impl] = None
+            print(f"memory {impl:<13s} not measured (timing case was {status})", flush=True)
+            continue
+        step = _train_step(make_neuron(impl, TRAIN["decay"], TRAIN["threshold"], device, train=True), x)
+        try:
+            step()  # warm-up: compile, allocate parameters
+            x.grad = None
+            out["bytes"][impl] = peak_memory_bytes(step, device)
+        except Exception as exc:
+            out["bytes"][impl] = None
+            print(f"memory {impl:<13s} ERROR: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        x.grad = None
+        gc.collect()
+        b = out["bytes"][impl]
+        print(f"memory B={B} N={N} T={T} {impl:<13s} peak rise {'-' if b is None else f'{b / 2**20:.1f} MiB'}",
+              flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+def _median(entry: dict[str, Any]) -> float | None:
+    return entry["median_s"] if entry.get("status") == "ok" else None
+
+
+def _cell(entry: dict[str, Any]) -> str:
+    if entry["status"] == "ok":
+        return C.fmt_seconds(entry["median_s"])
+    if entry["status"] == "skipped":
+        return f"skip(~{entry['estimate_s']:.0f}s)"
+    return "error"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if (a is not None and b is not None and b > 0) else None
+
+
+def _rows(cases: dict[str, list], roof: list[dict], impls: list[str]) -> list[list[str]]:
+    """Times per implementation, the roofline, fused over the roofline and each impl over fused."""
+    rows = [[impl] + [_cell(e) for e in cases[impl]] for impl in impls]
+    rows.append(["ROOFLINE"] + [C.fmt_seconds(r["seconds"]) for r in roof])
+    if "fused" in cases:
+        fused = [_median(e) for e in cases["fused"]]
+        rows.append(["fused/ROOFLINE"] + [C.fmt_ratio(_ratio(f, r["seconds"])) for f, r in zip(fused, roof)])
+        for impl in impls:
+            if impl != "fused":
+                rows.append([f"{impl}/fused"] + [C.fmt_ratio(_ratio(_median(e), f))
+                                                  for e, f in zip(cases[impl], fused)])
+    return rows
+
+
+def format_report(results: dict[str, Any]) -> str:
+    """The text tables of (a) the forward, (b) the training step and the peak-memory row."""
+    cfg = results["config"]
+    impls = cfg["implementations"]
+    where = f"{results['machine']['torch_num_threads']} threads, {cfg['device']}, float32"
+    blocks = []
+    if "forward" in results:
+        fw = results["forward"]
+        title = (f"(a) FORWARD (no autograd), one LIF layer of {cfg['neurons']:,} neurons, k={PAPER['decay']}, "
+                 f"V_th={PAPER['threshold']}, V_rest=0; median of {cfg['repeats']}; {where}")
+        blocks.append(title + "\n" + C.format_table(["T"] + [str(t) for t in fw["t_values"]],
+                                                    _rows(fw["cases"], fw["roofline"], impls)))
+    if "train" in results:
+        tr = results["train"]
+        for k, T in enumerate(tr["t_values"]):
+            cases = {i: [tr["cases"][i][str(n)][k] for n in tr["hidden"]] for i in impls}
+            roof = [tr["roofline"][str(n)][k] for n in tr["hidden"]]
+            title = (f"(b) TRAINING STEP (forward + backward of sum(spikes)), B={cfg['batch']}, T={T}, "
+                     f"decay={TRAIN['decay']}, threshold={TRAIN['threshold']}; median of {cfg['repeats']}; {where}")
+            blocks.append(title + "\n" + C.format_table(["N"] + [str(n) for n in tr["hidden"]],
+                                                        _rows(cases, roof, impls)))
+    if "memory" in results:
+        mem = results["memory"]
+        case = mem["case"]
+        fused = mem["bytes"].get("fused")
+        rows = [[impl, "-" if b is None else f"{b / 2**20:.1f} MiB", C.fmt_ratio(_ratio(b, fused))]
+                for impl, b in mem["bytes"].items()]
+        blocks.append(f"PEAK MEMORY of one training step, B={case['B']}, N={case['N']}, T={case['T']} (input "
+                      f"{mem['input_bytes'] / 2**20:.1f} MiB); {mem['method']}\n"
+                      + C.format_table(["implementation", "peak rise", "x fused"], rows))
+    bw = results["copy_bandwidth_bytes_per_s"]
+    blocks.append(f"ROOFLINE = bytes that must move at the copy bandwidth measured in this run ({bw / 1e9:.2f} GB/s "
+                  f"read+write): (a) {results.get('forward', {}).get('roofline_formula', '-')}; "
+                  f"(b) {results.get('train', {}).get('roofline_formula', '-')}.  X/fused = how many times "
+                  "slower X is than the fused kernel.")
+    if cfg["unavailable"]:
+        blocks.append("not run: " + "; ".join(f"{i}: {why}" for i, why in cfg["unavailable"].items()))
+    return "\n\n".join(blocks)
+
+
+def _plot(results: dict[str, Any], path: str) -> None:
+    parts = [p for p in ("forward", "train") if p in results]
+    fig, axes = C.new_figure(ncols=max(1, len(parts)))
+    colors: dict[str, str] = {}
+    for ax, part in zip(axes[0], parts):
+        res = results[part]
+        if part == "forward":
+            series = [(impl, "-", "o", res["cases"][impl]) for impl in res["cases"]]
+            roofs = [("-", res["roofline"])]
+            ax.set(title=f"(a) forward, {results['config']['neurons']:,} neurons", xlabel="T")
+        else:
+            n = str(results["memory"]["case"]["N"]) if "memory" in results else str(res["hidden"][0])
+            n = n if n in res["roofline"] else str(res["hidden"][0])
+            series = [(impl, "-", "o", res["cases"][impl][n]) for impl in res["cases"]]
+            roofs = [("-", res["roofline"][n])]
+            ax.set(title=f"(b) training step, B={results['config']['batch']}, N={n}", xlabel="T")
+        for impl, ls, mk, entries in series:
+            ok = [e for e in entries if e["status"] == "ok"]
+            if ok:
+                line = ax.plot([e["T"] for e in ok], [e["median_s"] for e in ok], linestyle=ls, marker=mk,
+                               markersize=4, label=impl, color=colors.get(impl))
+                colors.setdefault(impl, line[0].get_color())
+        for ls, roof in roofs:
+            ax.plot([r["T"] for r in roof], [r["seconds"] for r in roof], ":", color="k", label="roofline")
+        ax.set(xscale="log", yscale="log", ylabel="time [s] (median)")
+        ax.legend(fontsize=7)
+    m = results["machine"]
+    fig.suptitle(f"bench lif — {m['device']}, {m['cpu_model'] if m['device'] == 'cpu' else m.get('cuda_device_name')}, "
+                 f"{m['torch_num_threads']} threads, torch {m['torch']}", fontsize=9)
+    C.save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="spikescan bench lif", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
