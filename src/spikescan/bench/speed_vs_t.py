@@ -52,6 +52,7 @@ from . import _common as C
 DEFAULT_T = (100, 300, 1000, 3000, 10000)
 PARTS = ("neuron", "layer")
 LIF = "lif"
+FUSED_STEP = "spsn-fused-step"
 ROOFLINE_PASSES = 6  # read x, write s, write u (saved), read u, read grad s, write grad x
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -80,8 +81,16 @@ def make_neuron(impl: str, *, tau: float, generator: torch.Generator | None) -> 
                        surrogate=surrogate, backend="sequential")
 
         return neuron
+    if impl == FUSED_STEP:
+        from spikescan.ops.fused import fused_spsn
+
+        def fused_neuron(x: torch.Tensor) -> torch.Tensor:
+            seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
+            return fused_spsn(x, alpha, beta, seed=seed)
+
+        return fused_neuron
     if not impl.startswith("spsn-"):
-        raise ValueError(f"impl must be 'lif' or 'spsn-<backend>', got {impl!r}")
+        raise ValueError(f"impl must be 'lif', {FUSED_STEP!r} or 'spsn-<backend>', got {impl!r}")
     backend = impl[len("spsn-"):]
 
     def neuron(x: torch.Tensor) -> torch.Tensor:
@@ -225,6 +234,10 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     t_values = _t_values(args)
     backends = list(args.backends) if args.backends else spsn_backends()
     impls = [LIF] + [f"spsn-{b}" for b in backends]
+    from spikescan.ops import fused
+
+    if not args.backends and fused.is_available(device):
+        impls.append(FUSED_STEP)  # the whole SPSN step in one kernel (ops.fused.fused_spsn)
     parts = [p for p in PARTS if p in args.parts]
 
     print(f"speed-vs-t on {device} ({C.cpu_model() if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
