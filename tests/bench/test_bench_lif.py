@@ -62,13 +62,13 @@ def test_missing_peer_is_skipped_and_reported(tmp_path, monkeypatch, capsys):
 
 def test_peak_memory_sees_an_allocation():
     def alloc():
-        t = torch.ones(16 * 2**20 // 4)  # 16 MiB, touched
+        t = torch.ones(64 * 2**20 // 4)  # 64 MiB (above glibc's largest mmap threshold: fresh pages), touched
         return float(t[-1])
 
     b = bench.peak_memory_bytes(alloc, torch.device("cpu"))
     if b is None:
         pytest.skip("no /proc/self/clear_refs on this system")
-    assert b >= 12 * 2**20
+    assert b >= 60 * 2**20
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -249,3 +249,54 @@ def test_bad_x():
         lif_fused(torch.tensor([[1.0, float("nan")]]), 0.9, check=True)
     with pytest.raises(ValueError, match="CPU .numba. and CUDA"):
         lif_fused(torch.ones(5, 3, device="meta"), 0.9)
+
+
+# ------------------------------------------------------------------ large output buffers (_cpu)
+
+
+def test_output_buffer_pool_reuses_only_free_buffers(monkeypatch):
+    from spikescan.ops._kernels import _cpu
+
+    monkeypatch.setattr(_cpu, "_POOL_ENABLED", True)
+    monkeypatch.setattr(_cpu, "_buffers", [])
+    like = torch.empty(0)
+    shape = (1000, 2100)  # 8.4 MB: pooled
+    a = _cpu.empty(shape, like)
+    pa = a.data_ptr()
+    b = _cpu.empty(shape, like)
+    assert b.data_ptr() != pa  # a is alive
+    del a
+    c = _cpu.empty(shape, like)
+    assert c.data_ptr() == pa and c.shape == shape  # a's buffer, free again, is reused
+    view = c[5:]
+    del c
+    assert _cpu.empty(shape, like).data_ptr() != pa  # a view keeps it in use
+    del view
+    arr = _cpu.empty(shape, like).numpy()  # reuses pa; then a numpy view keeps it in use
+    assert _cpu.empty(shape, like).data_ptr() != arr.ctypes.data
+    assert _cpu.empty((10, 10), like).numel() == 100  # small: plain torch.empty
+
+
+def test_output_buffer_pool_cap_and_switch(monkeypatch):
+    from spikescan.ops._kernels import _cpu
+
+    like = torch.empty(0, dtype=torch.float64)
+    monkeypatch.setattr(_cpu, "_buffers", [])
+    monkeypatch.setattr(_cpu, "_POOL_MAX_BYTES", 20 << 20)
+    keep = [_cpu.empty((2 << 20,), like) for _ in range(3)]  # 16 MiB each: only the first fits
+    assert len(_cpu._buffers) == 1 and all(t.dtype == torch.float64 for t in keep)
+    del keep
+    t = _cpu.empty((2 << 20,), like)  # the free pooled buffer is reused, nothing added
+    assert len(_cpu._buffers) == 1 and t.data_ptr() == _cpu._buffers[0].ctypes.data
+    monkeypatch.setattr(_cpu, "_POOL_ENABLED", False)
+    assert _cpu.empty((2 << 20,), like).data_ptr() != _cpu._buffers[0].ctypes.data
+
+
+def test_pooled_outputs_survive_the_next_call():
+    """A saved membrane (pooled) must not be handed out again while its graph is alive."""
+    x = (torch.randn(1000, 4, 700) * 0.6 + 0.2).requires_grad_()  # 11 MB outputs: pooled
+    s1 = lif_fused(x, 0.9, 0.8)
+    s2 = lif_fused(x * 1.1, 0.9, 0.8)  # allocates while s1's graph (and its v) is alive
+    (g1,) = torch.autograd.grad(s1.sum(), x)
+    (g_ref,) = torch.autograd.grad(lif(x, 0.9, 0.8).sum(), x)
+    assert rel_err(g_ref, g1) <= 1e-4 and not torch.equal(s1, s2)

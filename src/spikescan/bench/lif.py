@@ -31,13 +31,19 @@ Roofline rows: the bytes that must move at the copy bandwidth measured in the sa
 (a) read x, write spikes: ``2 T N e``.  (b) read x, write spikes, write the saved membrane,
 read it back, read the spike gradient, write the input gradient: ``6 T B N e``.
 
-Peak memory (``--memory``, CPU: the rise of the process's peak resident set during one step,
-measured by resetting the kernel's high-water mark through ``/proc/self/clear_refs``; CUDA:
-``torch.cuda.max_memory_allocated``) is taken for every implementation at the headline case
-(``--memory-case``, default B=32, N=256, T=1000).
+Peak memory (``--memory``): one training step of every implementation at the headline case
+(``--memory-case``, default B=32, N=256, T=1000), each in a fresh process (spawned, after a
+warm-up on T=4) so that no heap or buffer reuse hides an allocation; CPU: the rise of the peak
+resident set during the step (high-water mark reset through ``/proc/self/clear_refs``), CUDA:
+``torch.cuda.max_memory_allocated``.
 
 A case whose time, extrapolated linearly in T from the previous T, exceeds ``--budget-s`` is
 skipped and marked as such; a case stops repeating once it has used the budget.
+
+CPU tip: run with ``OMP_WAIT_POLICY=PASSIVE``.  PyTorch's OpenMP threads otherwise spin for a
+while after every parallel torch op, and on a 2-core machine that steals the second core from
+the fused kernel's worker thread (B=32, N=256, T=1000 training step: about 17 ms instead of
+11 ms).  The environment variables that matter are recorded in the JSON (``config.env``).
 
 Run: ``spikescan bench lif`` or ``python -m spikescan.bench.lif``.
 """
@@ -65,6 +71,8 @@ PAPER = dict(decay=0.2, threshold=0.3)  # k_tau, V_th of Table 1 (V_rest = 0)
 TRAIN = dict(decay=0.9, threshold=1.0)
 FWD_BYTES_PASSES = 2  # read x, write spikes
 TRAIN_BYTES_PASSES = 6  # read x, write s, write v, read v, read grad s, write grad x
+_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "SPIKESCAN_CPU_POOL", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
+        "THP_MEM_ALLOC_ENABLE")
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +179,13 @@ def _vm_kib(field: str) -> int | None:
 
 
 def peak_memory_bytes(fn: Callable[[], Any], device: torch.device) -> int | None:
-    """Rise of the peak memory during one call of ``fn`` (see the module docstring), or ``None``."""
+    """Rise of the peak memory during one call of ``fn``, or ``None`` where it can't be measured.
+
+    CUDA: ``max_memory_allocated`` over the allocated memory before.  CPU: the rise of the peak
+    resident set (VmHWM, after resetting it through ``/proc/self/clear_refs``) over the resident
+    set before -- which sees only memory that was not resident yet, so call it in a process
+    whose heap has not served the same sizes before (:func:`step_peak_memory` does).
+    """
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -191,6 +205,43 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device) -> int | None
     if base is None or peak is None:
         return None
     return max(0, peak - base) * 1024
+
+
+def _memory_child(impl: str, B: int, N: int, T: int, seed: int, threads: int, device: str, queue) -> None:
+    """In a fresh process: warm ``impl`` up on a short sequence (JIT, parameters), then measure one
+    full training step on ``[T, B, N]``."""
+    try:
+        torch.set_num_threads(threads)
+        dev = torch.device(device)
+        neuron = make_neuron(impl, TRAIN["decay"], TRAIN["threshold"], dev, train=True)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        warm = torch.randn(4, B, N, generator=gen, device=dev).requires_grad_()
+        _train_step(neuron, warm)()
+        x = (torch.randn(T, B, N, generator=gen, device=dev) * 0.5 + 0.15).requires_grad_()
+        queue.put(peak_memory_bytes(_train_step(neuron, x), dev))
+    except Exception as exc:  # reported by the parent
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def step_peak_memory(impl: str, B: int, N: int, T: int, device: torch.device, seed: int = 0,
+                     timeout_s: float = 900.0) -> int | None:
+    """Peak memory (bytes beyond the input) of one training step of ``impl``, measured in a fresh
+    process (spawned, so no heap or buffer pool of this process hides allocations)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_memory_child, args=(impl, B, N, T, seed, torch.get_num_threads(), str(device), queue))
+    proc.start()
+    try:
+        result = queue.get(timeout=timeout_s)
+    finally:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+    if isinstance(result, str):
+        raise RuntimeError(result)
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,6 +327,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"implementations: {runnable}")
     for impl, why in unavailable.items():
         print(f"  {impl}: skipped, {why}")
+    env = {k: os.environ.get(k) for k in _ENV}
+    if device.type == "cpu" and (env["OMP_WAIT_POLICY"] or "").upper() != "PASSIVE":
+        print("  note: OMP_WAIT_POLICY is not PASSIVE; spinning OpenMP threads may slow the fused CPU kernels "
+              "(see the module docstring)")
     machine = C.machine_info(device)
     bandwidth = C.measure_copy_bandwidth(device)
     print(f"copy bandwidth (read + write): {bandwidth / 1e9:.2f} GB/s", flush=True)
@@ -291,7 +346,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "warmup": args.warmup, "budget_s": args.budget_s, "device": str(device), "dtype": "float32",
             "threads": args.threads, "seed": args.seed, "forward_constants": PAPER, "train_constants": TRAIN,
             "reset": "zero (hard reset to 0)",
-            "train_step": "forward + backward of sum(spikes) w.r.t. the input currents",
+            "train_step": "forward + backward of sum(spikes) w.r.t. the input currents", "env": env,
         },
         "machine": machine,
         "copy_bandwidth_bytes_per_s": bandwidth,
@@ -394,31 +449,23 @@ def _memory_row(args, impls, device, train: dict[str, Any]) -> dict[str, Any]:
     # don't measure what the timing skipped or failed (one call could take minutes)
     timed = {impl: {(e["T"], n): e["status"] for n, es in by_n.items() for e in es}
              for impl, by_n in train["cases"].items()} if B == args.batch else {}
-    out: dict[str, Any] = {"case": {"B": B, "N": N, "T": T}, "bytes": {},
-                           "method": "CPU: rise of VmHWM over VmRSS during one step after a reset of the "
-                                     "high-water mark (/proc/self/clear_refs); CUDA: max_memory_allocated rise"}
-    gen = torch.Generator(device=device).manual_seed(args.seed + 2)
-    x = (torch.randn(T, B, N, generator=gen, device=device) * 0.5 + 0.15).requires_grad_()
-    out["input_bytes"] = x.numel() * x.element_size()
+    out: dict[str, Any] = {"case": {"B": B, "N": N, "T": T}, "bytes": {}, "input_bytes": T * B * N * 4,
+                           "method": "one training step in a fresh process after a warm-up on T=4; CPU: rise of "
+                                     "the peak resident set (VmHWM, reset via /proc/self/clear_refs) over the "
+                                     "resident set before the step; CUDA: max_memory_allocated rise"}
     for impl in impls:
         status = timed.get(impl, {}).get((T, str(N)))
         if status is not None and status != "ok":
             out["bytes"][impl] = None
             print(f"memory {impl:<13s} not measured (timing case was {status})", flush=True)
             continue
-        step = _train_step(make_neuron(impl, TRAIN["decay"], TRAIN["threshold"], device, train=True), x)
         try:
-            step()  # warm-up: compile, allocate parameters
-            x.grad = None
-            out["bytes"][impl] = peak_memory_bytes(step, device)
+            b = step_peak_memory(impl, B, N, T, device, args.seed + 2)
         except Exception as exc:
-            out["bytes"][impl] = None
+            b = None
             print(f"memory {impl:<13s} ERROR: {type(exc).__name__}: {exc}", flush=True)
-            continue
-        x.grad = None
-        gc.collect()
-        b = out["bytes"][impl]
-        print(f"memory B={B} N={N} T={T} {impl:<13s} peak rise {'-' if b is None else f'{b / 2**20:.1f} MiB'}",
+        out["bytes"][impl] = b
+        print(f"memory B={B} N={N} T={T} {impl:<13s} peak {'-' if b is None else f'{b / 2**20:.1f} MiB'}",
               flush=True)
     return out
 
@@ -485,9 +532,9 @@ def format_report(results: dict[str, Any]) -> str:
         fused = mem["bytes"].get("fused")
         rows = [[impl, "-" if b is None else f"{b / 2**20:.1f} MiB", C.fmt_ratio(_ratio(b, fused))]
                 for impl, b in mem["bytes"].items()]
-        blocks.append(f"PEAK MEMORY of one training step, B={case['B']}, N={case['N']}, T={case['T']} (input "
-                      f"{mem['input_bytes'] / 2**20:.1f} MiB); {mem['method']}\n"
-                      + C.format_table(["implementation", "peak rise", "x fused"], rows))
+        blocks.append(f"PEAK MEMORY of one training step beyond its input, B={case['B']}, N={case['N']}, "
+                      f"T={case['T']} (input {mem['input_bytes'] / 2**20:.1f} MiB); {mem['method']}\n"
+                      + C.format_table(["implementation", "peak", "x fused"], rows))
     bw = results["copy_bandwidth_bytes_per_s"]
     blocks.append(f"ROOFLINE = bytes that must move at the copy bandwidth measured in this run ({bw / 1e9:.2f} GB/s "
                   f"read+write): (a) {results.get('forward', {}).get('roofline_formula', '-')}; "

@@ -8,29 +8,32 @@ number of threads follows ``torch.get_num_threads()``.  The pool is recreated af
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+import numpy as np
 import torch
 
 _lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] | None = None
+_executor: ThreadPoolExecutor | None = None
+_executor_key: tuple[int, int] | None = None
 
 # Below this many (t, neuron) elements a call runs on the calling thread (pool overhead ~50 us).
 _MIN_PARALLEL = 1 << 16
 
 
-def _get_pool(threads: int) -> ThreadPoolExecutor:
-    global _pool, _pool_key
+def _get_executor(threads: int) -> ThreadPoolExecutor:
+    global _executor, _executor_key
     key = (os.getpid(), threads)
     with _lock:
-        if _pool is None or _pool_key != key:
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spikescan-kernel")
-            _pool_key = key
-        return _pool
+        if _executor is None or _executor_key != key:
+            _executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spikescan-kernel")
+            _executor_key = key
+        return _executor
 
 
 def parallel_for(N: int, work: int, fn: Callable[[int, int, int], None], max_block: int = 4096) -> None:
@@ -50,7 +53,7 @@ def parallel_for(N: int, work: int, fn: Callable[[int, int, int], None], max_blo
     step = 64 * (-(-N // (64 * parts)))
     ranges = [(lo, min(N, lo + step)) for lo in range(0, N, step)]
     block = min(max_block, step)
-    futures = [_get_pool(threads).submit(fn, lo, hi, block) for lo, hi in ranges[1:]]
+    futures = [_get_executor(threads).submit(fn, lo, hi, block) for lo, hi in ranges[1:]]
     fn(ranges[0][0], ranges[0][1], block)  # the calling thread takes the first range
     for f in futures:
         f.result()
@@ -60,16 +63,45 @@ def parallel_for(N: int, work: int, fn: Callable[[int, int, int], None], max_blo
 # output buffers
 # --------------------------------------------------------------------------------------------
 #
-# A fresh large CPU tensor is mmap'ed memory that the kernel faults in 4 KiB page by page on
-# first write.  On the development VM that costs more than the kernel itself (512 MiB: 127 ms to
-# allocate and fill, 30 ms with 2 MiB pages; 32 MiB: 6.8 ms vs 2.5 ms).  So the fused ops ask
-# for transparent huge pages on their own large outputs (madvise(MADV_HUGEPAGE), what PyTorch
-# does for every allocation when THP_MEM_ALLOC_ENABLE=1), where the kernel allows it.
+# A fresh large CPU tensor is mmap'ed memory that the kernel faults in page by page on first
+# write, zeroing each page.  On the development VM that costs more than the fused kernels
+# themselves (512 MiB: 127 ms to allocate and fill with 4 KiB pages, 30 ms with 2 MiB pages;
+# B=32, N=256, T=1000 LIF training step, three 31 MiB outputs: 42 ms median with plain
+# torch.empty, 23-28 ms with huge pages, its two kernels alone 8-9 ms).  Hence two measures for the fused
+# ops' own large outputs (>= 8 MiB):
+#
+# * transparent huge pages (madvise(MADV_HUGEPAGE), what PyTorch does for every allocation when
+#   THP_MEM_ALLOC_ENABLE=1) where the kernel allows it;
+# * a small pool that reuses a buffer once no tensor uses it any more (a training loop asks for
+#   the same sizes every step), like PyTorch's CUDA caching allocator.  Buffers are numpy arrays
+#   handed out through torch.from_numpy; a tensor's storage holds a reference to its array, so
+#   an array whose reference count is back to the pool's own is free -- no view, saved tensor or
+#   .numpy() of it is alive.  At most _POOL_MAX_BYTES (2 GiB or RAM/8) of buffers are kept (free
+#   ones are dropped oldest first).  SPIKESCAN_CPU_POOL=0 turns the pool off.
+#   Measured (same step, OMP_WAIT_POLICY=PASSIVE): 11-14 ms median with the pool, 23 ms without,
+#   11-12 ms without it but with glibc told to keep freed memory (MALLOC_MMAP_MAX_=0
+#   MALLOC_TRIM_THRESHOLD_=1e11, which the pool makes unnecessary).
 
 _HUGE = 2 << 20
 _MADV_HUGEPAGE = 14
-_MIN_ADVISE = 8 << 20
+_MIN_BIG = 8 << 20
 _libc = None  # ctypes libc, False when unavailable
+
+_POOL_ENABLED = os.environ.get("SPIKESCAN_CPU_POOL", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _pool_cap() -> int:
+    """2 GiB, or an eighth of the physical memory where that is less."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 16 << 30
+    return min(2 << 30, ram // 8)
+
+
+_POOL_MAX_BYTES = _pool_cap()
+_buffers: list = []  # numpy uint8 buffers, oldest first
+_buffers_lock = threading.Lock()
 
 
 def _thp_libc():
@@ -90,14 +122,61 @@ def _thp_libc():
     return _libc
 
 
+def _advise_huge(address: int, nbytes: int) -> None:
+    lib = _thp_libc()
+    if lib:
+        start = (address + _HUGE - 1) & ~(_HUGE - 1)
+        end = (address + nbytes) & ~(_HUGE - 1)
+        if end > start:
+            lib.madvise(start, end - start, _MADV_HUGEPAGE)  # advisory: failure is harmless
+
+
+def _refs(buffers: list, i: int) -> int:
+    """Reference count of ``buffers[i]``; compared only with :data:`_FREE_REFS`, measured by this
+    same function, so the interpreter's own temporary references cancel out."""
+    return sys.getrefcount(buffers[i])
+
+
+_FREE_REFS = _refs([np.empty(1, np.uint8)], 0)  # a buffer referenced by nothing but its list
+
+
+def _take(nbytes: int):
+    """A free pooled buffer of exactly ``nbytes`` (moved to the end: most recently used), or None."""
+    for i in range(len(_buffers)):
+        if _buffers[i].nbytes == nbytes and _refs(_buffers, i) == _FREE_REFS:
+            _buffers.append(_buffers.pop(i))
+            return _buffers[-1]
+    return None
+
+
+def _make_room(nbytes: int) -> bool:
+    """Drop free buffers, oldest first, until ``nbytes`` more fit under the cap."""
+    total = sum(a.nbytes for a in _buffers)
+    i = 0
+    while total + nbytes > _POOL_MAX_BYTES and i < len(_buffers):
+        if _refs(_buffers, i) == _FREE_REFS:
+            total -= _buffers.pop(i).nbytes
+        else:
+            i += 1
+    return total + nbytes <= _POOL_MAX_BYTES
+
+
 def empty(shape, like: torch.Tensor) -> torch.Tensor:
-    """``torch.empty(shape)`` with ``like``'s dtype and device; large CPU buffers get huge pages."""
-    t = torch.empty(shape, dtype=like.dtype, device=like.device)
-    if t.device.type == "cpu" and t.nbytes >= _MIN_ADVISE:
-        lib = _thp_libc()
-        if lib:
-            start = (t.data_ptr() + _HUGE - 1) & ~(_HUGE - 1)
-            end = (t.data_ptr() + t.nbytes) & ~(_HUGE - 1)
-            if end > start:
-                lib.madvise(start, end - start, _MADV_HUGEPAGE)  # advisory: failure is harmless
+    """``torch.empty(shape)`` with ``like``'s dtype and device; see the comment above for what
+    large CPU buffers get (huge pages, reuse)."""
+    dtype, device = like.dtype, like.device
+    nbytes = math.prod(shape) * like.element_size()
+    if device.type != "cpu" or nbytes < _MIN_BIG:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if _POOL_ENABLED:
+        with _buffers_lock:
+            arr = _take(nbytes)
+            if arr is None and _make_room(nbytes):
+                arr = np.empty(nbytes, dtype=np.uint8)
+                _advise_huge(arr.ctypes.data, nbytes)
+                _buffers.append(arr)
+            if arr is not None:
+                return torch.from_numpy(arr).view(dtype).view(shape)
+    t = torch.empty(shape, dtype=dtype, device=device)
+    _advise_huge(t.data_ptr(), t.nbytes)
     return t
