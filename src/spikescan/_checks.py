@@ -118,14 +118,16 @@ def as_param_tensor(value, name: str, like: torch.Tensor, *, low=None, high=None
     else:
         raise TypeError(f"{name} must be a float or a torch.Tensor, got {type(value).__name__}")
     with torch.no_grad():
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} must be finite, got non-finite values")
-        lo_bad = hi_bad = False
+        # One reduction and one host sync for all three checks (each bool() would stall a GPU).
+        finite = torch.isfinite(t)
+        bad = ~finite
         if low is not None:
-            lo_bad = bool((t < low).any()) if low_inclusive else bool((t <= low).any())
+            bad = bad | ((t < low) if low_inclusive else (t <= low))
         if high is not None:
-            hi_bad = bool((t > high).any()) if high_inclusive else bool((t >= high).any())
-        if lo_bad or hi_bad:
+            bad = bad | ((t > high) if high_inclusive else (t >= high))
+        if bool(bad.any()):
+            if not bool(finite.all()):
+                raise ValueError(f"{name} must be finite, got non-finite values")
             lb = "[" if low_inclusive else "("
             hb = "]" if high_inclusive else ")"
             lo = "-inf" if low is None else low

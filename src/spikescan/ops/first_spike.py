@@ -183,8 +183,8 @@ def _single_spike_lif_sequential(x: Tensor, decay, threshold=1.0, *, scale=None,
         v = torch.zeros_like(x[0]) if v0 is None else torch.as_tensor(v0, dtype=x.dtype).expand_as(x[0]).clone()
         fired = torch.zeros(x.shape[1:], dtype=torch.bool, device=x.device)
         spikes, membrane = [], []
-        for t in range(x.shape[0]):
-            v = decay * v + scale * x[t]
+        for x_t in x.unbind(0):
+            v = decay * v + scale * x_t
             s = (v >= thr) & ~fired
             fired = fired | s
             spikes.append(s.to(x.dtype))

@@ -189,8 +189,9 @@ def _leak_sequential(x: Tensor, decay: float) -> Tensor:
     """``h[t] = decay h[t-1] + x[t]``, h[-1] = 0, as a Python loop (the reference of ``P x``)."""
     out = []
     h = torch.zeros_like(x[0])
-    for t in range(x.shape[0]):
-        h = decay * h + x[t]
+    # unbind, not x[t]: T index ops would make the reference's backward quadratic in T
+    for x_t in x.unbind(0):
+        h = decay * h + x_t
         out.append(h)
     return torch.stack(out)
 
@@ -379,8 +380,8 @@ def _lif_subtract_sequential(x: Tensor, decay: float, scale: float, threshold) -
     """
     u_post = torch.zeros_like(x[0])
     spikes, membrane = [], []
-    for t in range(x.shape[0]):
-        u = decay * u_post + scale * x[t]
+    for x_t in x.unbind(0):
+        u = decay * u_post + scale * x_t
         s = (u >= threshold).to(x.dtype)
         u_post = u - threshold * s
         spikes.append(s)
