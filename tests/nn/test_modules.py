@@ -5,6 +5,9 @@ import torch
 from torch import nn
 
 from spikescan.nn import LI, LIF, PLIF, SPSN, TimeDistributed
+from spikescan.ops import fused
+from spikescan.ops import lif as lif_module
+from spikescan.ops.firing import gumbel_spike, sigmoid_bernoulli
 from spikescan.ops.lif import lif
 from spikescan.ops.scan import _BACKENDS
 
@@ -84,6 +87,30 @@ def test_plif_learns_its_decay():
     torch.testing.assert_close(layer.mem(), torch.full((6,), math.exp(-1e-3 / 0.005)))
 
 
+@pytest.mark.parametrize("cls", [LIF, PLIF])
+def test_lif_modules_default_to_the_fused_kernel(cls, monkeypatch):
+    """backend="auto" runs ops.lif's fused kernel on the CPU; same spikes and gradients as the loop."""
+    calls = []
+    real = lif_module._BACKENDS["fused"]
+    monkeypatch.setitem(lif_module._BACKENDS, "fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(4)
+    x = (torch.rand(50, 3, 6) * 3).requires_grad_()
+    kw = dict(tau_syn=0.004, tau_mem=0.005, threshold=0.4, learn_threshold=True)
+    fast = cls(6, **kw)
+    slow = cls(6, **kw, backend="sequential")
+    slow.load_state_dict(fast.state_dict())
+    s_fast, s_slow = fast(x), slow(x)
+    assert calls == [1] and torch.equal(s_fast, s_slow) and 0 < float(s_fast.detach().mean()) < 1
+    params = [x, fast.threshold] + ([fast.mem.w] if cls is PLIF else [])
+    params_slow = [x, slow.threshold] + ([slow.mem.w] if cls is PLIF else [])
+    w = torch.randn(s_fast.shape)
+    for a, b in zip(torch.autograd.grad((s_fast * w).sum(), params),
+                    torch.autograd.grad((s_slow * w).sum(), params_slow)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    with pytest.raises(ValueError, match="backend"):
+        cls(6, backend="fft")
+
+
 def test_time_distributed_equals_per_step_loop():
     torch.manual_seed(2)
     conv = nn.Conv2d(2, 3, 3, padding=1)
@@ -92,3 +119,85 @@ def test_time_distributed_equals_per_step_loop():
     torch.testing.assert_close(y, torch.stack([conv(x[t]) for t in range(5)]))
     with pytest.raises(ValueError, match="x"):
         TimeDistributed(conv)(torch.randn(3))
+
+
+# ---- SPSN: the one-kernel step (backend="auto") against the two-scan path -------------------
+
+
+def _next_seed(seed: int) -> int:
+    """The counter-based RNG seed SPSN draws from a generator seeded with ``seed``."""
+    return int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(seed)).item())
+
+
+def test_spsn_auto_uses_the_fused_step(monkeypatch):
+    calls = []
+    real = fused.fused_spsn
+    monkeypatch.setattr(fused, "fused_spsn", lambda *a, **k: calls.append(k["seed"]) or real(*a, **k))
+    x = torch.randn(10, 2, 4)
+    assert SPSN(4).uses_fused_step(x) and not SPSN(4, backend="fused").uses_fused_step(x)
+    SPSN(4, generator=torch.Generator().manual_seed(5))(x)
+    assert calls == [_next_seed(5)]
+    SPSN(4, backend="chunked")(x)
+    SPSN(4, backend="fused")(x)  # the fused scan twice, then the torch firing op
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("firing", ["sb", "gs"])
+def test_spsn_fused_step_reproducible(firing):
+    x = torch.randn(30, 3, 6)
+    a = SPSN(6, firing=firing, generator=torch.Generator().manual_seed(1))(x)
+    b = SPSN(6, firing=firing, generator=torch.Generator().manual_seed(1))(x)
+    assert torch.equal(a, b) and set(a.unique().tolist()) <= {0.0, 1.0}
+    layer = SPSN(6, firing=firing)  # global generator
+    torch.manual_seed(7)
+    c = layer(x)
+    torch.manual_seed(7)
+    assert torch.equal(c, layer(x))
+    assert not torch.equal(c, layer(x))  # a new seed every forward
+
+
+@pytest.mark.parametrize("firing, gs_tau, logit_scale", [("sb", 1.0, 1.0), ("gs", 1.0, 2.0), ("gs", 0.5, 1.0)])
+@pytest.mark.parametrize("tau_syn", [0.004, None])
+def test_spsn_fused_step_equals_two_scan_path_with_same_uniforms(firing, gs_tau, logit_scale, tau_syn):
+    """Same uniforms (``fused.spsn_uniforms``) fed to the unfused firing op: same spikes (up to
+    draws within rounding of the boundary) and the same gradients, learn_tau included."""
+    torch.manual_seed(0)
+    x = (2.0 * torch.randn(80, 3, 5)).requires_grad_()
+    kw = dict(tau_syn=tau_syn, tau_mem=0.006, firing=firing, gs_tau=gs_tau, logit_scale=logit_scale,
+              learn_tau=True)
+    layer = SPSN(5, generator=torch.Generator().manual_seed(11), **kw)
+    ref = SPSN(5, backend="sequential", **kw)
+    ref.load_state_dict(layer.state_dict())
+    s = layer(x)
+    U = fused.spsn_uniforms(_next_seed(11), x.shape)
+    u = ref.membrane(x)
+    torch.testing.assert_close(u, layer.membrane(x), rtol=1e-5, atol=1e-6)
+    if firing == "sb":
+        s_ref = sigmoid_bernoulli(u, noise=U)
+        margin = (U - torch.sigmoid(u)).abs()
+    else:
+        s_ref = gumbel_spike(u, tau=gs_tau, logit_scale=logit_scale, noise=torch.logit(U))
+        margin = (logit_scale * u + torch.logit(U)).abs()
+    differ = s != s_ref
+    assert not bool((differ & (margin.detach() > 1e-5)).any()) and int(differ.sum()) <= 2
+    assert 0 < float(s.detach().mean()) < 1
+    w = torch.randn(s.shape)
+    params = [layer.mem.log_tau] + ([layer.syn.log_tau] if tau_syn else [])
+    ref_params = [ref.mem.log_tau] + ([ref.syn.log_tau] if tau_syn else [])
+    g = torch.autograd.grad((s * w).sum(), [x] + params)
+    g_ref = torch.autograd.grad((s_ref * w).sum(), [x] + ref_params)
+    for a, b in zip(g, g_ref):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("firing, logit_scale", [("sb", 1.0), ("gs", 2.0)])
+def test_spsn_fused_step_firing_rate(firing, logit_scale):
+    """Spike counts of the fused step against the probabilities of the two-scan membrane."""
+    torch.manual_seed(3)
+    x = torch.randn(200, 8, 16)
+    layer = SPSN(16, firing=firing, logit_scale=logit_scale, generator=torch.Generator().manual_seed(2))
+    s = layer(x)
+    p = torch.sigmoid(logit_scale * SPSN(16, backend="sequential").membrane(x))
+    expected, sd = float(p.sum()), float((p * (1 - p)).sum()) ** 0.5
+    assert abs(float(s.sum()) - expected) <= 5 * sd

@@ -1,10 +1,21 @@
 import pytest
 import torch
 
+from spikescan.ops import lif as lif_module
 from spikescan.ops.lif import _BACKENDS, lif
 from spikescan.surrogate import FastSigmoid, Triangle
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, params=["sequential", "fused"])
+def default_backend(request, monkeypatch):
+    """Every test here runs twice: with ``backend="auto"`` (the default) resolved to the
+    sequential reference, then to the fused kernel."""
+    real = lif_module._resolve_backend
+    monkeypatch.setattr(lif_module, "_resolve_backend",
+                        lambda backend, x, surrogate: real(request.param if backend == "auto" else backend, x, surrogate))
+    return request.param
 
 
 def _col(values):
@@ -274,4 +285,4 @@ def test_validation_errors():
 
 
 def test_backend_registry():
-    assert "sequential" in _BACKENDS
+    assert {"sequential", "fused"} <= set(_BACKENDS)

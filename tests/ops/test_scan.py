@@ -31,8 +31,11 @@ def _one_thread():
 
 
 # "chunked-matmul" is the chunked backend with its C x C matrix-product inner scan, which is
-# the default on CUDA only; forcing it on CPU keeps it tested without a GPU.
-BACKENDS = ["fft", "chunked", "chunked-matmul"]
+# the default on CUDA only; forcing it on CPU keeps it tested without a GPU.  "fused" is the
+# time-fused kernel with its own backward (numba here).
+BACKENDS = ["fft", "chunked", "chunked-matmul", "fused"]
+# Backends whose backward is itself differentiable (the fused kernel's is once_differentiable).
+DOUBLE_BACKWARD = [b for b in BACKENDS if b != "fused"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -163,7 +166,7 @@ def test_gradcheck(monkeypatch, name, decay_shape):
     assert torch.autograd.gradcheck(f, (x, decay, scale, v0))
 
 
-@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("backend_name", DOUBLE_BACKWARD)
 def test_gradgradcheck(monkeypatch, backend_name):
     """The shared backward runs the scan through autograd again, so double backward works."""
     b = _select(backend_name, monkeypatch)
@@ -240,7 +243,7 @@ def test_property_backends_agree(problem):
     for intra in ("loop", "matmul"):
         S._CHUNKED_INTRA["cpu"] = intra
         try:
-            for b in ("fft", "chunked"):
+            for b in ("fft", "chunked", "fused"):
                 u, grads = run(b)
                 assert u.shape == x.shape
                 assert _rel(u, u_ref) <= 1e-9, b
@@ -345,11 +348,79 @@ def test_empty_per_step_shape(backend, shape):
 
 
 def test_auto_uses_a_registered_backend():
-    assert all(name in S._BACKENDS for _, _, name in S._AUTO_TABLE)
+    assert all(row.backend in S._BACKENDS for row in S._AUTO_TABLE)
     for T in (1, 2, 100, 10**6):
         assert S._auto_backend(torch.empty(1, 1).expand(T, 1)) in S._BACKENDS
     x = torch.randn(20, 3)
     torch.testing.assert_close(leaky_integrate(x, 0.9), leaky_integrate(x, 0.9, backend="sequential"))
+
+
+def _shape(T, n, device="cpu"):
+    return torch.empty(1, 1, device=device).expand(T, n)
+
+
+def test_auto_table_cpu_choices():
+    """The measured CPU rows: the loop for T <= 4, the fused kernel from there at every B*N."""
+    for n in (1, 128, 32768):
+        assert S._auto_backend(_shape(1, n)) == "sequential"
+        assert S._auto_backend(_shape(4, n)) == "sequential"
+        assert S._auto_backend(_shape(5, n)) == "fused"
+        assert S._auto_backend(_shape(10000, n)) == "fused"
+
+
+def test_auto_table_without_fused_kernel(monkeypatch):
+    """Rows naming "fused" are skipped where the kernel cannot run: the older CPU rows apply."""
+    monkeypatch.setattr(S, "_fused_available", lambda device: False)
+    assert S._auto_backend(_shape(20, 8)) == "sequential"
+    assert S._auto_backend(_shape(33, 8)) == "chunked"
+    x = torch.randn(100, 2, 3)
+    torch.testing.assert_close(leaky_integrate(x, 0.9), leaky_integrate(x, 0.9, backend="sequential"))
+
+
+def test_auto_table_cuda_rule(monkeypatch):
+    """The CUDA rule (an estimate): fused for short T or B*N >= 2**16, else chunked (meta
+    tensors stand in for CUDA ones; only the device type and shape are read)."""
+    monkeypatch.setattr(S, "_fused_available", lambda device: True)
+    cuda_row = [row._replace(device="meta") for row in S._AUTO_TABLE if row.device == "cuda"]
+    monkeypatch.setattr(S, "_AUTO_TABLE", tuple(cuda_row))
+    assert S._auto_backend(_shape(64, 128, "meta")) == "fused"
+    assert S._auto_backend(_shape(1000, 128, "meta")) == "chunked"
+    assert S._auto_backend(_shape(1000, 1 << 16, "meta")) == "fused"
+    monkeypatch.setattr(S, "_fused_available", lambda device: False)
+    assert S._auto_backend(_shape(10, 1 << 20, "meta")) == "chunked"
+
+
+def test_fused_has_its_own_backward():
+    """backend="fused" goes through the kernel's autograd function (one reverse pass), not the
+    shared _LinearScan backward; its _BACKENDS entry is still a valid forward kernel."""
+    x = torch.randn(30, 2, 3, requires_grad=True)
+    u = leaky_integrate(x, 0.8, scale=0.5, backend="fused")
+    assert type(u.grad_fn).__name__ == "_ScanFusedBackward"
+    y = torch.randn(30, 2, 3)
+    d = torch.full((1, 1), 0.8)
+    assert torch.equal(S._BACKENDS["fused"](y, d, None, None), S._scan_sequential(y, d, None))
+    (g,) = torch.autograd.grad(u.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|twice"):
+        g.sum().backward()
+
+
+def test_fused_long_sequence_decays_near_0_and_1():
+    """float32, T = 20000: the fused kernel against the float64 loop at decays 1e-3 and 1 - 1e-5."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(20000, 2, generator=g, requires_grad=True)
+    decay = torch.tensor([1e-3, 1 - 1e-5], requires_grad=True)
+    v0 = torch.tensor([0.5, -2.0], requires_grad=True)
+    grad_out = torch.randn(20000, 2, generator=g)
+    leaves64 = [t.detach().double().requires_grad_() for t in (x, decay, v0)]
+    u_ref = leaky_integrate(leaves64[0], leaves64[1], scale=0.7, v0=leaves64[2], backend="sequential")
+    ref_grads = torch.autograd.grad(u_ref, leaves64, grad_out.double())
+    u = leaky_integrate(x, decay, scale=0.7, v0=v0, backend="fused")
+    grads = torch.autograd.grad(u, (x, decay, v0), grad_out)
+    for k in range(2):  # per neuron: their magnitudes differ by orders
+        assert _rel(u[:, k], u_ref[:, k]) <= 1e-5
+        assert _rel(grads[0][:, k], ref_grads[0][:, k]) <= 1e-4
+        assert _rel(grads[1][k], ref_grads[1][k]) <= 1e-4
+        assert _rel(grads[2][k], ref_grads[2][k]) <= 1e-4
 
 
 def test_registered_backend_gets_shared_backward(monkeypatch):
@@ -425,6 +496,7 @@ def test_wrong_device():
 def test_bad_backend_and_chunk_size():
     x = torch.ones(4, 3)
     _raises(ValueError, "backend", x, 0.5, backend="cuda")
+    _raises(ValueError, "backend='fused' cannot run on meta", x.to("meta"), 0.5, backend="fused")
     for bad in (0, 1, -3, 2.5, True):
         _raises(ValueError, "chunk_size", x, 0.5, backend="chunked", chunk_size=bad)
 

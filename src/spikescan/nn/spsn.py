@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_choice, check_time_first
+from ..ops import fused
 from ..ops.firing import gumbel_spike, sigmoid_bernoulli
+from ..ops.scan import _BACKENDS as _SCAN_BACKENDS
 from ..ops.scan import leaky_integrate
 from .base import Decay, SpikingNeuron
 
@@ -18,16 +20,31 @@ class SPSN(SpikingNeuron):
     Per neuron, with ``a = exp(-dt/tau_syn)`` and ``b = exp(-dt/tau_mem)`` (SPSN, Zhang et al.,
     eq. 5, 7, 13-15)::
 
-        i[t] = a * i[t-1] + x[t]
+        i[t] = a * i[t-1] + x[t]                              (i = x when tau_syn is None)
         u[t] = b * u[t-1] + (1 - b) * i[t]
         s[t] ~ Bernoulli(sigmoid(u[t]))                      firing="sb"  (eq. 17-19)
         s[t] = 1[sigmoid((logit_scale*u[t] + L[t]) / gs_tau) > 1/2],  L ~ Logistic   firing="gs"
 
-    There is no reset, so both integrations are linear recurrences computed by
-    :func:`spikescan.ops.leaky_integrate` with the chosen ``backend`` (``"auto"`` picks by T,
-    dtype and device).  ``firing="sb"`` backpropagates ``ds/du = p^2 (1 - p)`` (the authors'
-    code); ``"gs"`` is the straight-through binary Gumbel-softmax, firing probability
-    ``sigmoid(logit_scale * u)`` (``logit_scale=2`` reproduces the authors' code, 1 the paper).
+    ``firing="sb"`` backpropagates ``ds/du = p^2 (1 - p)`` (the authors' code); ``"gs"`` is the
+    straight-through binary Gumbel-softmax, firing probability ``sigmoid(logit_scale * u)``
+    (``logit_scale=2`` reproduces the authors' code, 1 the paper).
+
+    ``backend``:
+
+    - ``"auto"`` (default): where the fused kernels run (:func:`spikescan.ops.fused.is_available`:
+      CPU with numba, CUDA with Triton), the whole step -- both integrations, sigmoid and the
+      Bernoulli / Gumbel draw -- is ONE kernel, :func:`spikescan.ops.fused.fused_spsn`, which
+      stores no ``[T, ...]`` random tensor: its uniforms are a counter-based hash of
+      ``(seed, t, neuron)``, with the seed drawn from ``generator`` (or torch's global
+      generator) at every forward, so ``torch.manual_seed`` / a seeded ``generator`` make runs
+      reproducible.  Elsewhere the same as below with ``leaky_integrate``'s ``"auto"``.
+    - ``"sequential"``, ``"fft"``, ``"chunked"``, ``"fused"``: two
+      :func:`spikescan.ops.leaky_integrate` calls with that backend (``"fused"``: the fused scan
+      kernel, two passes), then :func:`~spikescan.ops.firing.sigmoid_bernoulli` /
+      :func:`~spikescan.ops.firing.gumbel_spike` drawing ``torch.rand`` from ``generator``.
+
+    Both paths compute the same membrane and the same firing rule and gradients; for the same
+    seed they draw different random numbers, so their spikes agree in distribution only.
 
     Input ``[T, B, *, features]``, output spikes of the same shape.  Set ``generator`` (a
     ``torch.Generator`` on the input's device) for reproducible spikes.
@@ -39,8 +56,11 @@ class SPSN(SpikingNeuron):
                  generator: torch.Generator | None = None):
         super().__init__()
         check_choice(firing, "firing", FIRING_MODES)
+        check_choice(backend, "backend", ("auto", *_SCAN_BACKENDS))
         if not features >= 1:
             raise ValueError(f"features must be >= 1, got {features}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.features = int(features)
         self.firing = firing
         self.backend = backend
@@ -50,16 +70,36 @@ class SPSN(SpikingNeuron):
         self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn") if tau_syn is not None else None
         self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem")
 
-    def membrane(self, x: torch.Tensor) -> torch.Tensor:
-        """The membrane potential ``u`` (before firing), ``[T, B, *, features]``."""
+    def _check_input(self, x: torch.Tensor) -> None:
         check_time_first(x, "x", min_dim=2)
         if x.shape[-1] != self.features:
             raise ValueError(f"x must have {self.features} features in its last dim, got shape {tuple(x.shape)}")
+
+    def membrane(self, x: torch.Tensor) -> torch.Tensor:
+        """The membrane potential ``u`` (before firing), ``[T, B, *, features]``."""
+        self._check_input(x)
         current = x if self.syn is None else leaky_integrate(x, self.syn(), backend=self.backend)
         b = self.mem()
         return leaky_integrate(current, b, scale=1.0 - b, backend=self.backend)
 
+    def uses_fused_step(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`forward` runs ``x`` through the one-kernel SPSN step."""
+        return self.backend == "auto" and fused.is_available(x.device)
+
+    def _seed(self, device: torch.device) -> int:
+        g = self.generator
+        if g is not None and g.device.type != device.type:
+            raise ValueError(f"generator is on {g.device} but x is on {device}; create it on x's device")
+        return int(torch.randint(0, 2**62, (1,), generator=g, device=g.device if g is not None else "cpu").item())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uses_fused_step(x):
+            self._check_input(x)
+            seed = self._seed(x.device)
+            # tau_syn=None is alpha = 0: i[t] = 0 * i[t-1] + x[t] = x[t] exactly.
+            alpha = 0.0 if self.syn is None else self.syn()
+            return fused.fused_spsn(x, alpha, self.mem(), seed=seed, firing=self.firing, tau=self.gs_tau,
+                                    logit_scale=self.logit_scale)
         u = self.membrane(x)
         if self.firing == "sb":
             return sigmoid_bernoulli(u, generator=self.generator)

@@ -25,12 +25,25 @@ Relation to the papers:
   ``v_reset = V_rest / k`` (here ``v_reset`` decays with the membrane, there it does not), so
   the two are identical for ``V_rest = 0``, the value of their benchmark (k = 0.2, V_th = 0.3).
 
-Backends: ``"sequential"`` (this file's Python loop, the reference every fast backend is
-tested against) and ``"auto"`` (currently the sequential one).  A backend is a function in
-:data:`_BACKENDS` with the signature of :func:`_lif_sequential`; it receives validated
-arguments and returns ``(s, v, v_post_last)`` with ``s``, ``v`` shaped like ``x`` and
-``v_post_last`` shaped ``x.shape[1:]``, all in ``x.dtype``, and must give the same values and
-gradients (to tolerance) as the sequential reference, ``H(0) = 1`` included.
+Backends (``backend=``):
+
+``"sequential"``  this file's Python loop, the reference every fast backend is tested against;
+                  autograd through the loop (double backward works).
+``"fused"``       the time-fused kernels of :mod:`spikescan.ops.fused` (numba on the CPU,
+                  Triton on CUDA): all ``T`` steps in one kernel forward and one reverse-time
+                  kernel backward, keeping only the pre-reset membrane ``v`` for the backward
+                  (4 bytes per (t, neuron) in float32).  Built-in surrogates only (by ``kind``);
+                  float16/bfloat16 computed in float32; no double backward.
+``"auto"``        ``"fused"`` when :func:`spikescan.ops.fused.supports_lif` says the kernel can
+                  run ``x`` with this surrogate (a CPU with numba or CUDA with Triton, a built-in
+                  surrogate), else ``"sequential"``.  No dependence on ``T``: the fused kernel
+                  does the same arithmetic as the loop, in one pass, at every ``T``.
+
+A backend is a function in :data:`_BACKENDS` with the signature of :func:`_lif_sequential`; it
+receives validated arguments and returns ``(s, v, v_post_last)`` with ``s``, ``v`` shaped like
+``x`` and ``v_post_last`` shaped ``x.shape[1:]``, all in ``x.dtype``, and must give the same
+values and gradients (to tolerance) as the sequential reference, ``H(0) = 1`` included.  With
+``need_membrane=False`` (the caller will drop ``v``) a backend may skip writing ``v``.
 """
 
 from __future__ import annotations
@@ -50,8 +63,11 @@ _RESETS = ("subtract", "zero")
 
 
 def _lif_sequential(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: Tensor | None, *,
-                    reset: str, surrogate: _surrogate.Surrogate, detach_reset: bool):
-    """Reference: one Python step per time step, autograd through the whole loop."""
+                    reset: str, surrogate: _surrogate.Surrogate, detach_reset: bool, need_membrane: bool = True):
+    """Reference: one Python step per time step, autograd through the whole loop.
+
+    ``need_membrane`` is ignored: the membranes are graph nodes of the loop anyway.
+    """
     dtype = _compute_dtype(x.dtype)
     xs = x.to(dtype)
     decay, threshold, v_reset = decay.to(dtype), threshold.to(dtype), v_reset.to(dtype)
@@ -73,14 +89,52 @@ def _lif_sequential(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor
     return torch.stack(spikes).to(out), torch.stack(membrane).to(out), v_post.to(out)
 
 
-_BACKENDS: dict[str, Callable] = {"sequential": _lif_sequential}
+def _lif_fused(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: Tensor | None, *,
+               reset: str, surrogate: _surrogate.Surrogate, detach_reset: bool, need_membrane: bool = True):
+    """The time-fused kernel (:func:`spikescan.ops.fused.lif_backend`), imported on first use."""
+    if x.numel() == 0:  # the kernels reject zero neurons; the reference handles the empty case
+        return _lif_sequential(x, decay, threshold, v_reset, v0, reset=reset, surrogate=surrogate,
+                               detach_reset=detach_reset)
+    from .fused import lif_backend
+
+    return lif_backend(x, decay, threshold, v_reset, v0, reset=reset, surrogate=surrogate,
+                       detach_reset=detach_reset, need_membrane=need_membrane)
 
 
-def _resolve_backend(backend: str, x: Tensor) -> str:
-    # x is unused until a second backend exists; "auto" will then pick by x.device, dtype and T
+_BACKENDS: dict[str, Callable] = {"sequential": _lif_sequential, "fused": _lif_fused}
+
+
+def _fused_unsupported(x: Tensor, surrogate: _surrogate.Surrogate) -> str | None:
+    """Why the fused kernel cannot run ``x`` with ``surrogate``, or ``None`` when it can."""
+    from . import fused
+    from ._kernels._common import SURROGATE_CODES
+
+    if not fused.is_available(x.device):
+        if x.device.type == "cpu":
+            need = "numba (pip install numba)"
+        elif x.device.type == "cuda":
+            need = "triton and a visible CUDA device"
+        else:
+            need = "a CPU (numba) or CUDA (Triton) tensor"
+        return f"the fused kernels cannot run on {x.device}: they need {need}"
+    kind = getattr(surrogate, "kind", "")
+    if kind not in SURROGATE_CODES:
+        return (f"the fused kernels implement only the built-in surrogates {sorted(SURROGATE_CODES)}, "
+                f"got {type(surrogate).__name__} (kind {kind!r})")
+    return None
+
+
+def _resolve_backend(backend: str, x: Tensor, surrogate: _surrogate.Surrogate) -> str:
     check_choice(backend, "backend", set(_BACKENDS) | {"auto"})
     if backend == "auto":
-        return "sequential"
+        from .fused import supports_lif
+
+        return "fused" if supports_lif(x, surrogate) else "sequential"
+    if backend == "fused":
+        reason = _fused_unsupported(x, surrogate)
+        if reason is not None:
+            raise ValueError(f"backend='fused' is not available here: {reason}; use backend='sequential' "
+                             f"(or 'auto', which falls back to it)")
     return backend
 
 
@@ -95,7 +149,7 @@ def _param(value, name: str, x: Tensor, **bounds) -> Tensor:
 
 
 def lif(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_reset=0.0, surrogate=None,
-        v0=None, detach_reset: bool = False, backend: str = "sequential", return_membrane: bool = False,
+        v0=None, detach_reset: bool = False, backend: str = "auto", return_membrane: bool = False,
         return_state: bool = False, check: bool | None = None):
     """Run an exact LIF neuron with reset over the whole sequence ``x`` (see the module docstring).
 
@@ -113,7 +167,9 @@ def lif(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_reset=0.0
         v0: initial post-reset membrane ``v_post[-1]``, float or tensor broadcastable to
             ``x.shape[1:]`` (e.g. the ``state`` of a previous call); ``None`` means 0.
         detach_reset: detach the spike inside the reset term.
-        backend: ``"sequential"`` or ``"auto"`` (picks by device, dtype and ``T``).
+        backend: ``"auto"`` (default: ``"fused"`` where the kernel supports ``x``'s device and
+            the surrogate, else ``"sequential"``), ``"fused"`` or ``"sequential"``; see the
+            module docstring.
         return_membrane: also return the pre-reset membrane ``v`` ``[T, ...]`` (the quantity
             the fused kernels store for backward; spikes are ``v >= threshold``).
         return_state: also return the final post-reset membrane ``v_post[T-1]``
@@ -129,7 +185,8 @@ def lif(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_reset=0.0
     check_time_first(x, "x")
     check_finite(x, "x", check)
     check_choice(reset, "reset", _RESETS)
-    fn = _BACKENDS[_resolve_backend(backend, x)]
+    surrogate = _surrogate.get(surrogate)
+    fn = _BACKENDS[_resolve_backend(backend, x, surrogate)]  # before the parameter checks touch x's device
     decay = _param(decay, "decay", x, low=0.0, high=1.0)
     threshold = _param(threshold, "threshold", x, low=0.0, low_inclusive=False)
     v_reset = _param(v_reset, "v_reset", x)
@@ -137,10 +194,9 @@ def lif(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_reset=0.0
         raise ValueError("v_reset is used only with reset='zero'; with reset='subtract' leave it at 0")
     if v0 is not None:
         v0 = _param(v0, "v0", x)  # always checked finite, like the other parameters
-    surrogate = _surrogate.get(surrogate)
 
     s, v, state = fn(x, decay, threshold, v_reset, v0, reset=reset, surrogate=surrogate,
-                     detach_reset=bool(detach_reset))
+                     detach_reset=bool(detach_reset), need_membrane=bool(return_membrane))
 
     if not (return_membrane or return_state):
         return s

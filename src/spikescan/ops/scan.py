@@ -29,7 +29,14 @@ Backends (``backend=``), all behind one public function :func:`leaky_integrate`:
                   computed by the same chunked scan with decay**C, so the depth is log_C(T)).
                   O(T*C) work.  On CPU the inside-chunk scan is instead a C-step loop over all
                   chunks at once (measured 5-13x faster there; see ``_CHUNKED_INTRA``).
-``"auto"``        picks from :data:`_AUTO_TABLE`, measured on the development machine.
+``"fused"``       the time-fused kernel of :mod:`spikescan.ops.fused` (numba on the CPU, Triton
+                  on CUDA): one pass over T with the state in a register, and its OWN one-pass
+                  reverse-time backward (:func:`spikescan.ops.fused.leaky_integrate_backend`),
+                  so no flipped copies and no autograd graph.  Not parallel over time: on a
+                  CPU it is the fastest at every T >= 8 measured; on a GPU it needs enough
+                  neurons (B*N) to fill the device.  No double backward.
+``"auto"``        picks from :data:`_AUTO_TABLE` by device, T and B*N, measured on the
+                  development machine (CPU) or estimated (CUDA).
 
 The parallel backends share one backward (:class:`_LinearScan`): the gradient of a causal
 convolution is the anti-causal convolution with the same kernel, i.e. the *reverse-time* scan
@@ -40,16 +47,18 @@ parameter's own shape.  The backward calls the scan through autograd again, so d
 works too.
 
 Extension point: :data:`_BACKENDS` maps a backend name to a *forward kernel*
-``kernel(y, decay, v0, chunk_size) -> u`` (contract in the comment above it).  A new kernel (for
-example a compiled ``"fused"`` one, numba on CPU / Triton on GPU) only has to compute the forward
-recurrence; registering it in ``_BACKENDS`` makes ``backend="fused"`` valid and gives it the
-shared backward.  To let ``"auto"`` use it, add rows to :data:`_AUTO_TABLE`.
+``kernel(y, decay, v0, chunk_size) -> u`` (contract in the comment above it).  A new kernel only
+has to compute the forward recurrence; registering it in ``_BACKENDS`` makes it a valid
+``backend=`` and gives it the shared backward.  A backend with its own autograd function
+(``"fused"``) is listed in :data:`_OWN_BACKWARD` as well; :func:`leaky_integrate` then calls
+that instead (its ``_BACKENDS`` entry, the bare forward kernel, stays usable with the shared
+backward).  To let ``"auto"`` use a backend, add rows to :data:`_AUTO_TABLE`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
@@ -225,17 +234,49 @@ def _scan_chunked(y: torch.Tensor, decay: torch.Tensor, v0: Optional[torch.Tenso
     return u
 
 
+def _scan_fused(y: torch.Tensor, decay: torch.Tensor, v0: Optional[torch.Tensor],
+                chunk_size: Optional[int] = None) -> torch.Tensor:
+    """Forward of the time-fused kernel (:func:`spikescan.ops.fused.scan_kernel`), imported on first use.
+
+    Only the bare forward kernel: :func:`leaky_integrate` runs ``backend="fused"`` through the
+    kernel's own autograd function (see :data:`_OWN_BACKWARD`), not through this entry.
+    """
+    if y.numel() == 0:  # the kernels reject zero neurons; there is nothing to compute
+        return y.clone()
+    from .fused import scan_kernel
+
+    return scan_kernel(y, decay, v0, chunk_size)
+
+
 Kernel = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[int]], torch.Tensor]
 
-# name -> forward kernel (contract above).  Extend with e.g. a compiled "fused" kernel.
+# name -> forward kernel (contract above).
 _BACKENDS: dict[str, Kernel] = {
     "sequential": _scan_sequential,
     "fft": _scan_fft,
     "chunked": _scan_chunked,
+    "fused": _scan_fused,
 }
 # Backends differentiated by autograd through their own ops instead of the shared backward
 # (only the reference, so that the tests compare the shared backward against plain autograd).
 _AUTOGRAD_NATIVE = frozenset({"sequential"})
+
+
+def _leaky_fused(x: torch.Tensor, decay: torch.Tensor, scale: Optional[torch.Tensor],
+                 v0: Optional[torch.Tensor]) -> torch.Tensor:
+    if x.numel() == 0:  # the kernels reject zero neurons; the reference handles the empty case
+        y = x.to(decay.dtype) if scale is None else x.to(decay.dtype) * scale
+        return _scan_sequential(y, decay, v0).to(x.dtype)
+    from .fused import leaky_integrate_backend
+
+    return leaky_integrate_backend(x, decay, scale, v0)
+
+
+# Backends with their own autograd function: name -> fn(x, decay, scale, v0) -> u, called with
+# the validated parameters (compute dtype, aligned to x.shape[1:]; scale None for 1, v0 None
+# for 0).  The fused kernel's single reverse-time pass is 9x faster than the shared backward's
+# flipped scans (B*N = 4096, T = 10000, forward + backward: 55 ms against 500 ms for chunked).
+_OWN_BACKWARD: dict[str, Callable] = {"fused": _leaky_fused}
 
 
 class _LinearScan(torch.autograd.Function):
@@ -265,50 +306,105 @@ class _LinearScan(torch.autograd.Function):
         return None, g_rev, grad_decay, grad_v0, None
 
 
-# "auto" choices, measured on the development machine: CPU, 2 cores shared with other jobs
-# (load average 5-10 during the runs, so wall times with 2 threads were erratic -- MKL/OpenMP
-# threads spinning -- and the table is CPU time of 1 thread, min over repeats), torch 2.13,
-# forward + backward, x [T, 32, 128] requiring grad, per-neuron decay [128] requiring grad; ms.
+# "auto" choices.  CPU rows measured on the development machine (2 cores, idle during the run),
+# torch 2.13, 1 torch thread (the fused kernel then runs on 1 thread too), OMP_WAIT_POLICY=PASSIVE,
+# float32, forward + backward, x [T, B*N/128, 128] and per-neuron decay [128] both requiring
+# grad, backward with a random grad_out; min over up to 7 repeats, ms:
 #
-#   dtype     T      sequential       fft    chunked
-#   float32   1           0.17       0.51      0.30
-#   float32   3           0.22       0.69      0.35
-#   float32   10          0.37       1.16      0.47
-#   float32   30          0.83       3.70      0.87
-#   float32   64          2.4          --      1.3
-#   float32   100         2.96      11.3       1.88
-#   float32   1000       33.0      206        18.1
-#   float32   3000      167          --      172
-#   float32   10000     585       4220       630
-#   float64   30          1.04       5.18      1.16
-#   float64   100         4.90      17.8       3.48
-#   float64   1000       46.0      376        35.5
-#   float64   10000     920       6521      1157
-#   (scalar decay 0.9, float32, T = 100 / 1000 / 10000: sequential 2.3 / 27 / 551,
-#    fft 10.3 / 198 / 3647, chunked 1.7 / 12.1 / 484)
+#   B*N     T    fused  chunked      fft  sequential
+#   128     1    0.263    0.279    0.341    0.146
+#   128     8    0.242    0.374    0.353    0.245
+#   128    32    0.239    0.652    0.409    0.540
+#   128   100    0.249    0.859    0.666    1.374
+#   128  1000    0.345    1.485    4.589   13.55
+#   128 10000    2.550   10.02    55.20   168.2
+#   1024    1    0.262    0.275    0.368    0.152
+#   1024    8    0.275    0.383    0.500    0.279
+#   1024   32    0.285    0.707    1.007    0.649
+#   1024  100    0.330    0.996    2.768    1.755
+#   1024 1000    1.109    4.176   38.94    18.27
+#   1024 10000  12.15   129.6    805.6    262.7
+#   4096    1    0.270    0.281    0.472    0.153
+#   4096    8    0.286    0.409    0.933    0.301
+#   4096   32    0.376    0.810    2.868    0.745
+#   4096  100    0.535    1.433    9.823    2.173
+#   4096 1000    5.942   13.50    174.7     25.74
+#   4096 10000  55.15   499.8   3381     499.9
+#   32768    1    0.349    0.304    1.547    0.172
+#   32768    8    0.507    0.610    5.147    0.538
+#   32768   32    1.467    2.523   23.47      2.261
+#   32768  100    5.000    8.254  111.1       7.754
+#   32768 1000   47.16   387.6   2561      237.0
+#   32768 10000 507.3  6491      (skip)  4662
 #
-# From T ~ 3000 up the big tensors leave the caches and both sequential and chunked are bound
-# by memory traffic (chunked spends ~30 % of forward + backward in the backward's two time
-# flips, which a kernel able to scan in reverse would save); fft is the slowest
-# at every T on this CPU (MKL's real FFT along the strided time dim: ~1 s for 10000 x 4096) and
-# is never auto-selected.  Half types compute in float32 and follow the float32 rows.
-# Rows: (device type, largest T, backend), tried in order; the first row whose device type
-# matches and whose bound is >= T wins; no match means "chunked".  The CUDA row is NOT measured
-# (no GPU on the development machine): chunked with the matmul inner scan launches
-# O(log_C T) kernels and is tensor-core friendly -- re-measure when a GPU is available.
-_AUTO_TABLE: tuple[tuple[str, float, str], ...] = (
-    ("cpu", 32, "sequential"),
-    ("cpu", math.inf, "chunked"),
-    ("cuda", math.inf, "chunked"),
+# (fft at B*N = 32768, T = 10000 not run: ~25 s extrapolated.)  The fused kernel wins from
+# T = 8 up at every B*N (2-11x over the next best from T = 1000 up); at T = 1 all
+# are dominated by fixed costs and the plain loop (one multiply-add) is 0.1-0.2 ms faster than
+# the kernel's dispatch.  A second run at T = 2 / 4 (B*N = 128 .. 32768): sequential
+# 0.16-0.23 / 0.19-0.34 ms, fused 0.24-0.38 / 0.25-0.43, chunked 0.29-0.37 / 0.32-0.46; at
+# T = 8 fused and sequential tie (0.24-0.52 ms), so the loop is picked up to T = 4.
+# fft is the slowest everywhere on this CPU and is never auto-selected.  Without numba (the
+# fused kernel unavailable) the older rows apply: sequential up to T = 32, then chunked.
+# Half types compute in float32 and follow the float32 rows.
+#
+# CUDA rows are an ESTIMATE (no GPU on the development machine).  The fused Triton kernel runs
+# one program per block of 64-256 neurons looping over T: it moves the minimum bytes but
+# parallelises over neurons only, so with few neurons each step waits on memory latency
+# (~T x 0.5-1 us in all), while chunked is parallel over T too but makes ~10 passes over memory
+# and ~20 launches.  For an H100-class GPU (3 TB/s) that puts the crossover near B*N = 2**16
+# neurons at any T (both costs grow with T), and below T ~ 64 the launches of chunked cost more
+# than the fused loop at any B*N.  Re-measure (``spikescan bench speed-vs-t``) when a GPU is lent.
+
+
+class _AutoRow(NamedTuple):
+    device: str  # torch device type
+    t_max: float  # rows apply for T <= t_max ...
+    n_min: int  # ... and B*N (elements per time step) >= n_min
+    backend: str
+
+
+# Tried in order; the first row whose device type matches, T <= t_max and B*N >= n_min wins,
+# rows naming "fused" are skipped where the fused kernel cannot run (no numba / no triton); no
+# match means "chunked".
+_AUTO_TABLE: tuple[_AutoRow, ...] = (
+    _AutoRow("cpu", 4, 0, "sequential"),
+    _AutoRow("cpu", math.inf, 0, "fused"),
+    _AutoRow("cpu", 32, 0, "sequential"),  # without numba
+    _AutoRow("cpu", math.inf, 0, "chunked"),
+    _AutoRow("cuda", 64, 0, "fused"),
+    _AutoRow("cuda", math.inf, 1 << 16, "fused"),
+    _AutoRow("cuda", math.inf, 0, "chunked"),
 )
+
+
+def _fused_available(device: torch.device) -> bool:
+    from .fused import is_available
+
+    return is_available(device)
 
 
 def _auto_backend(x: torch.Tensor) -> str:
     T = x.shape[0]
-    for device_type, max_t, name in _AUTO_TABLE:
-        if device_type == x.device.type and T <= max_t:
-            return name
+    n = math.prod(x.shape[1:])
+    fused_ok = None
+    for row in _AUTO_TABLE:
+        if row.device != x.device.type or T > row.t_max or n < row.n_min:
+            continue
+        if row.backend == "fused":
+            if fused_ok is None:
+                fused_ok = _fused_available(x.device)
+            if not fused_ok:
+                continue
+        return row.backend
     return "chunked"
+
+
+def _check_fused_device(x: torch.Tensor) -> None:
+    if not _fused_available(x.device):
+        need = {"cpu": "numba (pip install numba)", "cuda": "triton and a visible CUDA device"}.get(
+            x.device.type, "a CPU (numba) or CUDA (Triton) tensor")
+        raise ValueError(f"backend='fused' cannot run on {x.device}: it needs {need}; use backend='chunked' "
+                         f"or 'auto'")
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -341,7 +437,8 @@ def leaky_integrate(x, decay, *, scale=1.0, v0=None, backend: str = "auto",
         scale: float or tensor broadcastable to ``x.shape[1:]``; may require grad.
         v0: initial state ``u[-1]``: None (zero) or float / tensor broadcastable to
             ``x.shape[1:]``; may require grad.
-        backend: ``"auto"`` or a key of ``_BACKENDS`` (``"sequential"``, ``"fft"``, ``"chunked"``).
+        backend: ``"auto"`` or a key of ``_BACKENDS`` (``"sequential"``, ``"fft"``, ``"chunked"``,
+            ``"fused"``).
         chunk_size: chunk length for ``"chunked"`` (default ``_DEFAULT_CHUNK``); ignored by the
             others.
         check: scan ``x`` for NaN/Inf (default: only in debug mode, see ``spikescan.debug_mode``).
@@ -355,6 +452,8 @@ def leaky_integrate(x, decay, *, scale=1.0, v0=None, backend: str = "auto",
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 2):
         raise ValueError(f"chunk_size must be None or an int >= 2, got {chunk_size!r}")
+    if backend == "fused":
+        _check_fused_device(x)  # before the parameter checks touch x's device
     check_finite(x, "x", check)
     compute = _compute_dtype(x.dtype)
     d = _param(decay, "decay", x, compute, low=0.0, high=1.0)
@@ -363,6 +462,8 @@ def leaky_integrate(x, decay, *, scale=1.0, v0=None, backend: str = "auto",
     v = None if v0 is None else _param(v0, "v0", x, compute)
 
     name = _auto_backend(x) if backend == "auto" else backend
+    if name in _OWN_BACKWARD:
+        return _OWN_BACKWARD[name](x, d, s, v)
     y = x.to(compute)
     if s is not None:
         y = y * s
