@@ -71,6 +71,14 @@ PAPER = dict(decay=0.2, threshold=0.3)  # k_tau, V_th of Table 1 (V_rest = 0)
 TRAIN = dict(decay=0.9, threshold=1.0)
 FWD_BYTES_PASSES = 2  # read x, write spikes
 TRAIN_BYTES_PASSES = 6  # read x, write s, write v, read v, read grad s, write grad x
+# What the fused kernels themselves move, per (t, neuron), stated beside the roofline so that the
+# accounting can be checked: the roofline is a bound for a general training step (the spike
+# gradient is a full tensor); in this step it is the broadcast gradient of sum(), which the
+# backward kernel reads as one cached row, while sum() itself reads the spikes once more.
+FUSED_TRAFFIC = ("fused moves per (t, neuron): forward reads x, writes s and the pre-reset membrane v "
+                 "(4 B kept for backward); sum() reads s; backward reads v (the spike gradient of sum() is "
+                 "one broadcast row, read from cache) and writes grad x -- 6 passes of 4 B with the sum, 5 "
+                 "without it, against the roofline's 6 (which has no sum but reads a full spike gradient)")
 _ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "SPIKESCAN_CPU_POOL", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
         "THP_MEM_ALLOC_ENABLE")
 
@@ -539,7 +547,7 @@ def format_report(results: dict[str, Any]) -> str:
     blocks.append(f"ROOFLINE = bytes that must move at the copy bandwidth measured in this run ({bw / 1e9:.2f} GB/s "
                   f"read+write): (a) {results.get('forward', {}).get('roofline_formula', '-')}; "
                   f"(b) {results.get('train', {}).get('roofline_formula', '-')}.  X/fused = how many times "
-                  "slower X is than the fused kernel.")
+                  f"slower X is than the fused kernel.  (b) {FUSED_TRAFFIC}.")
     if cfg["unavailable"]:
         blocks.append("not run: " + "; ".join(f"{i}: {why}" for i, why in cfg["unavailable"].items()))
     return "\n\n".join(blocks)

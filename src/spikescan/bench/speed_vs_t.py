@@ -358,6 +358,11 @@ def _roofline(t_values, args, dtype, bandwidth, neuron_cases, impls) -> dict[str
     return {
         "bytes_formula": f"{ROOFLINE_PASSES} * T * B * hidden * element_size: read x, write spikes, write u "
                          "(saved for backward), read u, read grad spikes, write grad x",
+        "fused_step_traffic": f"{FUSED_STEP} on the CPU moves per (t, neuron): forward reads x and writes s; "
+                              "backward reads x again (it recomputes i, u per 32-step segment from 0.25 B of "
+                              "checkpoints and regenerates the noise) and writes grad x; the spike gradient of "
+                              "sum() is one broadcast row; sum() reads s -- 5 passes with the sum, 4 without it, against "
+                              "the roofline's 6",
         "bandwidth_bytes_per_s": bandwidth,
         "entries": entries,
     }
@@ -431,7 +436,8 @@ def format_report(results: dict[str, Any]) -> str:
     if "roofline" in results:
         bw = results["copy_bandwidth_bytes_per_s"]
         blocks.append(f"ROOFLINE = {results['roofline']['bytes_formula']}, at the copy bandwidth measured in this "
-                      f"run ({bw / 1e9:.2f} GB/s read+write); X/ROOFLINE = how far X is from that limit.")
+                      f"run ({bw / 1e9:.2f} GB/s read+write); X/ROOFLINE = how far X is from that limit.  "
+                      f"{results['roofline'].get('fused_step_traffic', '')}")
     skipped = [f"{p}/{i} T={e['T']}" for p, d in results["cases"].items() for i, es in d.items()
                for e in es if e["status"] == "skipped"]
     short = [f"{p}/{i} T={e['T']} ({len(e['times_s'])} repeats)" for p, d in results["cases"].items()

@@ -5,8 +5,8 @@ product of the per-step shape (``B * features``), so row ``t`` holds all neurons
 and consecutive neurons are adjacent in memory.  Per-neuron parameters (decay, threshold, ...)
 arrive expanded to contiguous ``[N]`` vectors.  A kernel walks over ``t`` once, keeping each
 neuron's state in a register (Triton: one program per block of neurons) or in a small local
-array of one block of neurons (numba: ``prange`` over blocks, inner loop over the contiguous
-neurons of the block so that it vectorizes).
+array of one block of neurons (numba: ranges of blocks on a thread pool, ``_cpu.parallel_for``;
+inner loop over the contiguous neurons of the block so that it vectorizes).
 
 Surrogates are passed as ``(code, param)``: :data:`SURROGATE_CODES` maps
 ``spikescan.surrogate`` kinds to the integer the kernels branch on.  The formulas are those of

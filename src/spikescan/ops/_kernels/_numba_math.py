@@ -72,3 +72,35 @@ def exp_row(x, sign, out, c, fast):
     else:
         for k in range(m):
             out[k] = math.exp(sign * x[k])
+
+
+@intrinsic
+def u32_to_float(typingctx, n, like):
+    """The uint32 ``n`` converted to the float type of ``like`` (exact below 2**24), without
+    numpy's promotion of ``uint32 * float32`` to float64."""
+    if n != types.uint32 or like not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fty = ir.FloatType() if sig.args[1] == types.float32 else ir.DoubleType()
+        return builder.uitofp(args[0], fty)
+
+    return like(n, like), codegen
+
+
+@njit(inline="always")
+def exp1(y, c, fast):
+    """Scalar ``exp(y)``, the same operations as one element of :func:`exp_row` (so a loop of it
+    vectorizes like ``exp_row`` and gives bit-identical results)."""
+    if fast:
+        y = min(max(y, c[3]), c[4])
+        nf = np.floor(y * c[0] + c[5])
+        r = (y - nf * c[1]) - nf * c[2]
+        p = c[11] * r + c[10]
+        p = p * r + c[9]
+        p = p * r + c[8]
+        p = p * r + c[7]
+        p = p * r + c[6]
+        p = p * r + c[6]
+        return p * pow2i(np.int32(nf), y)
+    return math.exp(y)

@@ -35,7 +35,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ._numba_math import exp_row
+from ._numba_math import exp1, exp_row, u32_to_float
 
 _JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
 
@@ -85,12 +85,89 @@ def fill_uniforms(keys, lo0, hi0, out):
             row[k] *= 2.0 ** -24
 
 
+@njit(inline="always")
+def _uniform_word(n, k1, k2):
+    """``2 * (h >> 9) + 1`` as uint32 for neuron ``n`` (see :func:`uniform_row`)."""
+    h = mix32(np.uint32(mix32(np.uint32(np.uint32(n) ^ k1)) ^ k2))
+    return np.uint32(np.uint32((h >> _U9) << _U1) | _U1)
+
+
+@njit(inline="always")
+def _sb_step(xk, ip, up, ak, bk, ok, n, k1, k2, inv24, one, ec, fast):
+    """One Sigmoid-Bernoulli step of one neuron: ``(spike, i, u)`` with the operations of the
+    row-wise formulation (``U (1 + exp(-u)) < 1``)."""
+    iv = ak * ip + xk
+    uv = bk * up + ok * iv
+    w = u32_to_float(_uniform_word(n, k1, k2), one)
+    e = exp1(-uv, ec, fast)
+    return w * inv24 * (one + e) < one, iv, uv
+
+
+def _make_sb(fast: bool):
+    """The Sigmoid-Bernoulli inner kernels with ``fast`` (the exp flavour) a compile-time
+    constant: with a runtime flag the ``math.exp`` call of the other branch stays in the loop
+    and blocks vectorization.  numba caches each closure under a hash of ``fast``."""
+
+    @njit(**_JIT)
+    def fwd4(x0, x1, x2, x3, s0, s1, s2, s3, ii, uu, a, b, omb, keys, t, lo, consts, ec):
+        """Steps t .. t+3 of Sigmoid-Bernoulli firing for one block, state in registers across them.
+        (A separate function with the rows as arguments: that is what lets LLVM vectorize it.)"""
+        one = consts[0]
+        zero = one - one
+        inv24 = consts[1]
+        k10 = keys[t, 0]
+        k20 = keys[t, 1]
+        k11 = keys[t + 1, 0]
+        k21 = keys[t + 1, 1]
+        k12 = keys[t + 2, 0]
+        k22 = keys[t + 2, 1]
+        k13 = keys[t + 3, 0]
+        k23 = keys[t + 3, 1]
+        for k in range(ii.shape[0]):
+            ak = a[k]
+            bk = b[k]
+            ok = omb[k]
+            n = lo + k
+            f, iv, uv = _sb_step(x0[k], ii[k], uu[k], ak, bk, ok, n, k10, k20, inv24, one, ec, fast)
+            s0[k] = one if f else zero
+            f, iv, uv = _sb_step(x1[k], iv, uv, ak, bk, ok, n, k11, k21, inv24, one, ec, fast)
+            s1[k] = one if f else zero
+            f, iv, uv = _sb_step(x2[k], iv, uv, ak, bk, ok, n, k12, k22, inv24, one, ec, fast)
+            s2[k] = one if f else zero
+            f, iv, uv = _sb_step(x3[k], iv, uv, ak, bk, ok, n, k13, k23, inv24, one, ec, fast)
+            s3[k] = one if f else zero
+            ii[k] = iv
+            uu[k] = uv
+
+    @njit(**_JIT)
+    def back_row(gst, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b, one, ec):
+        """One reverse step of Sigmoid-Bernoulli, surrogate and both recurrences in one loop."""
+        for k in range(ru.shape[0]):
+            p = one / (one + exp1(-uc[k], ec, fast))
+            g = gst[k] * (p * p * (one - p))
+            r_u = g + b[k] * ru[k]
+            ru[k] = r_u
+            acc_b[k] += r_u * (up[k] - ic[k])
+            r_i = omb[k] * r_u + a[k] * ri[k]
+            ri[k] = r_i
+            acc_a[k] += r_i * ip[k]
+            gxt[k] = r_i
+
+    return fwd4, back_row
+
+
+_sb_fwd4_fast, _sb_back_row_fast = _make_sb(True)
+_sb_fwd4_exact, _sb_back_row_exact = _make_sb(False)
+
+
 @njit(**_JIT)
 def spsn_forward(x, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, block, seg, s, ck_i, ck_u):
     """Fill spikes ``s`` [T, N] and the checkpoints ``ck_i``/``ck_u`` [ceil(T/seg), N].
 
     ``consts = [1, 2**-24, c, tau, c / tau]`` in the compute dtype (c: GS logit scale); ``ec``,
-    ``fast``: see ``_numba_math.exp_row``.
+    ``fast``: see ``_numba_math.exp_row``.  Sigmoid-Bernoulli steps go four at a time per
+    neuron (``seg`` must be a multiple of 4), Gumbel-softmax ones (``math.log``, which does not
+    vectorize) one at a time.
     """
     T = x.shape[0]
     one = consts[0]
@@ -108,10 +185,20 @@ def spsn_forward(x, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, bloc
         uu = np.zeros(m, x.dtype)
         ub = np.empty(m, x.dtype)
         eb = np.empty(m, x.dtype)
-        for t in range(T):
+        t = 0
+        while t < T:
             if t % seg == 0:
                 ck_i[t // seg, lo:hi] = ii
                 ck_u[t // seg, lo:hi] = uu
+            if not gs_mode and t + 4 <= T:
+                rows = (x[t, lo:hi], x[t + 1, lo:hi], x[t + 2, lo:hi], x[t + 3, lo:hi], s[t, lo:hi],
+                        s[t + 1, lo:hi], s[t + 2, lo:hi], s[t + 3, lo:hi])
+                if fast:
+                    _sb_fwd4_fast(*rows, ii, uu, a, b, omb, keys, t, lo, consts, ec)
+                else:
+                    _sb_fwd4_exact(*rows, ii, uu, a, b, omb, keys, t, lo, consts, ec)
+                t += 4
+                continue
             xt = x[t, lo:hi]
             st = s[t, lo:hi]
             for k in range(m):
@@ -130,6 +217,16 @@ def spsn_forward(x, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, bloc
                 exp_row(uu, -one, eb, ec, fast)
                 for k in range(m):
                     st[k] = 1.0 if ub[k] * inv24 * (one + eb[k]) < one else 0.0
+            t += 1
+
+
+@njit(**_JIT)
+def _recompute_row(xt, ip, up, ic, uc, a, b, omb):
+    for k in range(ic.shape[0]):
+        iv = a[k] * ip[k] + xt[k]
+        ic[k] = iv
+        y = omb[k] * iv
+        uc[k] = b[k] * up[k] + y
 
 
 @njit(**_JIT)
@@ -167,16 +264,7 @@ def spsn_backward(x, gs, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0,
             ibuf[0] = ck_i[g, lo:hi]
             ubuf[0] = ck_u[g, lo:hi]
             for j in range(n_t):  # recompute the segment's states (same ops as the forward)
-                xt = x[t0 + j, lo:hi]
-                ip = ibuf[j]
-                up = ubuf[j]
-                ic = ibuf[j + 1]
-                uc = ubuf[j + 1]
-                for k in range(m):
-                    iv = a[k] * ip[k] + xt[k]
-                    ic[k] = iv
-                    y = omb[k] * iv
-                    uc[k] = b[k] * up[k] + y
+                _recompute_row(x[t0 + j, lo:hi], ibuf[j], ubuf[j], ibuf[j + 1], ubuf[j + 1], a, b, omb)
             for j in range(n_t - 1, -1, -1):
                 t = t0 + j
                 gst = gs[t * g_step, lo:hi]
@@ -195,10 +283,11 @@ def spsn_backward(x, gs, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0,
                         q = one / (one + eb[k])
                         gu[k] = gst[k] * (ct * q * (one - q))
                 else:
-                    exp_row(uc, -one, eb, ec, fast)
-                    for k in range(m):
-                        p = one / (one + eb[k])
-                        gu[k] = gst[k] * (p * p * (one - p))
+                    if fast:
+                        _sb_back_row_fast(gst, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b, one, ec)
+                    else:
+                        _sb_back_row_exact(gst, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b, one, ec)
+                    continue
                 for k in range(m):
                     r_u = gu[k] + b[k] * ru[k]
                     ru[k] = r_u
