@@ -1,4 +1,4 @@
-"""Command line: ``spikescan train | bench | info``."""
+"""Command line: ``spikescan train | presets | eval | compare | bench | info``."""
 
 from __future__ import annotations
 
@@ -15,45 +15,162 @@ BENCHMARKS = {
 }
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a network (default: SPSN-SB on the embedded digits)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def _none_or_float(text: str):
+    return None if text.lower() == "none" else float(text)
+
+
+# (flag, TrainConfig field, argparse keywords); flags not given on the command line are absent
+# from the namespace (default SUPPRESS), so only explicit flags override a preset.
+def _train_flags():
+    from .data.registry import DATASETS
+    from .train.losses import READOUTS
+    from .train.models import NEURONS
+
+    encodings = sorted({e for s in DATASETS.values() for e in s.encodings})
+    return [
+        ("--dataset", "dataset", dict(choices=list(DATASETS))),
+        ("--data-dir", "data_dir", dict(help="folder holding the data set's files")),
+        ("--encoding", "encoding", dict(choices=encodings, help="input code (default: the data set's)")),
+        ("--num-steps", "num_steps", dict(type=int, help="time steps T per sample (default: the data set's)")),
+        ("--dt", "dt", dict(type=float, help="step in seconds (default: the data set's, 1 ms)")),
+        ("--neuron", "neuron", dict(choices=list(NEURONS))),
+        ("--hidden", "hidden", dict(type=int, nargs="+", help="hidden layer sizes")),
+        ("--tau-syn", "tau_syn", dict(type=_none_or_float, help="synaptic time constant in s ('none': no current stage)")),
+        ("--tau-mem", "tau_mem", dict(type=float, help="membrane time constant in s")),
+        ("--readout", "readout", dict(choices=list(READOUTS))),
+        ("--dropout", "dropout", dict(type=float)),
+        ("--epochs", "epochs", dict(type=int)),
+        ("--batch-size", "batch_size", dict(type=int)),
+        ("--eval-batch-size", "eval_batch_size", dict(type=int)),
+        ("--lr", "lr", dict(type=float)),
+        ("--weight-decay", "weight_decay", dict(type=float)),
+        ("--optimizer", "optimizer", dict(choices=["adam", "adamw", "adamax"])),
+        ("--schedule", "schedule", dict(choices=["none", "cosine", "step"])),
+        ("--theta-reg", "theta_reg", dict(type=_none_or_float, help="spike-rate regulariser threshold (SPSN eq. 21; 'none': off)")),
+        ("--reg-weight", "reg_weight", dict(type=float)),
+        ("--k-shift", "k_shift", dict(type=float, help="random channel shift augmentation (SPSN §IV-B; 0: off)")),
+        ("--k-scale", "k_scale", dict(type=float, help="random time/channel scale augmentation (SPSN §IV-B; 0: off)")),
+        ("--max-batches", "max_batches", dict(type=int, help="stop each epoch after this many batches (smoke runs)")),
+        ("--backend", "backend", dict(help="leaky-integration backend")),
+        ("--seed", "seed", dict(type=int)),
+        ("--device", "device", dict()),
+        ("--threads", "threads", dict(type=int, help="torch intra-op threads (0: torch's default)")),
+    ]
+
+
+def _add_config_flags(p, skip=()) -> None:
     from .train.loop import TrainConfig
 
     d = TrainConfig()
-    p.add_argument("--neuron", default=d.neuron, choices=["spsn-sb", "spsn-gs", "lif", "relu"])
-    p.add_argument("--dataset", default=d.dataset, choices=["digits"])
-    p.add_argument("--encoding", default=d.encoding, choices=["latency", "rate"])
-    p.add_argument("--num-steps", type=int, default=d.num_steps, help="time steps T per sample")
-    p.add_argument("--hidden", type=int, nargs="+", default=d.hidden, help="hidden layer sizes")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--optimizer", default=d.optimizer, choices=["adam", "adamw", "adamax"])
-    p.add_argument("--schedule", default=d.schedule, choices=["none", "cosine", "step"])
-    p.add_argument("--readout", default=d.readout, choices=["mean", "max", "last"])
-    p.add_argument("--theta-reg", type=float, default=None, help="spike-rate regulariser threshold (SPSN eq. 21)")
-    p.add_argument("--backend", default=d.backend, help="leaky-integration backend")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch intra-op threads (0: torch's default)")
+    for flag, name, kw in _train_flags():
+        if name in skip:
+            continue
+        kw = dict(kw)
+        default = getattr(d, name)
+        kw["help"] = (kw.get("help", "") + f" [default: {default}]").strip()
+        p.add_argument(flag, dest=name, default=argparse.SUPPRESS, **kw)
+
+
+def _overrides(args, skip=()) -> dict:
+    out = {name: getattr(args, name) for _flag, name, _kw in _train_flags()
+           if name not in skip and hasattr(args, name)}
+    if "hidden" in out:
+        out["hidden"] = list(out["hidden"])
+    if out.get("threads") == 0:
+        out["threads"] = None
+    return out
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a network (default: SPSN-SB on the embedded digits)",
+                       description="Train a feed-forward SNN.  With --preset, start from a paper's setup "
+                                   "(see `spikescan presets`); explicit flags override the preset.")
+    p.add_argument("--preset", default=None, help="a paper's experiment by name (spikescan presets)")
+    _add_config_flags(p)
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<neuron>-s<seed>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _run_train(args) -> int:
-    from .train.loop import TrainConfig, train
+    from .train.loop import train
+    from .train.presets import preset_config
 
-    cfg = TrainConfig(dataset=args.dataset, encoding=args.encoding, num_steps=args.num_steps,
-                      neuron=args.neuron, hidden=list(args.hidden), epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                      schedule=args.schedule, readout=args.readout, theta_reg=args.theta_reg,
-                      backend=args.backend, seed=args.seed, device=args.device, out_dir=args.out,
-                      threads=args.threads or None)
     if args.resume and not args.out:
         raise SystemExit("--resume needs --out RUN_DIR")
-    train(cfg, resume=args.resume, progress=not args.no_progress)
+    overrides = _overrides(args)
+    overrides["out_dir"] = args.out
+    try:
+        cfg = preset_config(args.preset, overrides)
+        train(cfg, resume=args.resume, progress=not args.no_progress)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
+    return 0
+
+
+def _add_presets(sub) -> None:
+    p = sub.add_parser("presets", help="list the papers' experiments available as --preset NAME")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+
+
+def _run_presets(args) -> int:
+    from .train.presets import PRESETS, describe
+
+    if args.markdown:
+        print("| preset | dataset | key settings | source |")
+        print("|---|---|---|---|")
+        for p in PRESETS.values():
+            print(f"| `{p.name}` | {p.config['dataset']} | {describe(p)} | {p.source} |")
+        return 0
+    for p in PRESETS.values():
+        print(f"{p.name:18s} {p.config['dataset']:12s} {describe(p)}")
+        print(f"{'':18s} source: {p.source}")
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint on the test split (K trials for stochastic neurons)")
+    p.add_argument("run_dir", help="a run folder holding config.json and checkpoint.pt")
+    p.add_argument("--data-dir", default=None, help="where the data set is now (default: the run's)")
+    p.add_argument("--trials", type=int, default=1, help="repeat the evaluation K times (SPSN §V-C)")
+    p.add_argument("--seed", type=int, default=0, help="trial k draws its randomness from seed + k")
+    p.add_argument("--batch-size", type=int, default=None, help="test batch size (default: the run's)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+
+
+def _run_eval(args) -> int:
+    from .train.evaluate import evaluate
+
+    try:
+        evaluate(args.run_dir, data_dir=args.data_dir, trials=args.trials, seed=args.seed,
+                 batch_size=args.batch_size, threads=args.threads or None)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="train neuron kinds x seeds on one network, print a Markdown table",
+                       description="Train every --neurons x --seeds on the same network (the main job's by "
+                                   "default) into OUT/<neuron>-s<seed>/ and write OUT/table.md and "
+                                   "OUT/results.json.  Finished runs in OUT are reused, unfinished ones resumed.")
+    p.add_argument("--neurons", nargs="+", required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--out", required=True, help="folder for the runs and the table")
+    p.add_argument("--preset", default=None, help="shared configuration from a preset (default: the main job)")
+    _add_config_flags(p, skip=("neuron", "seed"))
+
+
+def _run_compare(args) -> int:
+    from .train.compare import compare
+    from .train.models import NEURONS
+    from .train.presets import preset_config
+
+    bad = [n for n in args.neurons if n not in NEURONS]
+    if bad:
+        raise SystemExit(f"error: unknown neurons {bad}; choose from {list(NEURONS)}")
+    base = preset_config(args.preset, _overrides(args, skip=("neuron", "seed")))
+    compare(args.neurons, args.seeds, args.out, base=base)
     return 0
 
 
@@ -91,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikescan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_presets(sub)
+    _add_eval(sub)
+    _add_compare(sub)
     _add_bench(sub)
     sub.add_parser("info", help="versions and optional extras found")
     return parser
@@ -102,6 +222,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "train":
         return _run_train(args)
+    if args.command == "presets":
+        return _run_presets(args)
+    if args.command == "eval":
+        return _run_eval(args)
+    if args.command == "compare":
+        return _run_compare(args)
     if args.command == "bench":
         args._bench_module.run(args)
         return 0

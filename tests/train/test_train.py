@@ -3,9 +3,11 @@ import json
 import pytest
 import torch
 
-from spikescan.nn import SPSN
-from spikescan.train import (TrainConfig, load_checkpoint, readout_cross_entropy, record_spikes,
-                             reduce_time, save_checkpoint, spike_rate_regularizer, train)
+from spikescan.nn import SPSN, MaxMembraneReadout
+from spikescan.train import (FeedForwardSNN, TrainConfig, load_checkpoint, make_neuron, readout_cross_entropy,
+                             record_spikes, reduce_time, save_checkpoint, spike_rate_regularizer, train)
+from spikescan.train.losses import readout_logits
+from spikescan.train.models import NEURONS
 from spikescan.train import loop as loop_mod
 
 
@@ -61,12 +63,16 @@ def _small_cfg(out, **kw):
 def test_train_writes_run_folder_and_refuses_to_overwrite(tmp_path):
     out = tmp_path / "run"
     final = train(_small_cfg(out), progress=False, log=lambda *_: None)
-    for name in ("config.json", "metrics.json", "metrics.csv", "curves.png", "checkpoint.pt", "final.json"):
+    for name in ("config.json", "metrics.json", "metrics.csv", "curves.png", "raster.png", "checkpoint.pt",
+                 "final.json"):
         assert (out / name).is_file(), name
     history = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert 0.0 <= final["test_acc"] <= 1.0 and 0.0 < final["test_spike_rate"] < 1.0
-    assert json.loads((out / "config.json").read_text())["hidden"] == [32]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["hidden"] == [32]
+    # the data set's defaults are filled in: the run folder says what ran
+    assert (saved["encoding"], saved["num_steps"], saved["dt"]) == ("rate", 8, 1e-3)
     with pytest.raises(FileExistsError, match="resume"):
         train(_small_cfg(out), progress=False, log=lambda *_: None)
 
@@ -77,10 +83,47 @@ def test_short_training_learns_digits(tmp_path):
     assert final["test_acc"] > 0.6  # chance is 0.1
 
 
-@pytest.mark.parametrize("neuron", ["spsn-gs", "lif", "relu"])
+@pytest.mark.parametrize("neuron", [n for n in NEURONS if n != "spsn-sb"])
 def test_other_neurons_train(tmp_path, neuron):
-    final = train(_small_cfg(tmp_path / neuron, neuron=neuron, epochs=1), progress=False, log=lambda *_: None)
+    extra = {"readout": "max-membrane"} if neuron == "single-spike" else {}
+    final = train(_small_cfg(tmp_path / neuron, neuron=neuron, epochs=1, **extra), progress=False,
+                  log=lambda *_: None)
     assert 0.0 <= final["test_acc"] <= 1.0
+    assert 0.0 <= final["test_spike_rate"] <= 1.0
+    if neuron == "relu":
+        assert final["test_spike_rate"] == 0.0 and final["test_spikes_per_ms"] == 0.0
+
+
+def test_model_kinds_and_readouts():
+    x = torch.rand(8, 3, 10)
+    for kind in ("psu", "ipsu", "rpsu", "single-spike", "plif"):
+        net = FeedForwardSNN(10, [6, 5], 4, kind, num_steps=8)
+        with torch.no_grad(), record_spikes(net) as spikes:
+            u = net(x)
+        assert u.shape == (8, 3, 4) and [s.shape for s in spikes] == [(8, 3, 6), (8, 3, 5)]
+        if kind == "single-spike":
+            assert all(float(s.sum(0).max()) <= 1.0 for s in spikes)  # at most one spike per neuron
+    fast = FeedForwardSNN(10, [6], 4, "single-spike", tau_mem=0.01, readout_layer="max-membrane")
+    assert isinstance(fast[-1], MaxMembraneReadout) and fast(x).shape == (3, 4)
+    assert readout_logits(fast(x), "max-membrane").shape == (3, 4)
+    psu = make_neuron("psu", 6, tau_mem=0.002, dt=1e-3)
+    assert psu.tau == 2.0  # PSU time constants count steps: tau_mem / dt
+    with pytest.raises(ValueError, match="num_steps"):
+        make_neuron("ipsu", 6)
+    with pytest.raises(ValueError, match="max-membrane"):
+        readout_logits(torch.zeros(2, 3, 4), "max-membrane")
+
+
+def test_augmentation_is_on_the_fly_and_training_only(tmp_path):
+    cfg = _small_cfg(tmp_path / "aug", k_shift=0.2, k_scale=0.3).resolved()
+    train_set, test_set, _, _ = loop_mod.build_datasets(cfg)
+    plain_train, plain_test, _, _ = loop_mod.build_datasets(_small_cfg(tmp_path / "p").resolved())
+    torch.manual_seed(0)
+    a = torch.stack([train_set[i][0] for i in range(20)])
+    b = torch.stack([train_set[i][0] for i in range(20)])
+    raw = torch.stack([plain_train[i][0] for i in range(20)])
+    assert not torch.equal(a, b) and not torch.equal(a, raw)  # drawn anew at every access
+    assert torch.equal(test_set.x, plain_test.x)
 
 
 def test_resume_after_crash_reproduces_uninterrupted_run(tmp_path, monkeypatch):
@@ -113,3 +156,9 @@ def test_config_validation():
         TrainConfig(epochs=0).validate()
     with pytest.raises(ValueError, match="unknown config keys"):
         TrainConfig.from_dict({"neurons": "lif"})
+    with pytest.raises(ValueError, match="dataset"):
+        TrainConfig(dataset="imagenet").validate()
+    with pytest.raises(ValueError, match="k_shift"):
+        TrainConfig(k_shift=1.5).validate()
+    with pytest.raises(TypeError, match="neuron_kwargs"):
+        TrainConfig(neuron_kwargs=[1]).validate()

@@ -1,13 +1,17 @@
-"""Training: loop, readout losses, spike-rate regulariser, metrics, checkpoints."""
+"""Training: loop, readout losses, spike-rate regulariser, metrics, checkpoints, presets, eval, compare."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .losses import readout_cross_entropy, reduce_time
+from .compare import compare
+from .evaluate import evaluate
+from .losses import readout_cross_entropy, readout_logits, reduce_time
 from .loop import TrainConfig, train
-from .models import FeedForwardSNN, make_neuron
+from .models import NEURONS, FeedForwardSNN, make_neuron
+from .presets import PRESETS, preset_config
 from .recorder import record_spikes
 from .regularizers import spike_rate_regularizer
 
 __all__ = [
-    "FeedForwardSNN", "TrainConfig", "load_checkpoint", "make_neuron", "readout_cross_entropy",
-    "record_spikes", "reduce_time", "save_checkpoint", "spike_rate_regularizer", "train",
+    "FeedForwardSNN", "NEURONS", "PRESETS", "TrainConfig", "compare", "evaluate", "load_checkpoint", "make_neuron",
+    "preset_config", "readout_cross_entropy", "readout_logits", "record_spikes", "reduce_time", "save_checkpoint",
+    "spike_rate_regularizer", "train",
 ]

@@ -1,8 +1,10 @@
 """The training loop: configuration as plain data, one function that trains and writes a run folder.
 
-A run folder holds ``config.json`` (the exact :class:`TrainConfig`), ``metrics.json`` and
-``metrics.csv`` (one row per epoch), ``curves.png`` and ``checkpoint.pt`` (model, optimiser,
-scheduler and every RNG state, written atomically after each epoch).  ``resume=True`` continues a
+A run folder holds ``config.json`` (the exact :class:`TrainConfig`, with the data set's defaults
+filled in), ``metrics.json`` and ``metrics.csv`` (one row per epoch), ``curves.png``,
+``raster.png`` (the spikes of one test sample in every hidden layer, after training),
+``final.json`` and ``checkpoint.pt`` (model, optimiser, scheduler and every RNG state, written
+atomically after each epoch).  ``resume=True`` continues a
 run from its last checkpoint and reproduces the uninterrupted run exactly (same seed, same
 device).
 """
@@ -22,9 +24,12 @@ from torch.utils.data import DataLoader
 
 from .._checks import check_choice
 from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
-from .losses import READOUTS, readout_cross_entropy, reduce_time
+from ..data.augment import Compose, RandomChannelShift, RandomScale
+from ..data.collate import pad_collate
+from ..data.registry import DATASETS, build_datasets as _build_data, dataset_spec
+from .losses import READOUTS, readout_cross_entropy, readout_logits
 from .models import NEURONS, FeedForwardSNN
-from .plots import plot_training_curves
+from .plots import plot_spike_raster, plot_training_curves
 from .recorder import record_spikes
 from .regularizers import spike_rate_regularizer
 
@@ -38,19 +43,28 @@ class TrainConfig:
 
     The defaults are the main job (``spikescan train`` with no arguments): SPSN-SB, 3 x 128
     hidden, on the embedded digits rate-encoded over 64 steps; about 96 % test accuracy.
+    ``encoding``, ``num_steps`` and ``dt`` left at ``None`` take the data set's defaults
+    (:mod:`spikescan.data.registry`; digits: rate, 64, 1 ms) when the run starts.
+    ``readout="max-membrane"`` ends the network in FastSNN's max-membrane readout instead of the
+    LI membrane reduced over time.  ``k_shift`` / ``k_scale`` > 0 turn on the SPSN §IV-B
+    augmentation of training samples.  ``max_batches`` caps the batches per epoch (train and
+    test; for smoke tests).  ``neuron_kwargs`` go to the neuron's constructor (e.g. a PSU's
+    ``threshold`` or ``leak``), ``readout_kwargs`` to the readout layer's.
     """
 
     dataset: str = "digits"
     data_dir: str | None = None
-    encoding: str = "rate"
-    num_steps: int = 64
+    encoding: str | None = None
+    num_steps: int | None = None
     neuron: str = "spsn-sb"
     hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
     # 5 ms (not the SHD papers' 20 ms): a digit lasts only 64 steps of 1 ms, and shorter leaks let
     # the stochastic layers pass it on within that window (tuned on the digits main job).
     tau_syn: float | None = 0.005
     tau_mem: float = 0.005
-    dt: float = 1e-3
+    dt: float | None = None
+    neuron_kwargs: dict = field(default_factory=dict)
+    readout_kwargs: dict = field(default_factory=dict)
     readout: str = "mean"
     dropout: float = 0.0
     backend: str = "auto"
@@ -62,6 +76,10 @@ class TrainConfig:
     schedule: str = "cosine"
     theta_reg: float | None = None
     reg_weight: float = 1.0
+    k_shift: float = 0.0
+    k_scale: float = 0.0
+    max_batches: int | None = None
+    eval_batch_size: int = 256
     seed: int = 0
     device: str = "cpu"
     # torch intra-op threads for the run (None: leave torch's setting).  1 by default: per-step
@@ -69,17 +87,37 @@ class TrainConfig:
     # with 1 thread vs 490-660 ms with 2 (threads spinning against each other under load).
     threads: int | None = 1
     out_dir: str | None = None
+    preset: str | None = None  # informational: the preset this run started from
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with ``encoding`` / ``num_steps`` / ``dt`` filled in from the data set's defaults."""
+        spec = dataset_spec(self.dataset)
+        d = dataclasses.asdict(self)
+        for name in ("encoding", "num_steps", "dt"):
+            if d[name] is None:
+                d[name] = getattr(spec, name)
+        return TrainConfig(**d)
 
     def validate(self) -> None:
+        check_choice(self.dataset, "dataset", tuple(DATASETS))
         check_choice(self.neuron, "neuron", NEURONS)
         check_choice(self.readout, "readout", READOUTS)
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         check_choice(self.schedule, "schedule", SCHEDULES)
         if self.threads is not None and int(self.threads) < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
-        for name in ("epochs", "batch_size", "num_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size", "num_steps", "max_batches", "eval_batch_size"):
+            v = getattr(self, name)
+            if v is not None and int(v) < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if self.dt is not None and not self.dt > 0:
+            raise ValueError(f"dt must be > 0, got {self.dt}")
+        for name in ("k_shift", "k_scale"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("neuron_kwargs", "readout_kwargs"):
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.theta_reg is not None and not 0.0 <= self.theta_reg <= 1.0:
@@ -94,24 +132,32 @@ class TrainConfig:
         return cls(**d)
 
 
+def train_transform(cfg: TrainConfig):
+    """The on-the-fly training augmentation of SPSN §IV-B (channel shift, then scale), or ``None``."""
+    ts = []
+    if cfg.k_shift > 0:
+        ts.append(RandomChannelShift(cfg.k_shift))
+    if cfg.k_scale > 0:
+        ts.append(RandomScale(cfg.k_scale))
+    return Compose(ts) if ts else None
+
+
 def build_datasets(cfg: TrainConfig):
-    """``(train, test, n_in, n_classes)`` for ``cfg.dataset``."""
-    if cfg.dataset == "digits":
-        from ..data.digits import NUM_CLASSES, NUM_INPUTS, digits_datasets
-
-        train, test = digits_datasets(cfg.encoding, cfg.num_steps, seed=cfg.seed)
-        return train, test, NUM_INPUTS, NUM_CLASSES
-    raise ValueError(f"dataset must be one of ['digits'], got {cfg.dataset!r}")
+    """``(train, test, n_in, n_classes)`` for ``cfg.dataset`` (see :mod:`spikescan.data.registry`)."""
+    return _build_data(cfg.dataset, cfg.data_dir, num_steps=cfg.num_steps, dt=cfg.dt, encoding=cfg.encoding,
+                       seed=cfg.seed, train_transform=train_transform(cfg))
 
 
-def _time_first_collate(batch):
-    xs, ys = zip(*batch)
-    return torch.stack(xs, dim=1), torch.tensor(ys, dtype=torch.long)
+def _collate(batch):
+    x, y, _lengths = pad_collate(batch)  # left padding: every sample ends at the last step
+    return x, y
 
 
 def build_model(cfg: TrainConfig, n_in: int, n_out: int) -> torch.nn.Module:
     return FeedForwardSNN(n_in, cfg.hidden, n_out, cfg.neuron, tau_syn=cfg.tau_syn, tau_mem=cfg.tau_mem,
-                          dt=cfg.dt, backend=cfg.backend, dropout=cfg.dropout)
+                          dt=cfg.dt, backend=cfg.backend, dropout=cfg.dropout, neuron_kwargs=cfg.neuron_kwargs,
+                          num_steps=cfg.num_steps, readout_kwargs=cfg.readout_kwargs,
+                          readout_layer="max-membrane" if cfg.readout == "max-membrane" else "li")
 
 
 def _optimizer(cfg: TrainConfig, params):
@@ -139,7 +185,9 @@ def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = 
 
         iterator = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
     with torch.set_grad_enabled(training):
-        for x, y in iterator:
+        for k, (x, y) in enumerate(iterator):
+            if cfg.max_batches is not None and k >= cfg.max_batches:
+                break
             x, y = x.to(device), y.to(device)
             with record_spikes(model) as spikes:
                 u = model(x)
@@ -153,7 +201,7 @@ def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = 
                 optimizer.step()
             b = y.shape[0]
             totals["loss"] += float(loss.detach()) * b
-            totals["correct"] += int((reduce_time(u.detach(), cfg.readout).argmax(1) == y).sum())
+            totals["correct"] += int((readout_logits(u.detach(), cfg.readout).argmax(1) == y).sum())
             totals["n"] += b
             for s in spikes:
                 totals["spikes"] += float(s.detach().sum())
@@ -194,6 +242,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
     unless ``resume`` is set.
     """
     cfg.validate()
+    cfg = cfg.resolved()
     run_dir = _new_run_dir(cfg)
     ckpt_path = run_dir / "checkpoint.pt"
     if resume:
@@ -217,8 +266,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
     sched = _scheduler(cfg, opt)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=loader_gen,
-                              collate_fn=_time_first_collate)
-    test_loader = DataLoader(test_set, batch_size=256, shuffle=False, collate_fn=_time_first_collate)
+                              collate_fn=_collate)
+    test_loader = DataLoader(test_set, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=_collate)
 
     history: list[dict] = []
     start_epoch = 0
@@ -266,10 +315,22 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
     final["run_dir"] = str(run_dir)
     write_json(run_dir / "final.json", final)
     plot_training_curves(history, run_dir / "curves.png", title=f"{cfg.neuron} on {cfg.dataset}")
+    write_raster(model, test_set, cfg, run_dir / "raster.png")
     log(f"test accuracy {100 * final['test_acc']:.2f}%  wall time {final['wall_seconds']:.1f}s  "
         f"mean spike rate {final['test_spike_rate']:.3f} spikes/neuron/step "
         f"({final['test_spikes_per_ms']:.1f} spikes/ms)  -> {run_dir}")
     return final
+
+
+def write_raster(model, dataset, cfg: TrainConfig, path, index: int = 0) -> None:
+    """Spike raster of test sample ``index``: its input and every hidden layer's spikes, into ``path``."""
+    x, y = dataset[index]
+    model.eval()
+    with torch.no_grad(), record_spikes(model) as spikes:
+        out = model(x.unsqueeze(1).to(cfg.device))
+    pred = int(readout_logits(out, cfg.readout).argmax(1)[0])
+    plot_spike_raster(x, [s[:, 0] for s in spikes], path, dt_ms=cfg.dt * 1e3,
+                      title=f"{cfg.neuron} on {cfg.dataset}: test sample {index} (label {y}, predicted {pred})")
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:

@@ -1,4 +1,16 @@
-"""Network builders for the experiments: feed-forward stacks of ``Linear + neuron`` with an LI readout."""
+"""Network builders for the experiments: feed-forward stacks of ``Linear + neuron`` with a readout.
+
+Neuron kinds (``make_neuron``):
+
+- ``spsn-sb`` / ``spsn-gs``: :class:`~spikescan.nn.SPSN` with sigmoid-Bernoulli / Gumbel-softmax firing (SPSN).
+- ``lif``, ``plif``: :class:`~spikescan.nn.LIF` / :class:`~spikescan.nn.PLIF` (learned decay), hard reset.
+- ``rlif``: :class:`~spikescan.nn.RLIF` when this version of :mod:`spikescan.nn` has it.
+- ``psu``, ``ipsu``, ``rpsu``: the Parallel Spiking Units (Li et al.); their ``tau`` is in steps,
+  ``tau_mem / dt`` unless ``tau=`` is given; IPSU/RPSU need ``num_steps`` (their T×T matrix).
+- ``single-spike``: FastSNN's :class:`~spikescan.nn.SingleSpikeLIF` (at most one spike per neuron);
+  its time constant is ``tau_mem`` (FastSNN: 10 ms), it has no synaptic stage.
+- ``relu``: the non-spiking baseline of SPSN Table II (ReLU applied at every step).
+"""
 
 from __future__ import annotations
 
@@ -6,47 +18,81 @@ from typing import Sequence
 
 from torch import nn
 
-from ..nn.leaky import LI, LIF
+from .. import nn as snn
+from ..nn.leaky import LI, LIF, PLIF
+from ..nn.psu import IPSU, PSU, RPSU
+from ..nn.single_spike import MaxMembraneReadout, SingleSpikeLIF
 from ..nn.spsn import SPSN
 
-NEURONS = ("spsn-sb", "spsn-gs", "lif", "relu")
+_BASE_NEURONS = ("spsn-sb", "spsn-gs", "lif", "plif", "psu", "ipsu", "rpsu", "single-spike", "relu")
+# RLIF is added to spikescan.nn by a separate change; offer it only where it exists.
+HAS_RLIF = hasattr(snn, "RLIF")
+NEURONS = _BASE_NEURONS + (("rlif",) if HAS_RLIF else ())
+#: readout layers of :class:`FeedForwardSNN`: ``"li"`` (membrane ``[T, B, C]``, reduced over time by
+#: the loop's ``readout``) or ``"max-membrane"`` (FastSNN's :class:`MaxMembraneReadout`, logits ``[B, C]``).
+READOUT_LAYERS = ("li", "max-membrane")
 
 
 def make_neuron(kind: str, features: int, *, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
-                dt: float = 1e-3, backend: str = "auto", **kwargs) -> nn.Module:
-    """One hidden neuron layer by name: ``spsn-sb``, ``spsn-gs``, ``lif`` or ``relu`` (non-spiking baseline)."""
+                dt: float = 1e-3, backend: str = "auto", num_steps: int | None = None, **kwargs) -> nn.Module:
+    """One hidden neuron layer by name (see the module docstring); ``kwargs`` go to its constructor."""
     if kind == "spsn-sb":
         return SPSN(features, tau_syn, tau_mem, dt, firing="sb", backend=backend, **kwargs)
     if kind == "spsn-gs":
         return SPSN(features, tau_syn, tau_mem, dt, firing="gs", backend=backend, **kwargs)
     if kind == "lif":
         return LIF(features, tau_syn, tau_mem, dt, **kwargs)
+    if kind == "plif":
+        return PLIF(features, tau_syn, tau_mem, dt, **kwargs)
+    if kind == "rlif" and HAS_RLIF:
+        return snn.RLIF(features, tau_syn, tau_mem, dt, **kwargs)
+    if kind in ("psu", "ipsu", "rpsu"):
+        kwargs = dict(kwargs)
+        tau = float(kwargs.pop("tau", tau_mem / dt))  # PSU time constants count steps
+        if kind == "psu":
+            return PSU(tau, **kwargs)
+        if num_steps is None:
+            raise ValueError(f"neuron {kind!r} learns a T×T matrix: num_steps (T) is required")
+        return (IPSU if kind == "ipsu" else RPSU)(int(num_steps), tau, **kwargs)
+    if kind == "single-spike":
+        return SingleSpikeLIF(features, tau_mem, dt, backend=backend, **kwargs)
     if kind == "relu":
+        if kwargs:
+            raise ValueError(f"neuron 'relu' takes no options, got {sorted(kwargs)}")
         return nn.ReLU()
     raise ValueError(f"neuron must be one of {list(NEURONS)}, got {kind!r}")
 
 
 class FeedForwardSNN(nn.Sequential):
-    """``[Linear -> neuron] x len(hidden) -> Linear -> LI``, time-first ``[T, B, n_in] -> [T, B, n_out]``.
+    """``[Linear -> neuron] x len(hidden) -> Linear -> readout``, time-first input ``[T, B, n_in]``.
 
     The architecture of SPSN §IV-A (3 x 128 hidden, 20 LI readout neurons on SHD) and FastSNN
-    (1 x 200 hidden).  The output is the readout membrane; reduce it over time with
-    :func:`spikescan.train.losses.reduce_time`.  ``dropout`` (p) goes after each hidden layer.
+    (1 x 200 hidden, max-membrane readout).  With ``readout_layer="li"`` the output is the
+    readout membrane ``[T, B, n_out]`` (reduce it with :func:`spikescan.train.losses.reduce_time`);
+    with ``"max-membrane"`` it is FastSNN's logits ``max_t V[t]``, ``[B, n_out]``.  ``dropout``
+    (p) goes after each hidden layer; ``num_steps`` is needed by the IPSU/RPSU neurons;
+    ``readout_kwargs`` go to the readout layer's constructor.
     """
 
     def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, neuron: str = "spsn-sb", *,
                  tau_syn: float | None = 0.02, tau_mem: float = 0.02, dt: float = 1e-3,
                  backend: str = "auto", dropout: float = 0.0, readout_tau_syn: float | None = 0.02,
-                 readout_tau_mem: float = 0.02, neuron_kwargs: dict | None = None):
+                 readout_tau_mem: float = 0.02, neuron_kwargs: dict | None = None,
+                 num_steps: int | None = None, readout_layer: str = "li", readout_kwargs: dict | None = None):
+        if readout_layer not in READOUT_LAYERS:
+            raise ValueError(f"readout_layer must be one of {list(READOUT_LAYERS)}, got {readout_layer!r}")
         layers: list[nn.Module] = []
         width = n_in
         for h in hidden:
             layers.append(nn.Linear(width, h))
-            layers.append(make_neuron(neuron, h, tau_syn=tau_syn, tau_mem=tau_mem, dt=dt,
-                                      backend=backend, **(neuron_kwargs or {})))
+            layers.append(make_neuron(neuron, h, tau_syn=tau_syn, tau_mem=tau_mem, dt=dt, backend=backend,
+                                      num_steps=num_steps, **(neuron_kwargs or {})))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
         layers.append(nn.Linear(width, n_out))
-        layers.append(LI(n_out, readout_tau_syn, readout_tau_mem, dt, backend=backend))
+        if readout_layer == "li":
+            layers.append(LI(n_out, readout_tau_syn, readout_tau_mem, dt, backend=backend, **(readout_kwargs or {})))
+        else:
+            layers.append(MaxMembraneReadout(n_out, readout_tau_mem, dt, backend=backend, **(readout_kwargs or {})))
         super().__init__(*layers)
