@@ -12,6 +12,7 @@ BENCHMARKS = {
     "fastsnn-grid": "fastsnn_grid",
     "psu": "psu",
     "lif": "lif",
+    "scaling": "scaling",
 }
 
 
@@ -55,6 +56,9 @@ def _train_flags():
         ("--seed", "seed", dict(type=int)),
         ("--device", "device", dict()),
         ("--threads", "threads", dict(type=int, help="torch intra-op threads (0: torch's default)")),
+        ("--distributed", "distributed", dict(action="store_true",
+                                              help="data-parallel (DDP) over the ranks of a torchrun launch; "
+                                                   "--batch-size is the global batch")),
     ]
 
 
@@ -204,6 +208,30 @@ def _run_info(_args) -> int:
     return 0
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a trained run's network as a NIR graph (neuromorphic hardware)")
+    p.add_argument("run_dir", help="a run folder holding config.json and checkpoint.pt")
+    p.add_argument("--out", default=None, help="the .nir file to write (default RUN_DIR/network.nir)")
+    p.add_argument("--spsn", default="error", choices=["error", "threshold"],
+                   help="SPSN layers: refuse (error) or export their deterministic firing H(u) (threshold)")
+
+
+def _run_export(args) -> int:
+    from pathlib import Path
+
+    from .export import write
+    from .train.evaluate import load_run_model
+
+    try:
+        model, _cfg = load_run_model(args.run_dir)
+        out = Path(args.out) if args.out else Path(args.run_dir) / "network.nir"
+        write(out, model, spsn=args.spsn)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spikescan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -212,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_compare(sub)
     _add_bench(sub)
+    _add_export(sub)
     sub.add_parser("info", help="versions and optional extras found")
     return parser
 
@@ -231,6 +260,8 @@ def main(argv=None) -> int:
     if args.command == "bench":
         args._bench_module.run(args)
         return 0
+    if args.command == "export":
+        return _run_export(args)
     return _run_info(args)
 
 

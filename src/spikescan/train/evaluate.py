@@ -99,3 +99,24 @@ def evaluate(run_dir, *, data_dir=None, trials: int = 1, seed: int = 0, batch_si
         f"(|logit| {result['readout_abs_mean']:.3f}), {result['spike_rate_mean']:.3f} spikes/neuron/step "
         f"-> {run_dir / 'eval.json'}")
     return result
+
+
+def load_run_model(run_dir) -> tuple[torch.nn.Module, TrainConfig]:
+    """The trained network of ``run_dir`` (``config.json`` + ``checkpoint.pt``), in eval mode, without data.
+
+    The input and output sizes are read off the checkpoint: the first and the last matrix of the
+    feed-forward stack are its input and output ``nn.Linear`` weights.
+    """
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found: {run_dir} is not a run folder")
+    cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text())).resolved()
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    matrices = [v for v in state["model"].values() if getattr(v, "dim", lambda: 0)() == 2]
+    if not matrices:
+        raise ValueError(f"{run_dir / 'checkpoint.pt'} holds no weight matrix: not a spikescan network checkpoint")
+    n_in, n_out = matrices[0].shape[1], matrices[-1].shape[0]
+    model = build_model(cfg, n_in, n_out)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg

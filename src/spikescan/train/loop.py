@@ -49,7 +49,8 @@ class TrainConfig:
     LI membrane reduced over time.  ``k_shift`` / ``k_scale`` > 0 turn on the SPSN §IV-B
     augmentation of training samples.  ``max_batches`` caps the batches per epoch (train and
     test; for smoke tests).  ``neuron_kwargs`` go to the neuron's constructor (e.g. a PSU's
-    ``threshold`` or ``leak``), ``readout_kwargs`` to the readout layer's.
+    ``threshold`` or ``leak``), ``readout_kwargs`` to the readout layer's.  ``distributed`` trains data-parallel under
+    ``torchrun`` (see :func:`train`).
     """
 
     dataset: str = "digits"
@@ -88,6 +89,11 @@ class TrainConfig:
     threads: int | None = 1
     out_dir: str | None = None
     preset: str | None = None  # informational: the preset this run started from
+    # Data-parallel: DistributedDataParallel over the ranks of a torchrun launch (gloo on CPU,
+    # NCCL on GPU); batch_size is the GLOBAL batch, split evenly over the ranks.  Also valid in a
+    # single process, where it only switches to the DistributedSampler's shuffling: the
+    # single-process reference of a data-parallel run.
+    distributed: bool = False
 
     def resolved(self) -> "TrainConfig":
         """A copy with ``encoding`` / ``num_steps`` / ``dt`` filled in from the data set's defaults."""
@@ -173,8 +179,10 @@ def _scheduler(cfg: TrainConfig, opt):
     return None
 
 
-def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = False, desc: str = ""):
-    """One pass over ``loader``; trains when ``optimizer`` is given.  Returns mean loss/acc/spike rates."""
+def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = False, desc: str = "",
+              reduce: bool = False):
+    """One pass over ``loader``; trains when ``optimizer`` is given.  Returns mean loss/acc/spike rates
+    (over every rank's samples with ``reduce=True``, for a data-parallel epoch)."""
     training = optimizer is not None
     model.train(training)
     device = torch.device(cfg.device)
@@ -210,6 +218,12 @@ def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = 
             if progress:
                 iterator.set_postfix(loss=f"{totals['loss'] / totals['n']:.3f}",
                                      acc=f"{totals['correct'] / totals['n']:.3f}")
+    if reduce:
+        from ..distributed.ddp import all_reduce_metrics
+
+        hidden = totals.pop("hidden_neurons")
+        totals = all_reduce_metrics(totals, op="sum")
+        totals["hidden_neurons"] = hidden
     rate = totals["spikes"] / totals["neuron_steps"] if totals["neuron_steps"] else 0.0
     return {
         "loss": totals["loss"] / max(totals["n"], 1),
@@ -240,9 +254,30 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
 
     Raises ``FileExistsError`` rather than overwrite a finished or started run in ``cfg.out_dir``
     unless ``resume`` is set.
+
+    With ``cfg.distributed`` under ``torchrun --nproc-per-node W``: every rank joins the process
+    group (:func:`spikescan.distributed.init_from_env`), trains a DistributedDataParallel copy on
+    its ``batch_size / W`` share of each global batch (DistributedSampler, ``drop_last``), and
+    the epoch metrics are summed over the ranks; only rank 0 writes the run folder.  DDP averages
+    the gradients, so a step equals a single-process step on the global batch.  ``out_dir`` is
+    required (every rank must agree on it).
     """
     cfg.validate()
     cfg = cfg.resolved()
+    env = None
+    if cfg.distributed:
+        from ..distributed import ddp
+
+        if cfg.out_dir is None:
+            raise ValueError("distributed training needs out_dir (--out): every rank must use the same run folder")
+        env = ddp.init_from_env(device=cfg.device)
+        if cfg.batch_size % env.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
+                             f"number of ranks {env.world_size}")
+    main = env is None or env.rank == 0
+    if not main:
+        log = _quiet
+        progress = False
     run_dir = _new_run_dir(cfg)
     ckpt_path = run_dir / "checkpoint.pt"
     if resume:
@@ -251,11 +286,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
         saved = json.loads((run_dir / "config.json").read_text())
         cfg = TrainConfig.from_dict(saved)
         cfg.out_dir = str(run_dir)
-    elif (run_dir / "config.json").exists():
+    elif (run_dir / "config.json").exists() and main:
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
     cfg.out_dir = str(run_dir)
-    write_json(run_dir / "config.json", dataclasses.asdict(cfg))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
 
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
@@ -265,8 +301,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
     opt = _optimizer(cfg, model.parameters())
     sched = _scheduler(cfg, opt)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=loader_gen,
-                              collate_fn=_collate)
+    sampler = None
+    if cfg.distributed:
+        sampler = ddp.make_sampler(train_set, shuffle=True, seed=cfg.seed, drop_last=True)
+        train_loader = DataLoader(train_set, batch_size=cfg.batch_size // env.world_size, sampler=sampler,
+                                  collate_fn=_collate)
+    else:
+        train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=loader_gen,
+                                  collate_fn=_collate)
     test_loader = DataLoader(test_set, batch_size=cfg.eval_batch_size, shuffle=False, collate_fn=_collate)
 
     history: list[dict] = []
@@ -284,6 +326,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
         start_epoch = int(state["epoch"])
         elapsed_before = float(state["train_seconds"])
         log(f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
+    bare = model  # what checkpoints hold: loads without DDP
+    if env is not None and env.distributed:
+        model = ddp.wrap_model(model)  # broadcasts rank 0's parameters
+        # Stochastic neurons must not draw the same noise on every rank (rank 0 keeps the
+        # single-process stream, so its resume stays exact; other ranks restart a stream per epoch).
+        if env.rank > 0:
+            torch.manual_seed(cfg.seed + 7919 * env.rank + 104729 * start_epoch)
 
     n_params = sum(p.numel() for p in model.parameters())
     log(f"run {run_dir}: {cfg.neuron} {cfg.hidden} on {cfg.dataset} ({len(train_set)} train / "
@@ -291,7 +340,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         e0 = time.perf_counter()
-        tr = run_epoch(model, train_loader, cfg, opt, progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        tr = run_epoch(model, train_loader, cfg, opt, progress, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       reduce=sampler is not None)
         epoch_seconds = time.perf_counter() - e0
         te = run_epoch(model, test_loader, cfg)
         if sched is not None:
@@ -303,8 +355,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
         log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {tr['loss']:.4f}  train {100 * tr['acc']:.2f}%  "
             f"test {100 * te['acc']:.2f}%  spikes/neuron/step {te['spike_rate']:.3f}  {epoch_seconds:.1f}s")
         train_seconds = elapsed_before + time.perf_counter() - t0
+        if not main:
+            continue
         save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "model": bare.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None,
             "rng": _rng_state(loader_gen), "epoch": epoch + 1,
             "history": json.dumps(history), "train_seconds": train_seconds,
@@ -313,13 +367,22 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
     final = dict(history[-1]) if history else {}
     final["wall_seconds"] = elapsed_before + time.perf_counter() - t0
     final["run_dir"] = str(run_dir)
+    if env is not None and env.distributed:
+        final["world_size"] = env.world_size
+        ddp.barrier()
+    if not main:
+        return final
     write_json(run_dir / "final.json", final)
     plot_training_curves(history, run_dir / "curves.png", title=f"{cfg.neuron} on {cfg.dataset}")
-    write_raster(model, test_set, cfg, run_dir / "raster.png")
+    write_raster(bare, test_set, cfg, run_dir / "raster.png")
     log(f"test accuracy {100 * final['test_acc']:.2f}%  wall time {final['wall_seconds']:.1f}s  "
         f"mean spike rate {final['test_spike_rate']:.3f} spikes/neuron/step "
         f"({final['test_spikes_per_ms']:.1f} spikes/ms)  -> {run_dir}")
     return final
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """The log of ranks other than 0."""
 
 
 def write_raster(model, dataset, cfg: TrainConfig, path, index: int = 0) -> None:
