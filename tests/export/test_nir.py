@@ -162,3 +162,24 @@ def test_unsupported_layers_and_bad_files_raise_clear_errors(tmp_path):
     graph.metadata.pop("dt")
     with pytest.raises(ValueError, match="no 'dt'"):
         from_nir(graph)
+
+
+def test_cli_export_of_a_trained_run(tmp_path):
+    from spikescan.cli import main
+
+    run = tmp_path / "run"
+    main(["train", "--neuron", "lif", "--hidden", "16", "--epochs", "1", "--max-batches", "2",
+          "--out", str(run), "--no-progress"])
+    assert main(["export", str(run)]) == 0
+    net = read(run / "network.nir")
+    assert isinstance(net[1], LIF) and isinstance(net[-1], LI)
+    from spikescan.train.evaluate import load_run_model
+
+    model, _ = load_run_model(run)
+    x = torch.rand(64, 3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(SystemExit, match="stochastic SPSN"):
+        run2 = tmp_path / "run2"
+        main(["train", "--hidden", "16", "--epochs", "1", "--max-batches", "2", "--out", str(run2), "--no-progress"])
+        main(["export", str(run2)])
