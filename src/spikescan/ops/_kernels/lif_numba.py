@@ -151,13 +151,16 @@ def lif_forward(x, decay, thr, vreset, v0, zero_reset, lo0, hi0, block, s, v, vl
             if store_v:
                 _fwd4v(x[t, lo:hi], x[t + 1, lo:hi], x[t + 2, lo:hi], x[t + 3, lo:hi],
                        s[t, lo:hi], s[t + 1, lo:hi], s[t + 2, lo:hi], s[t + 3, lo:hi],
-                       v[t, lo:hi], v[t + 1, lo:hi], v[t + 2, lo:hi], v[t + 3, lo:hi], d, th, vr, vp, zero_reset, one, zero)
+                       v[t, lo:hi], v[t + 1, lo:hi], v[t + 2, lo:hi], v[t + 3, lo:hi], d, th, vr, vp, zero_reset,
+                       one, zero)
             else:
                 _fwd4(x[t, lo:hi], x[t + 1, lo:hi], x[t + 2, lo:hi], x[t + 3, lo:hi],
-                      s[t, lo:hi], s[t + 1, lo:hi], s[t + 2, lo:hi], s[t + 3, lo:hi], d, th, vr, vp, zero_reset, one, zero)
+                      s[t, lo:hi], s[t + 1, lo:hi], s[t + 2, lo:hi], s[t + 3, lo:hi], d, th, vr, vp, zero_reset,
+                      one, zero)
             t += _U
         while t < T:
-            _fwd1(x[t, lo:hi], s[t, lo:hi], v[t if store_v else 0, lo:hi], d, th, vr, vp, zero_reset, store_v, one, zero)
+            _fwd1(x[t, lo:hi], s[t, lo:hi], v[t if store_v else 0, lo:hi], d, th, vr, vp, zero_reset, store_v, one,
+                  zero)
             t += 1
         vlast[lo:hi] = vp
 
