@@ -375,3 +375,12 @@ def profile_table(fn: Callable[[], Any], device: torch.device, *, row_limit: int
         fn()
         synchronize(device)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit)
+
+
+def run_main(name: str, doc: str | None, add_arguments: Callable, run: Callable, argv=None):
+    """``python -m spikescan.bench.<module>``: parse ``argv`` with the module's ``add_arguments`` and ``run`` it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"spikescan bench {name}", description=(doc or "").split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -434,9 +434,7 @@ def _plot(results: dict[str, Any], part: str, base: str, batch: int, path: str) 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="spikescan bench fastsnn-grid", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return C.run_main("fastsnn-grid", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -339,9 +339,7 @@ def _plot(results: dict[str, Any], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="spikescan bench scaling", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return C.run_main("scaling", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

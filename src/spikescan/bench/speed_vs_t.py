@@ -492,9 +492,7 @@ def _plot(results: dict[str, Any], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="spikescan bench speed-vs-t", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return C.run_main("speed-vs-t", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
