@@ -126,12 +126,10 @@ def _fused_unsupported(x: Tensor, surrogate: _surrogate.Surrogate) -> str | None
 
 def _resolve_backend(backend: str, x: Tensor, surrogate: _surrogate.Surrogate) -> str:
     check_choice(backend, "backend", set(_BACKENDS) | {"auto"})
-    if backend == "auto":
-        from .fused import supports_lif
-
-        return "fused" if supports_lif(x, surrogate) else "sequential"
-    if backend == "fused":
+    if backend in ("auto", "fused"):
         reason = _fused_unsupported(x, surrogate)
+        if backend == "auto":
+            return "fused" if reason is None else "sequential"
         if reason is not None:
             raise ValueError(f"backend='fused' is not available here: {reason}; use backend='sequential' "
                              f"(or 'auto', which falls back to it)")
