@@ -91,6 +91,45 @@ def test_surrogates_and_detach(surrogate, detach_reset, reset, membrane):
     compare_grads(case, ref, fus)
 
 
+@pytest.mark.parametrize("T", [3, 31, 32, 33, 35, 63, 64, 65])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_segment_boundaries(T, reset):
+    """The CPU backward recomputes the membranes in segments of ``SEGMENT`` (32) steps from
+    checkpoints: sequences ending just before, on and after a segment boundary, with an odd or
+    even number of steps in the last segment, give the reference's spikes and gradients."""
+    from spikescan.ops._kernels._common import SEGMENT
+
+    assert SEGMENT == 32  # the lengths above straddle its boundaries
+    case = make_case(T, 2, 7, True, reset, seed=100 + T)
+    ref, fus = run_both(case, membrane=False, reset=reset)
+    assert torch.equal(ref[0], fus[0]) and torch.equal(ref[1], fus[1])
+    assert 0 < ref[0].sum() < ref[0].numel()
+    compare_grads(case, ref, fus, seed=T)
+
+
+@pytest.mark.parametrize("needs", [("x",), ("decay",), ("threshold",), ("v0",), ("x", "v_reset"),
+                                   ("x", "decay", "threshold", "v_reset", "v0")], ids="+".join)
+@pytest.mark.parametrize("membrane_loss", [False, True], ids=["spike_loss", "spike_and_membrane_loss"])
+def test_gradient_specialisations(needs, membrane_loss):
+    """The CPU backward is compiled per call pattern: without the per-neuron parameter sums when
+    no decay/threshold/v_reset needs a gradient, without reading a membrane gradient when the
+    membrane output has none.  Each pattern gives the reference's gradients."""
+    x, decay, threshold, v_reset, v0 = make_case(50, 3, 6, True, "zero", seed=11)
+    leaves = dict(x=x, decay=decay, threshold=threshold, v_reset=v_reset, v0=v0)
+    for name, t in leaves.items():
+        t.requires_grad_(name in needs)
+    wanted = [leaves[n] for n in needs]
+    w = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for fn in (lambda **kw: lif(backend="sequential", **kw), lif_fused):
+        s, v = fn(x=x, decay=decay, threshold=threshold, reset="zero", v_reset=v_reset, v0=v0,
+                  return_membrane=True)
+        loss = (s * w).sum() + ((v * w.flip(0)).sum() if membrane_loss else 0.0)
+        grads.append(torch.autograd.grad(loss, wanted))
+    for a, b in zip(*grads):
+        assert rel_err(a, b) <= 1e-4, rel_err(a, b)
+
+
 def test_spikes_only_loss_and_unused_outputs():
     """Gradient of a loss on the spikes alone (membrane/state outputs unused: no grad for them)."""
     x, decay, threshold, _, v0 = make_case(30, 2, 5, True, "subtract", seed=4)
@@ -293,7 +332,7 @@ def test_output_buffer_pool_cap_and_switch(monkeypatch):
 
 
 def test_pooled_outputs_survive_the_next_call():
-    """A saved membrane (pooled) must not be handed out again while its graph is alive."""
+    """Pooled outputs (the spikes) must not be handed out again while they are alive."""
     x = (torch.randn(1000, 4, 700) * 0.6 + 0.2).requires_grad_()  # 11 MB outputs: pooled
     s1 = lif_fused(x, 0.9, 0.8)
     s2 = lif_fused(x * 1.1, 0.9, 0.8)  # allocates while s1's graph (and its v) is alive

@@ -73,6 +73,25 @@ def test_float64_gradients(firing):
         assert rel_err(a, b) <= 1e-10
 
 
+@pytest.mark.parametrize("firing", ["sb", "gs"])
+@pytest.mark.parametrize("needs", [("x",), ("alpha",), ("x", "beta")], ids="+".join)
+def test_gradient_without_parameter_sums(firing, needs):
+    """The CPU backward skips the alpha/beta sums when neither needs a gradient; whichever leaves
+    do, their gradients equal the composition's (T = 70: three segments, the last one partial)."""
+    x, alpha, beta = case(70, 2, 9, seed=21)
+    leaves = dict(x=x, alpha=alpha, beta=beta)
+    for name, t in leaves.items():
+        t.requires_grad_(name in needs)
+    wanted = [leaves[n] for n in needs]
+    s = fused_spsn(x, alpha, beta, seed=5, firing=firing)
+    s_ref, _ = unfused(x, alpha, beta, spsn_uniforms(5, x.shape), firing)
+    w = torch.randn(s.shape, generator=torch.Generator().manual_seed(1))
+    g = torch.autograd.grad((s * w).sum(), wanted)
+    g_ref = torch.autograd.grad((s_ref * w).sum(), wanted)
+    for a, b in zip(g_ref, g):
+        assert rel_err(a, b) <= 1e-4, rel_err(a, b)
+
+
 def test_scalar_params_and_half_input():
     x = torch.randn(40, 3, 5).to(torch.bfloat16).requires_grad_()
     s = fused_spsn(x, 0.9, 0.8, seed=3)

@@ -5,8 +5,8 @@ time; what makes it fast is running all ``T`` steps of a layer inside ONE kernel
 input once, keeps each neuron's state in a register (or a cache-resident local), and writes the
 spikes once -- and the backward (BPTT) likewise, in reverse time (temporal-parallelization
 paper, ``../shared/papers/temporal_parallelization_lif_cuda_jax.txt``: "one thread per neuron
-looping over T, saving only the pre-reset membrane").  The same treatment makes the linear
-neurons run at memory speed.
+looping over T, saving only the pre-reset membrane"; on the CPU we save less still, see below).
+The same treatment makes the linear neurons run at memory speed.
 
 Kernels (``ops/_kernels``): numba on the CPU (compiled on first use, cached on disk; the
 neurons are split over ``torch.get_num_threads()`` threads), Triton on CUDA (imported only when
@@ -15,9 +15,11 @@ float32 and float64; float16/bfloat16 inputs are computed in float32 and cast ba
 
 What each op keeps for its backward, per (t, neuron):
 
-- :func:`lif_fused`: the pre-reset membrane ``v``, 4 bytes in float32 (8 in float64); spikes
-  and post-reset states are recomputed from it.  Nothing when no gradient is needed (then the
-  forward writes only the spikes).
+- :func:`lif_fused`: on the CPU, its input ``x`` (the caller's own tensor when it is already a
+  contiguous float32/float64 one: nothing new) and a post-reset state checkpoint every 32 steps,
+  4 / 32 = 0.125 bytes in float32; the backward recomputes each 32-step segment's membranes
+  from them.  On CUDA the pre-reset membrane ``v``, 4 bytes in float32.  Nothing when no
+  gradient is needed (then the forward writes only the spikes).
 - :func:`leaky_integrate_fused`: nothing beyond its own output ``u`` (only when ``decay`` needs
   a gradient) and its input ``x`` (only when ``scale`` does).
 - :func:`fused_spsn`: on the CPU, state checkpoints every 32 steps, 2 x 4 / 32 = 0.25 bytes in
@@ -25,12 +27,13 @@ What each op keeps for its backward, per (t, neuron):
   on CUDA the currents and membranes ``i, u``, 8 bytes in float32.  Never a random tensor.
 
 Memory traffic of one float32 training step per (t, neuron), kernels only (the per-neuron
-parameter gradients are summed inside the backward kernels, and an incoming gradient that is
-the same at every step -- e.g. of ``s.sum()`` -- is read as one cached row):
+parameter gradients are summed inside the backward kernels -- and skipped, in kernels compiled
+without them, when no parameter needs a gradient -- and an incoming gradient that is the same at
+every step, e.g. of ``s.sum()``, is read as one cached row):
 
-- LIF: forward reads ``x``, writes ``s`` and ``v``; backward reads ``v`` (and ``grad_s``,
-  ``grad_v`` when they are full tensors), writes ``grad_x``: 5 x 4 bytes (+4 per full incoming
-  gradient).
+- LIF (CPU): forward reads ``x``, writes ``s``; backward reads ``x`` (and ``grad_s``, ``grad_v``
+  when they are full tensors), writes ``grad_x``: 4 x 4 bytes + 0.125 (+4 per full incoming
+  gradient).  CUDA: forward also writes ``v``, backward reads ``v`` instead of ``x``: 5 x 4.
 - SPSN step (CPU): forward reads ``x``, writes ``s``; backward reads ``x`` (and ``grad_s``),
   writes ``grad_x``: 4 x 4 bytes + 0.25 (+4 for a full ``grad_s``).
 
@@ -38,7 +41,10 @@ CPU kernels advance each neuron several steps per sweep over a block of neurons 
 forwards, 2 in the LIF backward), so state and parameters stay in registers across those steps
 and a step costs one load of the input and one store per output instead of eight or more
 loads/stores; that made the LIF forward about 2x and its backward about 1.7x faster than one
-step per sweep on the 2-core development CPU (see ``_kernels/lif_numba.py``).
+step per sweep on the 2-core development CPU (see ``_kernels/lif_numba.py``).  Constants reach
+the kernels as tuples (registers), not arrays, so that loops calling the vectorized ``exp``
+vectorize; the compute-bound SPSN kernels ask LLVM for 512-bit vectors where the CPU has them
+(``_kernels/_numba_lowlevel.py``).
 
 Large CPU outputs (>= 8 MiB) get transparent huge pages and are reused from a small pool once
 no tensor uses them (``_kernels/_cpu.py``; ``SPIKESCAN_CPU_POOL=0`` turns the pool off): the
@@ -60,6 +66,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -180,11 +187,31 @@ def _numpy(*tensors):
     return tuple(t.numpy() for t in tensors)
 
 
+def _numpy_dtype(dtype: torch.dtype) -> str:
+    return "float32" if dtype == torch.float32 else "float64"
+
+
+def _scalars(dtype: torch.dtype, values) -> tuple:
+    """Kernel constants as a tuple of numpy scalars of ``dtype``.
+
+    A tuple is passed to numba by value, so its items are registers inside a kernel's loops; the
+    items of an array argument are loads that LLVM must assume the loop's stores may change,
+    which can keep it from vectorizing the loop (see ``_numba_math.exp_consts``).
+    """
+    scalar = np.dtype(_numpy_dtype(dtype)).type
+    return tuple(scalar(v) for v in values)
+
+
 def _exp_args(dtype: torch.dtype):
     """``(constants, fast)`` for the kernels' ``exp_row``: the vectorized exp in float32 only."""
     from ._kernels._numba_math import exp_consts
 
-    return exp_consts("float32" if dtype == torch.float32 else "float64"), dtype == torch.float32
+    return exp_consts(_numpy_dtype(dtype)), dtype == torch.float32
+
+
+# Neurons per block of the CPU LIF backward: its recomputation buffer, (SEGMENT + 1) x block
+# elements, stays in L2 (135 KiB in float32).
+_LIF_BACKWARD_BLOCK = 1024
 
 
 def _run_cpu(N: int, T: int, fn, max_block: int = 4096) -> None:
@@ -206,8 +233,10 @@ def _check_n(N: int) -> None:
 class _LIFFused(torch.autograd.Function):
     """Inputs already validated; ``x`` in a kernel dtype.  Returns ``(s, v, v_post_last)``.
 
-    The membrane ``v`` is written when asked for (``need_v``) or when a gradient is needed (the
-    backward reads it); otherwise only a cache-resident scratch row.
+    The membrane ``v`` is written only when asked for (``need_v``).  For the backward the CPU
+    kernel keeps the input and a state checkpoint every :data:`_common.SEGMENT` steps and
+    recomputes the membranes; the Triton kernel keeps the membrane itself (``v`` is then written
+    whenever a gradient is needed).
     """
 
     @staticmethod
@@ -219,7 +248,7 @@ class _LIFFused(torch.autograd.Function):
         _check_n(N)
         dt = x.dtype
         grad = any(ctx.needs_input_grad[:5])
-        store_v = need_v or grad
+        store_v = need_v or (grad and impl != "numba")
         xf = _flat(x, T, N, dt)
         d, th, vr = (_vec(p, rest, N, dt) for p in (decay, threshold, v_reset))
         v0v = xf.new_zeros(N) if v0 is None else _vec(v0, rest, N, dt)
@@ -229,44 +258,54 @@ class _LIFFused(torch.autograd.Function):
         if impl == "numba":
             from ._kernels import lif_numba as K
 
+            seg = KC.SEGMENT
+            ck = xf.new_empty(-(-T // seg), N) if grad else xf.new_empty(1, N)
             args = _numpy(xf, d, th, vr, v0v)
-            outs = _numpy(s, v, vlast)
-            _run_cpu(N, T, lambda lo, hi, bs: K.lif_forward(*args, bool(zero_reset), lo, hi, bs, *outs))
+            outs = _numpy(s, v, ck, vlast)
+            flags = (bool(store_v), bool(grad))
+            _run_cpu(N, T, lambda lo, hi, bs: K.lif_forward(*args, bool(zero_reset), lo, hi, bs, seg, *flags, *outs))
+            if grad:
+                ctx.save_for_backward(d, th, vr, xf, ck)
         else:
             from ._kernels import lif_triton as K
 
             K.forward(xf, d, th, vr, v0v, bool(zero_reset), s, v, vlast)
-        if grad:
-            ctx.save_for_backward(v, d, th, vr, v0v)
+            if grad:
+                ctx.save_for_backward(d, th, vr, v, v0v)
         ctx.meta = (T, rest, zero_reset, code, param, detach, impl)
         ctx.param_meta = _meta(decay, threshold, v_reset, v0)
-        v_out = v.view(x.shape) if store_v else v.new_empty(0)
+        v_out = v.view(x.shape) if need_v else v.new_empty(0)
         return s.view(x.shape), v_out, vlast.view(rest)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_s, g_v, g_last):
-        v, d, th, vr, v0v = ctx.saved_tensors
         T, rest, zero_reset, code, param, detach, impl = ctx.meta
+        d, th, vr, *state = ctx.saved_tensors  # state: (x, checkpoints) on the CPU, (v, v0) on CUDA
         N = d.shape[0]
         dt = d.dtype
+        has_gv = g_v is not None and g_v.numel() > 0
         gs = d.new_zeros(1, N) if g_s is None else _grad_rows(g_s, T, N, dt)
-        gv = d.new_zeros(1, N) if g_v is None or g_v.numel() == 0 else _grad_rows(g_v, T, N, dt)
+        gv = _grad_rows(g_v, T, N, dt) if has_gv else d.new_zeros(1, N)
         gl = d.new_zeros(N) if g_last is None else g_last.detach().to(dt).reshape(N).contiguous()
         gx = _empty((T, N), d)
         gd, gth, gvr, gv0 = (d.new_empty(N) for _ in range(4))
         if impl == "numba":
             from ._kernels import lif_numba as K
 
-            consts = d.new_tensor([1.0, param, param / 2.0, math.pi / 2.0 * param, 1.0 / param]).numpy()
+            xf, ck = state
             ec, fast = _exp_args(dt)
-            args = _numpy(v, gs, gv, gl, d, th, vr, v0v)
-            flags = (bool(zero_reset), bool(detach), int(code), consts, ec, fast)
+            consts = _scalars(dt, (1.0, param, param / 2.0, math.pi / 2.0 * param, 1.0 / param))
+            pgrad = any(ctx.needs_input_grad[1:4])  # decay, threshold, v_reset
+            args = _numpy(xf, ck, gs, gv, gl, d, th, vr)
+            flags = (bool(zero_reset), bool(detach), int(code), consts, ec, fast, pgrad, has_gv)
             outs = _numpy(gx, gd, gth, gvr, gv0)
-            _run_cpu(N, T, lambda lo, hi, bs: K.lif_backward(*args, *flags, lo, hi, bs, *outs))
+            _run_cpu(N, T, lambda lo, hi, bs: K.lif_backward(*args, *flags, lo, hi, bs, KC.SEGMENT, *outs),
+                     _LIF_BACKWARD_BLOCK)
         else:
             from ._kernels import lif_triton as K
 
+            v, v0v = state
             K.backward(v, gs, gv, gl, d, th, vr, v0v, bool(zero_reset), bool(detach), int(code), float(param),
                        gx, gd, gth, gvr, gv0)
         grads = _param_grads(ctx, (gd, gth, gvr, gv0), rest)
@@ -294,10 +333,11 @@ def lif_fused(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_res
               check: bool | None = None):
     """:func:`spikescan.ops.lif.lif` computed by the time-fused kernel (same arguments but ``backend``).
 
-    One kernel pass over ``T`` forward, one in reverse time backward; the forward keeps only the
-    pre-reset membrane (4 bytes per (t, neuron) in float32) for the backward, and writes nothing
-    but the spikes (and the final state) when no gradient is needed and the membrane is not
-    asked for.  All built-in surrogates (by ``kind`` and ``param``), both resets, per-neuron
+    One kernel pass over ``T`` forward, one in reverse time backward.  For the backward the CPU
+    kernel keeps the input and a state checkpoint every 32 steps (0.125 bytes per (t, neuron)
+    beyond the input in float32) and recomputes the membranes segment by segment; the CUDA
+    kernel keeps the pre-reset membrane (4 bytes).  The forward writes nothing but the spikes
+    (and the final state) unless the membrane is asked for.  All built-in surrogates (by ``kind`` and ``param``), both resets, per-neuron
     ``decay``/``threshold``/``v_reset``/``v0`` with gradients, ``detach_reset``.
     """
     from .lif import _RESETS, _param
@@ -497,11 +537,11 @@ class _SPSNFused(torch.autograd.Function):
         if impl == "numba":
             from ._kernels import spsn_numba as K
 
-            seg = KC.SPSN_SEGMENT
+            seg = KC.SEGMENT
             nseg = -(-T // seg)
             ck_i = xf.new_empty(nseg, N)
             ck_u = xf.new_empty(nseg, N)
-            consts = xf.new_tensor([1.0, 2.0**-24, c, tau, c / tau]).numpy()
+            consts = _scalars(dt, (1.0, 2.0**-24, c, tau, c / tau))
             args = _numpy(xf, a, b) + (keys.numpy().view("uint32"), bool(gs_mode), consts, *_exp_args(dt))
             outs = _numpy(s, ck_i, ck_u)
             _run_cpu(N, T, lambda lo, hi, bs: K.spsn_forward(*args, lo, hi, bs, seg, *outs), _SPSN_BLOCK)
@@ -531,11 +571,12 @@ class _SPSNFused(torch.autograd.Function):
         if impl == "numba":
             from ._kernels import spsn_numba as K
 
-            consts = a.new_tensor([1.0, 2.0**-24, c, tau, c / tau]).numpy()
-            args = _numpy(xf, gs, a, b) + (keys.numpy().view("uint32"), gs_mode, consts, *_exp_args(dt))
+            consts = _scalars(dt, (1.0, 2.0**-24, c, tau, c / tau))
+            pgrad = any(ctx.needs_input_grad[1:3])  # alpha, beta
+            args = _numpy(xf, gs, a, b) + (keys.numpy().view("uint32"), gs_mode, consts, *_exp_args(dt), pgrad)
             ck = _numpy(st_i, st_u)
             outs = _numpy(gx, ga, gb)
-            _run_cpu(N, T, lambda lo, hi, bs: K.spsn_backward(*args, lo, hi, bs, KC.SPSN_SEGMENT, *ck, *outs),
+            _run_cpu(N, T, lambda lo, hi, bs: K.spsn_backward(*args, lo, hi, bs, KC.SEGMENT, *ck, *outs),
                      _SPSN_BLOCK)
         else:
             from ._kernels import spsn_triton as K

@@ -31,9 +31,11 @@ Backends (``backend=``):
                   autograd through the loop (double backward works).
 ``"fused"``       the time-fused kernels of :mod:`spikescan.ops.fused` (numba on the CPU,
                   Triton on CUDA): all ``T`` steps in one kernel forward and one reverse-time
-                  kernel backward, keeping only the pre-reset membrane ``v`` for the backward
-                  (4 bytes per (t, neuron) in float32).  Built-in surrogates only (by ``kind``);
-                  float16/bfloat16 computed in float32; no double backward.
+                  kernel backward, keeping for the backward the input and a state checkpoint
+                  every 32 steps (CPU; the membranes are recomputed per segment) or the
+                  pre-reset membrane ``v`` (CUDA, 4 bytes per (t, neuron) in float32).
+                  Built-in surrogates only (by ``kind``); float16/bfloat16 computed in float32;
+                  no double backward.
 ``"auto"``        ``"fused"`` when :func:`spikescan.ops.fused.supports_lif` says the kernel can
                   run ``x`` with this surrogate (a CPU with numba or CUDA with Triton, a built-in
                   surrogate), else ``"sequential"``.  No dependence on ``T``: the fused kernel

@@ -39,9 +39,10 @@ RESET_CODES = {"subtract": 0, "zero": 1}
 
 FIRING_CODES = {"sb": 0, "gs": 1}
 
-# Steps between the state checkpoints of the CPU SPSN kernel (its backward recomputes each
-# segment of this many steps from a checkpoint instead of storing the states of every step).
-SPSN_SEGMENT = 32
+# Steps between the state checkpoints of the CPU LIF and SPSN kernels (their backwards recompute
+# each segment of this many steps from a checkpoint instead of storing the states of every
+# step).  A multiple of 4: the forwards advance 4 steps per sweep.
+SEGMENT = 32
 
 _M64 = (1 << 64) - 1
 _GOLDEN64 = 0x9E3779B97F4A7C15

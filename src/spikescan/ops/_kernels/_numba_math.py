@@ -26,8 +26,15 @@ EXP_CONSTS = (1.0 / math.log(2.0), 0.693359375, -2.12194440e-4, -87.0, 88.0, 0.5
               1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720)
 
 
-def exp_consts(dtype) -> np.ndarray:
-    return np.array(EXP_CONSTS, dtype=dtype)
+def exp_consts(dtype) -> tuple:
+    """:data:`EXP_CONSTS` as a tuple of ``dtype`` scalars.
+
+    A tuple, not an array: numba passes it by value, so inside a kernel loop its items are
+    registers.  Items of an array argument are loads that LLVM must assume the loop's stores may
+    overwrite, and with the dozen of them in the polynomial it gave up vectorizing the loops
+    that call :func:`exp1` (seen with numba 0.68 / LLVM 20: the fused SPSN kernels ran scalar).
+    """
+    return tuple(np.dtype(dtype).type(v) for v in EXP_CONSTS)
 
 
 @intrinsic

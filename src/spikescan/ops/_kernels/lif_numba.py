@@ -7,35 +7,46 @@ Equations (those of :mod:`spikescan.ops.lif`), per neuron ``n`` and step ``t``::
     vp[t] = v[t] - th * s[t]              subtract reset
     vp[t] = v[t] * (1 - s[t]) + vr * s[t] zero reset (hard reset to vr)
 
-Forward writes ``s`` and the pre-reset membrane ``v`` (the only thing the backward needs: the
-spike is ``v >= th`` and the post-reset state is a function of ``v``), and the final ``vp``.
+Forward writes ``s``, the final ``vp`` and, when a gradient will be needed, a checkpoint of the
+post-reset state at the start of every segment of ``seg`` steps (``ck[g] = vp[g*seg - 1]``,
+``ck[0] = v0``); the pre-reset membrane ``v`` only when the caller asks for it as an output.
 It does the same floating-point operations in the same order as the sequential reference
 (``d * vp`` rounded, then ``+ x``; no FMA contraction since ``fastmath=False``), so the spikes and
 membranes agree bit for bit.
 
-Backward (reverse time, ``a = dL/dvp[t]`` carried in a local, starting from the gradient of
-the returned final state)::
+Backward walks the segments from last to first.  For each it recomputes the segment's membranes
+from its checkpoint and ``x`` into a small buffer (``(seg + 1) x block`` elements, cache resident;
+the same operations as the forward, so bit-identical and the same spikes), then runs the
+reverse-time recurrence (``a = dL/dvp[t]`` carried in a local, starting from the gradient of the
+returned final state)::
 
     gs_tot = gs[t] + (not detach) * a * dvp/ds      dvp/ds = -th (subtract) | vr - v[t] (zero)
     dv     = gv[t] + a * dvp/dv + gs_tot * sg(v[t] - th)
                                                     dvp/dv = 1 (subtract) | 1 - s[t] (zero)
     gx[t]  = dv
-    gd    += dv * vp[t-1]       (vp[t-1] recomputed from v[t-1], or v0 at t = 0)
+    gd    += dv * vp[t-1]       (vp[t-1] from v[t-1], or the checkpoint at a segment's start)
     gth   += -gs_tot * sg - (subtract) a * s[t]
     gvr   += (zero) a * s[t]
     a      = d * dv            ->  after t = 0: grad of v0
 
 ``gs``/``gv`` are the incoming gradients of the spikes and the membrane output (each may be a
-single row when it is the same at every step, e.g. zeros when the membrane was not used).  The
-per-neuron sums ``gd, gth, gvr`` are reduced to the parameters' shapes by the caller.
+single row when it is the same at every step, e.g. of ``s.sum()``).  The per-neuron sums
+``gd, gth, gvr`` are reduced to the parameters' shapes by the caller.
 
-Memory kept for the backward: the pre-reset membrane ``v``, one element per (t, neuron), 4 bytes
-in float32 (8 in float64); spikes and post-reset states are recomputed from it.
+Memory kept for the backward: the input ``x`` (the caller's own tensor when it is a contiguous
+kernel dtype, so usually nothing new) and the checkpoints, ``4 / seg`` bytes per (t, neuron) in
+float32 (0.125 B at seg = 32).  Memory traffic of a training step, per (t, neuron): forward
+reads ``x`` and writes ``s``; backward reads ``x`` and writes ``gx`` (+ a full ``gs``/``gv`` when
+the incoming gradients are not broadcast rows).  Keeping the pre-reset membrane instead (as the
+previous version did) costs one more write and one more read of 4 B; on the development CPU
+(2 cores, B=32, N=256, T=1000, float32) recomputing was faster: forward + backward 7.2 vs 8.1 ms
+(minimum of 21 interleaved runs; both with the specialisations below).
 
-(Recomputing ``v`` in the backward from the input and a checkpoint of the state every 32 steps,
-as the SPSN kernel does, was tried: it saves the forward's membrane write and 4 bytes per
-(t, neuron), but on the development CPU the backward got slower by more than the forward gained
--- B=32, N=256, T=1000, 2 threads: forward 3.1 vs 3.45 ms, backward 7.2 vs 4.6 ms.)
+The backward kernels are compiled per surrogate, exp flavour, and two facts about the call that
+remove work from the inner loop when they are false: whether a parameter (decay, threshold,
+v_reset) needs a gradient (``pgrad``: the per-neuron sums) and whether the membrane output has
+one (``has_gv``).  A layer with fixed constants trained on its spikes alone runs the leanest
+version (25 % less work in the backward's loop than with every sum).
 """
 
 from __future__ import annotations
@@ -56,15 +67,14 @@ _JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
 # forward
 # ------------------------------------------------------------------------------------------
 #
-# Per (t, neuron) the old row-at-a-time loop loaded the state and the three parameters and
-# stored the state back: 8 memory operations for one multiply-add, i.e. it was bound by
-# load/store throughput, not by memory bandwidth (0.33 ns per element in L1 on the development
-# CPU, against 0.25 ns per element for streaming x in and s out of DRAM).  The kernels below
-# advance each neuron U = 4 steps per sweep over the block, keeping state and parameters in
-# registers for those steps: 2 (3 with v) memory operations per element + 5 per 4 steps.  The
-# U-step bodies are separate (non-inlined at the numba level) functions whose rows arrive as
-# distinct arguments, which is what lets LLVM vectorize them with runtime alias checks (row
-# slices of one array inside a single function defeat its dependence analysis).
+# Per (t, neuron) a row-at-a-time loop loads the state and the three parameters and stores the
+# state back: 8 memory operations for one multiply-add, i.e. it is bound by load/store
+# throughput, not by memory bandwidth.  The kernels below advance each neuron U = 4 steps per
+# sweep over the block, keeping state and parameters in registers for those steps: 2 (3 with v)
+# memory operations per element + 5 per 4 steps.  The U-step bodies are separate (non-inlined
+# at the numba level) functions whose rows arrive as distinct arguments, which is what lets LLVM
+# vectorize them with runtime alias checks (row slices of one array inside a single function
+# defeat its dependence analysis).
 
 _U = 4
 
@@ -120,24 +130,43 @@ def _fwd4v(x0, x1, x2, x3, s0, s1, s2, s3, w0, w1, w2, w3, d, th, vr, vp, zero_r
 
 
 @njit(**_JIT)
-def _fwd1(x0, s0, w0, d, th, vr, vp, zero_reset, store_v, one, zero):
+def _fwd1(x0, s0, w0, d, th, vr, vp, zero_reset, store_s, store_v, one, zero):
     for k in range(vp.shape[0]):
         vv, f, p = _fstep(x0[k], vp[k], d[k], th[k], vr[k], zero_reset)
-        s0[k] = one if f else zero
+        if store_s:
+            s0[k] = one if f else zero
         if store_v:
             w0[k] = vv
         vp[k] = p
 
 
 @njit(**_JIT)
-def lif_forward(x, decay, thr, vreset, v0, zero_reset, lo0, hi0, block, s, v, vlast):
-    """Fill ``s`` ([T, N]), ``v`` and ``vlast`` ([N]) for neurons ``lo0 .. hi0-1``.
+def _membrane4(x0, x1, x2, x3, w0, w1, w2, w3, d, th, vr, vp, zero_reset):
+    """Four steps writing only the pre-reset membranes (the backward's recomputation)."""
+    for k in range(vp.shape[0]):
+        dk = d[k]
+        tk = th[k]
+        rk = vr[k]
+        vv, _, p = _fstep(x0[k], vp[k], dk, tk, rk, zero_reset)
+        w0[k] = vv
+        vv, _, p = _fstep(x1[k], p, dk, tk, rk, zero_reset)
+        w1[k] = vv
+        vv, _, p = _fstep(x2[k], p, dk, tk, rk, zero_reset)
+        w2[k] = vv
+        vv, _, p = _fstep(x3[k], p, dk, tk, rk, zero_reset)
+        w3[k] = vv
+        vp[k] = p
 
-    ``v`` is ``[T, N]``, or a single row ``[1, N]`` when the membrane is not needed (then it is
-    not written at all).
+
+@njit(**_JIT)
+def lif_forward(x, decay, thr, vreset, v0, zero_reset, lo0, hi0, block, seg, store_v, store_ck, s, v, ck,
+                vlast):
+    """Fill ``s`` ([T, N]), ``vlast`` ([N]) and, when asked, ``v`` ([T, N]) and the checkpoints
+    ``ck`` ([ceil(T / seg), N]) for neurons ``lo0 .. hi0-1``; ``seg`` is a multiple of 4.
+
+    ``v`` and ``ck`` are not touched when not asked for (pass any array of the dtype).
     """
     T = x.shape[0]
-    store_v = v.shape[0] == T
     one = np.ones(1, x.dtype)[0]
     zero = one - one
     for lo in range(lo0, hi0, block):
@@ -148,6 +177,8 @@ def lif_forward(x, decay, thr, vreset, v0, zero_reset, lo0, hi0, block, s, v, vl
         vp = v0[lo:hi].copy()  # post-reset state of the block
         t = 0
         while t + _U <= T:
+            if store_ck and t % seg == 0:
+                ck[t // seg, lo:hi] = vp
             if store_v:
                 _fwd4v(x[t, lo:hi], x[t + 1, lo:hi], x[t + 2, lo:hi], x[t + 3, lo:hi],
                        s[t, lo:hi], s[t + 1, lo:hi], s[t + 2, lo:hi], s[t + 3, lo:hi],
@@ -159,8 +190,10 @@ def lif_forward(x, decay, thr, vreset, v0, zero_reset, lo0, hi0, block, s, v, vl
                       one, zero)
             t += _U
         while t < T:
-            _fwd1(x[t, lo:hi], s[t, lo:hi], v[t if store_v else 0, lo:hi], d, th, vr, vp, zero_reset, store_v, one,
-                  zero)
+            if store_ck and t % seg == 0:
+                ck[t // seg, lo:hi] = vp
+            _fwd1(x[t, lo:hi], s[t, lo:hi], v[t if store_v else 0, lo:hi], d, th, vr, vp, zero_reset, True,
+                  store_v, one, zero)
             t += 1
         vlast[lo:hi] = vp
 
@@ -192,7 +225,8 @@ def _sg(code, z, consts, ec, fast):
 @njit(inline="always")
 def _bstep(vv, pv, prev_post, gsk, gvk, a, dk, tk, rk, zero_reset, keep, code, consts, ec, fast):
     """One reverse step of one neuron (module docstring).  ``pv``: ``v[t-1]``, or the post-reset
-    ``v0`` when ``prev_post``.  Returns ``(dv, new a, d_acc_d, d_acc_th, d_acc_vr)``."""
+    state (a checkpoint) when ``prev_post``.  Returns ``(dv, new a, d_acc_d, d_acc_th, d_acc_vr)``;
+    the three increments are dead code that LLVM drops where the caller does not use them."""
     zero = consts[0] - consts[0]
     f = vv >= tk
     sg = _sg(code, vv - tk, consts, ec, fast)
@@ -211,81 +245,102 @@ def _bstep(vv, pv, prev_post, gsk, gvk, a, dk, tk, rk, zero_reset, keep, code, c
     return dv, dk * dv, inc_d, inc_th, inc_vr
 
 
-def _make_backward(code: int, fast: bool):
-    """The backward kernel specialised to one surrogate ``code`` and exp flavour (``fast``).
+def _make_backward(code: int, fast: bool, pgrad: bool, has_gv: bool):
+    """The backward kernel specialised to one surrogate ``code``, exp flavour (``fast``), and
+    whether parameter sums (``pgrad``) and a membrane gradient (``has_gv``) are needed.
 
-    ``code`` and ``fast`` are compile-time constants of these closures, so the surrogate's
-    branches vanish from the inner loops and LLVM vectorizes them (with the branch left in,
-    the loop versions multiply and it gives up).  numba caches each closure under a hash of
-    its captured values.
+    These are compile-time constants of the closures, so the surrogate's other branches, the
+    unused sums and the ``gv`` loads vanish from the inner loops (with the surrogate branch left
+    in, the loop versions multiply and LLVM gives up vectorizing).  numba caches each closure
+    under a hash of its captured values.
     """
 
     @njit(**_JIT)
     def bwd2(v0, v1, vm, gs0, gs1, gv0, gv1, gx0, gx1, d, th, vr, a_r, ad_r, at_r, av_r, prev_post, zero_reset,
              keep, consts, ec):
-        # steps t+1, t in reverse; vm = v[t-1] (or v0 when prev_post); a_r: dL/dvp carried
-        # backwards, ad_r/at_r/av_r: the sums for decay, threshold, v_reset.  (Four steps at a
-        # time would need more runtime alias checks than LLVM accepts: 24 arrays.)
+        # steps t+1, t in reverse; vm = v[t-1] (or the checkpoint when prev_post); a_r: dL/dvp
+        # carried backwards, ad_r/at_r/av_r: the sums for decay, threshold, v_reset.  (Four
+        # steps at a time would need more runtime alias checks than LLVM accepts.)
+        zero = consts[0] - consts[0]
         for k in range(d.shape[0]):
             dk = d[k]
             tk = th[k]
             rk = vr[k]
             w0 = v0[k]
-            dv, a, i_d, i_t, i_v = _bstep(v1[k], w0, False, gs1[k], gv1[k], a_r[k], dk, tk, rk, zero_reset, keep,
-                                          code, consts, ec, fast)
+            dv, a, i_d, i_t, i_v = _bstep(v1[k], w0, False, gs1[k], gv1[k] if has_gv else zero, a_r[k], dk, tk,
+                                          rk, zero_reset, keep, code, consts, ec, fast)
             gx1[k] = dv
-            ad = ad_r[k] + i_d
-            at = at_r[k] - i_t
-            av = av_r[k] + i_v
-            dv, a, i_d, i_t, i_v = _bstep(w0, vm[k], prev_post, gs0[k], gv0[k], a, dk, tk, rk, zero_reset, keep,
-                                          code, consts, ec, fast)
+            if pgrad:
+                ad = ad_r[k] + i_d
+                at = at_r[k] - i_t
+                av = av_r[k] + i_v
+            dv, a, i_d, i_t, i_v = _bstep(w0, vm[k], prev_post, gs0[k], gv0[k] if has_gv else zero, a, dk, tk,
+                                          rk, zero_reset, keep, code, consts, ec, fast)
             gx0[k] = dv
             a_r[k] = a
-            ad_r[k] = ad + i_d
-            at_r[k] = at - i_t
-            av_r[k] = av + i_v
+            if pgrad:
+                ad_r[k] = ad + i_d
+                at_r[k] = at - i_t
+                av_r[k] = av + i_v
 
     @njit(**_JIT)
     def bwd1(v0, vm, gs0, gv0, gx0, d, th, vr, a_r, ad_r, at_r, av_r, prev_post, zero_reset, keep, consts, ec):
+        zero = consts[0] - consts[0]
         for k in range(d.shape[0]):
-            dv, a, i_d, i_t, i_v = _bstep(v0[k], vm[k], prev_post, gs0[k], gv0[k], a_r[k], d[k], th[k], vr[k],
-                                          zero_reset, keep, code, consts, ec, fast)
+            dv, a, i_d, i_t, i_v = _bstep(v0[k], vm[k], prev_post, gs0[k], gv0[k] if has_gv else zero, a_r[k],
+                                          d[k], th[k], vr[k], zero_reset, keep, code, consts, ec, fast)
             gx0[k] = dv
             a_r[k] = a
-            ad_r[k] += i_d
-            at_r[k] -= i_t
-            av_r[k] += i_v
+            if pgrad:
+                ad_r[k] += i_d
+                at_r[k] -= i_t
+                av_r[k] += i_v
 
     @njit(**_JIT)
-    def lif_backward(v, gs, gv, glast, decay, thr, vreset, v0, zero_reset, detach, consts, ec, lo0, hi0, block,
-                     gx, gd, gth, gvr, gv0):
-        T = v.shape[0]
+    def lif_backward(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset, detach, consts, ec, lo0, hi0, block,
+                     seg, gx, gd, gth, gvr, gv0):
+        T = x.shape[0]
         gs_step = 1 if gs.shape[0] == T else 0
         gv_step = 1 if gv.shape[0] == T else 0
         one = consts[0]
         keep = one - one if detach else one  # weight of the reset path through the spike
-        r = T % 2  # step 0 alone when T is odd, after the pairs
+        nseg = (T + seg - 1) // seg
         for lo in range(lo0, hi0, block):
             hi = min(lo + block, hi0)
+            m = hi - lo
             d = decay[lo:hi]
             th = thr[lo:hi]
             vr = vreset[lo:hi]
             # separate allocations (rows of one array would defeat LLVM's alias analysis)
+            buf = np.empty((seg + 1, m), x.dtype)  # buf[0]: checkpoint (post-reset), buf[j+1]: v[t0+j]
+            vp = np.empty(m, x.dtype)
+            unused = np.empty(m, x.dtype)  # spike row of the recomputation (not written)
             a_r = glast[lo:hi].copy()  # dL/dvp[t], carried backwards
-            ad_r = np.zeros(hi - lo, v.dtype)
-            at_r = np.zeros(hi - lo, v.dtype)
-            av_r = np.zeros(hi - lo, v.dtype)
-            for t in range(T - 2, r - 1, -2):  # rows t, t+1
-                first = t == 0  # the previous state is v0, already post-reset
-                vm = v0[lo:hi] if first else v[t - 1, lo:hi]
-                bwd2(v[t, lo:hi], v[t + 1, lo:hi], vm, gs[t * gs_step, lo:hi], gs[(t + 1) * gs_step, lo:hi],
-                     gv[t * gv_step, lo:hi], gv[(t + 1) * gv_step, lo:hi], gx[t, lo:hi], gx[t + 1, lo:hi], d, th, vr,
-                     a_r, ad_r, at_r, av_r, first, zero_reset, keep, consts, ec)
-            for t in range(r - 1, -1, -1):
-                first = t == 0
-                vm = v0[lo:hi] if first else v[t - 1, lo:hi]
-                bwd1(v[t, lo:hi], vm, gs[t * gs_step, lo:hi], gv[t * gv_step, lo:hi], gx[t, lo:hi], d, th, vr,
-                     a_r, ad_r, at_r, av_r, first, zero_reset, keep, consts, ec)
+            ad_r = np.zeros(m, x.dtype)
+            at_r = np.zeros(m, x.dtype)
+            av_r = np.zeros(m, x.dtype)
+            for g in range(nseg - 1, -1, -1):
+                t0 = g * seg
+                n = min(T, t0 + seg) - t0
+                buf[0] = ck[g, lo:hi]
+                vp[:] = buf[0]
+                j = 0
+                while j + _U <= n:
+                    _membrane4(x[t0 + j, lo:hi], x[t0 + j + 1, lo:hi], x[t0 + j + 2, lo:hi], x[t0 + j + 3, lo:hi],
+                               buf[j + 1], buf[j + 2], buf[j + 3], buf[j + 4], d, th, vr, vp, zero_reset)
+                    j += _U
+                while j < n:
+                    _fwd1(x[t0 + j, lo:hi], unused, buf[j + 1], d, th, vr, vp, zero_reset, False, True, one, one)
+                    j += 1
+                r = n % 2  # the segment's first step alone when n is odd, after the pairs
+                for j in range(n - 2, r - 1, -2):  # steps t0+j, t0+j+1
+                    t = t0 + j
+                    bwd2(buf[j + 1], buf[j + 2], buf[j], gs[t * gs_step, lo:hi], gs[(t + 1) * gs_step, lo:hi],
+                         gv[t * gv_step, lo:hi], gv[(t + 1) * gv_step, lo:hi], gx[t, lo:hi], gx[t + 1, lo:hi], d,
+                         th, vr, a_r, ad_r, at_r, av_r, j == 0, zero_reset, keep, consts, ec)
+                if r:
+                    bwd1(buf[1], buf[0], gs[t0 * gs_step, lo:hi], gv[t0 * gv_step, lo:hi], gx[t0, lo:hi], d, th,
+                         vr, a_r, ad_r, at_r, av_r, True, zero_reset, keep, consts, ec)
             gd[lo:hi] = ad_r
             gth[lo:hi] = at_r
             gvr[lo:hi] = av_r
@@ -297,17 +352,20 @@ def _make_backward(code: int, fast: bool):
 _BACKWARD: dict = {}
 
 
-def lif_backward(v, gs, gv, glast, decay, thr, vreset, v0, zero_reset, detach, code, consts, ec, fast, lo0,
-                 hi0, block, gx, gd, gth, gvr, gv0):
-    """Reverse-time pass over the stored membrane ``v`` for neurons ``lo0 .. hi0-1``.
+def lif_backward(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset, detach, code, consts, ec, fast, pgrad,
+                 has_gv, lo0, hi0, block, seg, gx, gd, gth, gvr, gv0):
+    """Reverse-time pass for neurons ``lo0 .. hi0-1``, recomputing the membranes per segment.
 
-    ``gs``/``gv`` are ``[T, N]`` or one row ``[1, N]`` shared by all steps.  Steps are taken
-    two at a time per neuron (state and sums in registers across both); each neuron's sums accumulate in reverse
-    time order, as in a step-by-step loop.  Dispatches to the kernel compiled for ``code``.
+    ``gs``/``gv`` are ``[T, N]`` or one row ``[1, N]`` shared by all steps (``gv`` is not read
+    unless ``has_gv``).  ``consts``/``ec``: tuples of scalars of ``x``'s dtype (surrogate and exp
+    constants).  Steps are taken two at a time per neuron (state and sums in registers across
+    both); each neuron's sums accumulate in reverse time order, as in a step-by-step loop, and
+    ``gd, gth, gvr`` are written only when ``pgrad``.  Dispatches to the kernel compiled for the
+    flags.
     """
-    key = (int(code), bool(fast))
+    key = (int(code), bool(fast), bool(pgrad), bool(has_gv))
     kernel = _BACKWARD.get(key)
     if kernel is None:
         kernel = _BACKWARD.setdefault(key, _make_backward(*key))
-    kernel(v, gs, gv, glast, decay, thr, vreset, v0, zero_reset, detach, consts, ec, lo0, hi0, block,
+    kernel(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset, detach, consts, ec, lo0, hi0, block, seg,
            gx, gd, gth, gvr, gv0)

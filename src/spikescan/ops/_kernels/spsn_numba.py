@@ -35,6 +35,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from ._numba_lowlevel import prefer_wide_vectors
 from ._numba_math import exp1, exp_row, u32_to_float
 
 _JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
@@ -103,8 +104,8 @@ def _sb_step(xk, ip, up, ak, bk, ok, n, k1, k2, inv24, one, ec, fast):
     return w * inv24 * (one + e) < one, iv, uv
 
 
-def _make_sb(fast: bool):
-    """The Sigmoid-Bernoulli inner kernels with ``fast`` (the exp flavour) a compile-time
+def _make_sb_forward(fast: bool):
+    """The Sigmoid-Bernoulli forward kernel with ``fast`` (the exp flavour) a compile-time
     constant: with a runtime flag the ``math.exp`` call of the other branch stays in the loop
     and blocks vectorization.  numba caches each closure under a hash of ``fast``."""
 
@@ -112,6 +113,7 @@ def _make_sb(fast: bool):
     def fwd4(x0, x1, x2, x3, s0, s1, s2, s3, ii, uu, a, b, omb, keys, t, lo, consts, ec):
         """Steps t .. t+3 of Sigmoid-Bernoulli firing for one block, state in registers across them.
         (A separate function with the rows as arguments: that is what lets LLVM vectorize it.)"""
+        prefer_wide_vectors()
         one = consts[0]
         zero = one - one
         inv24 = consts[1]
@@ -139,25 +141,11 @@ def _make_sb(fast: bool):
             ii[k] = iv
             uu[k] = uv
 
-    @njit(**_JIT)
-    def back_row(gst, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b, one, ec):
-        """One reverse step of Sigmoid-Bernoulli, surrogate and both recurrences in one loop."""
-        for k in range(ru.shape[0]):
-            p = one / (one + exp1(-uc[k], ec, fast))
-            g = gst[k] * (p * p * (one - p))
-            r_u = g + b[k] * ru[k]
-            ru[k] = r_u
-            acc_b[k] += r_u * (up[k] - ic[k])
-            r_i = omb[k] * r_u + a[k] * ri[k]
-            ri[k] = r_i
-            acc_a[k] += r_i * ip[k]
-            gxt[k] = r_i
-
-    return fwd4, back_row
+    return fwd4
 
 
-_sb_fwd4_fast, _sb_back_row_fast = _make_sb(True)
-_sb_fwd4_exact, _sb_back_row_exact = _make_sb(False)
+_sb_fwd4_fast = _make_sb_forward(True)
+_sb_fwd4_exact = _make_sb_forward(False)
 
 
 @njit(**_JIT)
@@ -222,6 +210,7 @@ def spsn_forward(x, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, bloc
 
 @njit(**_JIT)
 def _recompute_row(xt, ip, up, ic, uc, a, b, omb):
+    prefer_wide_vectors()
     for k in range(ic.shape[0]):
         iv = a[k] * ip[k] + xt[k]
         ic[k] = iv
@@ -229,51 +218,84 @@ def _recompute_row(xt, ip, up, ic, uc, a, b, omb):
         uc[k] = b[k] * up[k] + y
 
 
-@njit(**_JIT)
-def spsn_backward(x, gs, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, block, seg, ck_i, ck_u,
-                  gx, ga, gb):
-    """Reverse-time pass; see the module docstring."""
-    T = x.shape[0]
-    g_step = 1 if gs.shape[0] == T else 0
-    one = consts[0]
-    inv24 = consts[1]
-    c = consts[2]
-    tau = consts[3]
-    ct = consts[4]
-    nseg = (T + seg - 1) // seg
-    for lo in range(lo0, hi0, block):
-        hi = min(lo + block, hi0)
-        m = hi - lo
-        a = alpha[lo:hi]
-        b = beta[lo:hi]
-        omb = np.empty(m, x.dtype)
-        for k in range(m):
-            omb[k] = one - b[k]
-        ibuf = np.empty((seg + 1, m), x.dtype)
-        ubuf = np.empty((seg + 1, m), x.dtype)
-        ub = np.empty(m, x.dtype)
-        gu = np.empty(m, x.dtype)
-        eb = np.empty(m, x.dtype)
-        ru = np.zeros(m, x.dtype)
-        ri = np.zeros(m, x.dtype)
-        acc_a = np.zeros(m, x.dtype)
-        acc_b = np.zeros(m, x.dtype)
-        for g in range(nseg - 1, -1, -1):
-            t0 = g * seg
-            n_t = min(T, t0 + seg) - t0
-            ibuf[0] = ck_i[g, lo:hi]
-            ubuf[0] = ck_u[g, lo:hi]
-            for j in range(n_t):  # recompute the segment's states (same ops as the forward)
-                _recompute_row(x[t0 + j, lo:hi], ibuf[j], ubuf[j], ibuf[j + 1], ubuf[j + 1], a, b, omb)
-            for j in range(n_t - 1, -1, -1):
-                t = t0 + j
-                gst = gs[t * g_step, lo:hi]
-                gxt = gx[t, lo:hi]
-                ip = ibuf[j]
-                up = ubuf[j]
-                ic = ibuf[j + 1]
-                uc = ubuf[j + 1]
-                if gs_mode:
+def _make_backward(fast: bool, pgrad: bool):
+    """The backward kernel with the exp flavour (``fast``) and whether ``alpha``/``beta`` need
+    gradients (``pgrad``; otherwise their sums are not computed) as compile-time constants."""
+
+    @njit(**_JIT)
+    def sb_row(gst, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b, one, ec):
+        """One reverse step of Sigmoid-Bernoulli, surrogate and both recurrences in one loop."""
+        prefer_wide_vectors()
+        for k in range(ru.shape[0]):
+            p = one / (one + exp1(-uc[k], ec, fast))
+            g = gst[k] * (p * p * (one - p))
+            r_u = g + b[k] * ru[k]
+            ru[k] = r_u
+            r_i = omb[k] * r_u + a[k] * ri[k]
+            ri[k] = r_i
+            gxt[k] = r_i
+            if pgrad:
+                acc_b[k] += r_u * (up[k] - ic[k])
+                acc_a[k] += r_i * ip[k]
+
+    @njit(**_JIT)
+    def gs_row(gu, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b):
+        """The two recurrences of one reverse step, given the surrogate gradient ``gu``."""
+        prefer_wide_vectors()
+        for k in range(ru.shape[0]):
+            r_u = gu[k] + b[k] * ru[k]
+            ru[k] = r_u
+            r_i = omb[k] * r_u + a[k] * ri[k]
+            ri[k] = r_i
+            gxt[k] = r_i
+            if pgrad:
+                acc_b[k] += r_u * (up[k] - ic[k])
+                acc_a[k] += r_i * ip[k]
+
+    @njit(**_JIT)
+    def spsn_backward(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, hi0, block, seg, ck_i, ck_u, gx, ga,
+                      gb):
+        T = x.shape[0]
+        g_step = 1 if gs.shape[0] == T else 0
+        one = consts[0]
+        inv24 = consts[1]
+        c = consts[2]
+        tau = consts[3]
+        ct = consts[4]
+        nseg = (T + seg - 1) // seg
+        for lo in range(lo0, hi0, block):
+            hi = min(lo + block, hi0)
+            m = hi - lo
+            a = alpha[lo:hi]
+            b = beta[lo:hi]
+            omb = np.empty(m, x.dtype)
+            for k in range(m):
+                omb[k] = one - b[k]
+            ibuf = np.empty((seg + 1, m), x.dtype)
+            ubuf = np.empty((seg + 1, m), x.dtype)
+            ub = np.empty(m, x.dtype)
+            gu = np.empty(m, x.dtype)
+            eb = np.empty(m, x.dtype)
+            ru = np.zeros(m, x.dtype)
+            ri = np.zeros(m, x.dtype)
+            acc_a = np.zeros(m, x.dtype)
+            acc_b = np.zeros(m, x.dtype)
+            for g in range(nseg - 1, -1, -1):
+                t0 = g * seg
+                n_t = min(T, t0 + seg) - t0
+                ibuf[0] = ck_i[g, lo:hi]
+                ubuf[0] = ck_u[g, lo:hi]
+                for j in range(n_t):  # recompute the segment's states (same ops as the forward)
+                    _recompute_row(x[t0 + j, lo:hi], ibuf[j], ubuf[j], ibuf[j + 1], ubuf[j + 1], a, b, omb)
+                for j in range(n_t - 1, -1, -1):
+                    t = t0 + j
+                    gst = gs[t * g_step, lo:hi]
+                    gxt = gx[t, lo:hi]
+                    if not gs_mode:
+                        sb_row(gst, gxt, ibuf[j], ubuf[j], ibuf[j + 1], ubuf[j + 1], a, b, omb, ru, ri, acc_a, acc_b,
+                               one, ec)
+                        continue
+                    uc = ubuf[j + 1]
                     uniform_row(keys[t, 0], keys[t, 1], lo, ub)
                     for k in range(m):
                         U = ub[k] * inv24
@@ -282,19 +304,23 @@ def spsn_backward(x, gs, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0,
                     for k in range(m):
                         q = one / (one + eb[k])
                         gu[k] = gst[k] * (ct * q * (one - q))
-                else:
-                    if fast:
-                        _sb_back_row_fast(gst, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b, one, ec)
-                    else:
-                        _sb_back_row_exact(gst, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b, one, ec)
-                    continue
-                for k in range(m):
-                    r_u = gu[k] + b[k] * ru[k]
-                    ru[k] = r_u
-                    acc_b[k] += r_u * (up[k] - ic[k])
-                    r_i = omb[k] * r_u + a[k] * ri[k]
-                    ri[k] = r_i
-                    acc_a[k] += r_i * ip[k]
-                    gxt[k] = r_i
-        ga[lo:hi] = acc_a
-        gb[lo:hi] = acc_b
+                    gs_row(gu, gxt, ibuf[j], ubuf[j], ibuf[j + 1], uc, a, b, omb, ru, ri, acc_a, acc_b)
+            if pgrad:
+                ga[lo:hi] = acc_a
+                gb[lo:hi] = acc_b
+
+    return spsn_backward
+
+
+_BACKWARD: dict = {}
+
+
+def spsn_backward(x, gs, alpha, beta, keys, gs_mode, consts, ec, fast, pgrad, lo0, hi0, block, seg, ck_i, ck_u,
+                  gx, ga, gb):
+    """Reverse-time pass (module docstring) for neurons ``lo0 .. hi0-1``; ``ga``/``gb`` are written
+    only when ``pgrad``.  Dispatches to the kernel compiled for ``(fast, pgrad)``."""
+    key = (bool(fast), bool(pgrad))
+    kernel = _BACKWARD.get(key)
+    if kernel is None:
+        kernel = _BACKWARD.setdefault(key, _make_backward(*key))
+    kernel(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, hi0, block, seg, ck_i, ck_u, gx, ga, gb)
