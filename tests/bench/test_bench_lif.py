@@ -34,7 +34,7 @@ def test_json_structure(tiny_run):
             entries = on_disk["train"]["cases"][impl][n]
             assert [e["T"] for e in entries] == [6, 9] and all(e["status"] == "ok" for e in entries)
     assert fw["roofline"][0]["bytes"] == 2 * 4 * 300 * 4
-    assert on_disk["train"]["roofline"]["5"][1]["bytes"] == 6 * 9 * 2 * 5 * 4
+    assert on_disk["train"]["roofline"]["5"][1]["bytes"] == 5 * 9 * 2 * 5 * 4
     assert on_disk["copy_bandwidth_bytes_per_s"] > 0
     assert on_disk["memory"]["case"] == {"B": 2, "N": 7, "T": 9}
     assert set(on_disk["memory"]["bytes"]) == {"fused", "reference", "torch-loop"}

@@ -12,8 +12,9 @@ Two tables (temporal-parallelization paper, ``../shared/papers/temporal_parallel
 Implementations (``--impls``):
 
 * ``fused`` — ``spikescan.ops.fused.lif_fused``: one kernel pass over T (numba on CPU, Triton on
-  CUDA); in (a) it writes only the spikes, in (b) it also keeps the pre-reset membrane (4 B per
-  (t, neuron)) for its one-pass backward;
+  CUDA); in (a) it writes only the spikes; in (b) its backward recomputes the membranes from
+  the input and a state checkpoint every 32 steps (CPU) or reads the pre-reset membrane that
+  the forward kept (CUDA, 4 B per (t, neuron));
 * ``reference`` — ``spikescan.ops.lif.lif(backend="sequential")``, the project's reference loop;
 * ``torch-loop`` — the same equations as a plain PyTorch loop over ``x.unbind(0)`` (what a user
   would write; autograd through the loop);
@@ -28,8 +29,9 @@ Peers that are not installed (optional extra ``spikescan[peers]``) are skipped a
 
 Roofline rows: the bytes that must move at the copy bandwidth measured in the same run
 (:func:`spikescan.bench._common.measure_copy_bandwidth`, read + write bytes per second).
-(a) read x, write spikes: ``2 T N e``.  (b) read x, write spikes, write the saved membrane,
-read it back, read the spike gradient, write the input gradient: ``6 T B N e``.
+(a) read x, write spikes: ``2 T N e``.  (b) read x, write spikes; backward: read x again (the
+least a backward can read to know the membranes: keeping them instead costs a write and a
+read), read the spike gradient, write the input gradient: ``5 T B N e``.
 
 Peak memory (``--memory``): one training step of every implementation at the headline case
 (``--memory-case``, default B=32, N=256, T=1000), each in a fresh process (spawned, after a
@@ -70,15 +72,16 @@ DEFAULT_HIDDEN = (128, 256, 512, 1024)
 PAPER = dict(decay=0.2, threshold=0.3)  # k_tau, V_th of Table 1 (V_rest = 0)
 TRAIN = dict(decay=0.9, threshold=1.0)
 FWD_BYTES_PASSES = 2  # read x, write spikes
-TRAIN_BYTES_PASSES = 6  # read x, write s, write v, read v, read grad s, write grad x
+TRAIN_BYTES_PASSES = 5  # read x, write s; backward: read x, read grad s, write grad x
 # What the fused kernels themselves move, per (t, neuron), stated beside the roofline so that the
 # accounting can be checked: the roofline is a bound for a general training step (the spike
 # gradient is a full tensor); in this step it is the broadcast gradient of sum(), which the
 # backward kernel reads as one cached row, while sum() itself reads the spikes once more.
-FUSED_TRAFFIC = ("fused moves per (t, neuron): forward reads x, writes s and the pre-reset membrane v "
-                 "(4 B kept for backward); sum() reads s; backward reads v (the spike gradient of sum() is "
-                 "one broadcast row, read from cache) and writes grad x -- 6 passes of 4 B with the sum, 5 "
-                 "without it, against the roofline's 6 (which has no sum but reads a full spike gradient)")
+FUSED_TRAFFIC = ("fused (CPU) moves per (t, neuron): forward reads x, writes s (and a state checkpoint every "
+                 "32 steps, 0.125 B); sum() reads s; backward reads x (recomputing the membranes per 32-step "
+                 "segment; the spike gradient of sum() is one broadcast row, read from cache) and writes grad x "
+                 "-- 5 passes of 4 B with the sum, 4 without it, against the roofline's 5 (which has no sum but "
+                 "reads a full spike gradient)")
 _ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "SPIKESCAN_CPU_POOL", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
         "THP_MEM_ALLOC_ENABLE")
 
@@ -448,7 +451,7 @@ def _train_table(args, impls, device, budget, bandwidth, element) -> dict[str, A
                 gc.collect()
             del x
     return {"hidden": hidden, "t_values": t_values, "cases": cases, "roofline": roof,
-            "roofline_formula": f"{TRAIN_BYTES_PASSES} * T * B * N * 4 bytes (read x, write s, write v, read v, "
+            "roofline_formula": f"{TRAIN_BYTES_PASSES} * T * B * N * 4 bytes (read x, write s; backward: read x, "
                                 "read grad s, write grad x)"}
 
 
