@@ -337,8 +337,9 @@ def lif_fused(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_res
     kernel keeps the input and a state checkpoint every 32 steps (0.125 bytes per (t, neuron)
     beyond the input in float32) and recomputes the membranes segment by segment; the CUDA
     kernel keeps the pre-reset membrane (4 bytes).  The forward writes nothing but the spikes
-    (and the final state) unless the membrane is asked for.  All built-in surrogates (by ``kind`` and ``param``), both resets, per-neuron
-    ``decay``/``threshold``/``v_reset``/``v0`` with gradients, ``detach_reset``.
+    (and the final state) unless the membrane is asked for.  All built-in surrogates (by
+    ``kind`` and ``param``), both resets, per-neuron ``decay``/``threshold``/``v_reset``/``v0``
+    with gradients, ``detach_reset``.
     """
     from .lif import _RESETS, _param
 

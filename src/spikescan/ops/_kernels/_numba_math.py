@@ -9,9 +9,10 @@ one fused multiply-add where the CPU has FMA (LLVM's ``fmuladd``): half the oper
 multiply and an add, which made the compute-bound fused SPSN forward 17 % faster on the
 development CPU (and its spikes did not change: 0 of 41 million draws differed); where there is
 no FMA the step rounds twice, so the last bit of the result may differ between machines.  It
-is used for float32 only; float64 keeps ``math.exp`` (the kernels pass ``fast=False``).  Arguments are clamped to [-87, 88], so the
-result stays a normal float32 (a sigmoid evaluated through it is then 1/(1 + e^88) instead of
-denormal or 0 for inputs below -88, immaterial for spikes and their gradients).
+is used for float32 only; float64 keeps ``math.exp`` (the kernels pass ``fast=False``).
+Arguments are clamped to [-87, 88], so the result stays a normal float32 (a sigmoid evaluated
+through it is then 1/(1 + e^88) instead of denormal or 0 for inputs below -88, immaterial for
+spikes and their gradients).
 """
 
 from __future__ import annotations
