@@ -24,6 +24,16 @@ reverse-time recurrences::
 
 Memory traffic of a training step: forward reads x and writes s; backward reads x and gs and
 writes gx: 5 elements per (t, neuron).
+
+The kernels advance each neuron several steps per sweep over a block (forward and the
+backward's recomputation 4, the Sigmoid-Bernoulli reverse walk 2), so states and carried
+gradients stay in registers across those steps; the backward is compiled with and without the
+alpha/beta sums (without them it stores only the membranes of a segment, not the currents).
+The hot loops ask LLVM for 512-bit vectors (``_numba_lowlevel.prefer_wide_vectors``): with the RNG
+and the exp per element they are compute-bound.  Measured on the development CPU (2 threads,
+[10000, 4096], float32, backward without parameter sums): recomputing 4 steps per sweep and
+storing only ``u`` took the backward from 36.1 to 31.8 ms, the 2-step reverse walk from 29.6
+to 25.5 ms (minimum of 10 interleaved runs each).
 """
 
 from __future__ import annotations
@@ -223,6 +233,39 @@ def _make_backward(fast: bool, pgrad: bool):
     gradients (``pgrad``; otherwise their sums are not computed) as compile-time constants."""
 
     @njit(**_JIT)
+    def recompute4(x0, x1, x2, x3, i0, i1, i2, i3, u0, u1, u2, u3, ii, uu, a, b, omb):
+        """Four steps of the integrations (the forward's operations, so bit-identical) into the
+        segment buffers, the state ``ii``/``uu`` carried in registers across them; the currents
+        are stored only when the parameter sums need them."""
+        prefer_wide_vectors()
+        for k in range(ii.shape[0]):
+            ak = a[k]
+            bk = b[k]
+            ok = omb[k]
+            iv = ak * ii[k] + x0[k]
+            uv = bk * uu[k] + ok * iv
+            u0[k] = uv
+            if pgrad:
+                i0[k] = iv
+            iv = ak * iv + x1[k]
+            uv = bk * uv + ok * iv
+            u1[k] = uv
+            if pgrad:
+                i1[k] = iv
+            iv = ak * iv + x2[k]
+            uv = bk * uv + ok * iv
+            u2[k] = uv
+            if pgrad:
+                i2[k] = iv
+            iv = ak * iv + x3[k]
+            uv = bk * uv + ok * iv
+            u3[k] = uv
+            if pgrad:
+                i3[k] = iv
+            ii[k] = iv
+            uu[k] = uv
+
+    @njit(**_JIT)
     def sb_row(gst, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b, one, ec):
         """One reverse step of Sigmoid-Bernoulli, surrogate and both recurrences in one loop."""
         prefer_wide_vectors()
@@ -237,6 +280,32 @@ def _make_backward(fast: bool, pgrad: bool):
             if pgrad:
                 acc_b[k] += r_u * (up[k] - ic[k])
                 acc_a[k] += r_i * ip[k]
+
+    @njit(**_JIT)
+    def sb_rows2(gs0, gs1, gx0, gx1, im, i0, i1, um, u0, u1, a, b, omb, ru, ri, acc_a, acc_b, one, ec):
+        """Reverse steps t+1 and t of Sigmoid-Bernoulli (rows ``*1`` and ``*0``; ``im``/``um``:
+        the states before step t), the carried gradients in registers across both."""
+        prefer_wide_vectors()
+        for k in range(ru.shape[0]):
+            ak = a[k]
+            bk = b[k]
+            ok = omb[k]
+            p = one / (one + exp1(-u1[k], ec, fast))
+            r_u = gs1[k] * (p * p * (one - p)) + bk * ru[k]
+            r_i = ok * r_u + ak * ri[k]
+            gx1[k] = r_i
+            if pgrad:
+                db = acc_b[k] + r_u * (u0[k] - i1[k])
+                da = acc_a[k] + r_i * i0[k]
+            p = one / (one + exp1(-u0[k], ec, fast))
+            r_u = gs0[k] * (p * p * (one - p)) + bk * r_u
+            r_i = ok * r_u + ak * r_i
+            gx0[k] = r_i
+            ru[k] = r_u
+            ri[k] = r_i
+            if pgrad:
+                acc_b[k] = db + r_u * (um[k] - i0[k])
+                acc_a[k] = da + r_i * im[k]
 
     @njit(**_JIT)
     def gs_row(gu, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b):
@@ -278,6 +347,8 @@ def _make_backward(fast: bool, pgrad: bool):
             eb = np.empty(m, x.dtype)
             ru = np.zeros(m, x.dtype)
             ri = np.zeros(m, x.dtype)
+            ii = np.empty(m, x.dtype)
+            uu = np.empty(m, x.dtype)
             acc_a = np.zeros(m, x.dtype)
             acc_b = np.zeros(m, x.dtype)
             for g in range(nseg - 1, -1, -1):
@@ -285,9 +356,29 @@ def _make_backward(fast: bool, pgrad: bool):
                 n_t = min(T, t0 + seg) - t0
                 ibuf[0] = ck_i[g, lo:hi]
                 ubuf[0] = ck_u[g, lo:hi]
-                for j in range(n_t):  # recompute the segment's states (same ops as the forward)
-                    _recompute_row(x[t0 + j, lo:hi], ibuf[j], ubuf[j], ibuf[j + 1], ubuf[j + 1], a, b, omb)
-                for j in range(n_t - 1, -1, -1):
+                # recompute the segment's states (the forward's operations, so bit-identical)
+                ii[:] = ibuf[0]
+                uu[:] = ubuf[0]
+                j = 0
+                while j + 4 <= n_t:
+                    recompute4(x[t0 + j, lo:hi], x[t0 + j + 1, lo:hi], x[t0 + j + 2, lo:hi], x[t0 + j + 3, lo:hi],
+                               ibuf[j + 1], ibuf[j + 2], ibuf[j + 3], ibuf[j + 4], ubuf[j + 1], ubuf[j + 2],
+                               ubuf[j + 3], ubuf[j + 4], ii, uu, a, b, omb)
+                    j += 4
+                while j < n_t:  # (the buffers' currents are not all stored: start from the state)
+                    _recompute_row(x[t0 + j, lo:hi], ii, uu, ibuf[j + 1], ubuf[j + 1], a, b, omb)
+                    ii[:] = ibuf[j + 1]
+                    uu[:] = ubuf[j + 1]
+                    j += 1
+                top = n_t - 1
+                if not gs_mode:  # steps two at a time from the end, the first one alone if n_t is odd
+                    while top >= 1:
+                        t = t0 + top - 1
+                        sb_rows2(gs[t * g_step, lo:hi], gs[(t + 1) * g_step, lo:hi], gx[t, lo:hi], gx[t + 1, lo:hi],
+                                 ibuf[top - 1], ibuf[top], ibuf[top + 1], ubuf[top - 1], ubuf[top], ubuf[top + 1], a,
+                                 b, omb, ru, ri, acc_a, acc_b, one, ec)
+                        top -= 2
+                for j in range(top, -1, -1):
                     t = t0 + j
                     gst = gs[t * g_step, lo:hi]
                     gxt = gx[t, lo:hi]
