@@ -104,11 +104,19 @@ def _uniform_word(n, k1, k2):
 
 
 @njit(inline="always")
+def _integrate(xk, ip, up, ak, bk, ok):
+    """Both integrations of one step of one neuron, ``(i, u)``; ``ok = 1 - b``.  Every kernel that
+    computes the states (forwards, the backward's recomputation) goes through here, so they are
+    bit-identical."""
+    iv = ak * ip + xk
+    return iv, bk * up + ok * iv
+
+
+@njit(inline="always")
 def _sb_step(xk, ip, up, ak, bk, ok, n, k1, k2, inv24, one, ec, fast):
     """One Sigmoid-Bernoulli step of one neuron: ``(spike, i, u)`` with the operations of the
     row-wise formulation (``U (1 + exp(-u)) < 1``)."""
-    iv = ak * ip + xk
-    uv = bk * up + ok * iv
+    iv, uv = _integrate(xk, ip, up, ak, bk, ok)
     w = u32_to_float(_uniform_word(n, k1, k2), one)
     e = exp1(-uv, ec, fast)
     return w * inv24 * (one + e) < one, iv, uv
@@ -200,11 +208,7 @@ def spsn_forward(x, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, bloc
             xt = x[t, lo:hi]
             st = s[t, lo:hi]
             for k in range(m):
-                iv = a[k] * ii[k] + xt[k]
-                ii[k] = iv
-                y = omb[k] * iv
-                uv = b[k] * uu[k] + y
-                uu[k] = uv
+                ii[k], uu[k] = _integrate(xt[k], ii[k], uu[k], a[k], b[k], omb[k])
             uniform_row(keys[t, 0], keys[t, 1], lo, ub)
             if gs_mode:
                 for k in range(m):
@@ -222,10 +226,7 @@ def spsn_forward(x, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, bloc
 def _recompute_row(xt, ip, up, ic, uc, a, b, omb):
     prefer_wide_vectors()
     for k in range(ic.shape[0]):
-        iv = a[k] * ip[k] + xt[k]
-        ic[k] = iv
-        y = omb[k] * iv
-        uc[k] = b[k] * up[k] + y
+        ic[k], uc[k] = _integrate(xt[k], ip[k], up[k], a[k], b[k], omb[k])
 
 
 def _make_backward(fast: bool, pgrad: bool):
@@ -242,23 +243,19 @@ def _make_backward(fast: bool, pgrad: bool):
             ak = a[k]
             bk = b[k]
             ok = omb[k]
-            iv = ak * ii[k] + x0[k]
-            uv = bk * uu[k] + ok * iv
+            iv, uv = _integrate(x0[k], ii[k], uu[k], ak, bk, ok)
             u0[k] = uv
             if pgrad:
                 i0[k] = iv
-            iv = ak * iv + x1[k]
-            uv = bk * uv + ok * iv
+            iv, uv = _integrate(x1[k], iv, uv, ak, bk, ok)
             u1[k] = uv
             if pgrad:
                 i1[k] = iv
-            iv = ak * iv + x2[k]
-            uv = bk * uv + ok * iv
+            iv, uv = _integrate(x2[k], iv, uv, ak, bk, ok)
             u2[k] = uv
             if pgrad:
                 i2[k] = iv
-            iv = ak * iv + x3[k]
-            uv = bk * uv + ok * iv
+            iv, uv = _integrate(x3[k], iv, uv, ak, bk, ok)
             u3[k] = uv
             if pgrad:
                 i3[k] = iv
@@ -266,20 +263,12 @@ def _make_backward(fast: bool, pgrad: bool):
             uu[k] = uv
 
     @njit(**_JIT)
-    def sb_row(gst, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b, one, ec):
-        """One reverse step of Sigmoid-Bernoulli, surrogate and both recurrences in one loop."""
+    def sb_grad_row(gst, uc, gu, one, ec):
+        """Sigmoid-Bernoulli's gradient at the membrane of one step, ``gs * p^2 (1 - p)``."""
         prefer_wide_vectors()
-        for k in range(ru.shape[0]):
+        for k in range(gu.shape[0]):
             p = one / (one + exp1(-uc[k], ec, fast))
-            g = gst[k] * (p * p * (one - p))
-            r_u = g + b[k] * ru[k]
-            ru[k] = r_u
-            r_i = omb[k] * r_u + a[k] * ri[k]
-            ri[k] = r_i
-            gxt[k] = r_i
-            if pgrad:
-                acc_b[k] += r_u * (up[k] - ic[k])
-                acc_a[k] += r_i * ip[k]
+            gu[k] = gst[k] * (p * p * (one - p))
 
     @njit(**_JIT)
     def sb_rows2(gs0, gs1, gx0, gx1, im, i0, i1, um, u0, u1, a, b, omb, ru, ri, acc_a, acc_b, one, ec):
@@ -308,8 +297,9 @@ def _make_backward(fast: bool, pgrad: bool):
                 acc_a[k] = da + r_i * im[k]
 
     @njit(**_JIT)
-    def gs_row(gu, gxt, ip, up, ic, uc, a, b, omb, ru, ri, acc_a, acc_b):
-        """The two recurrences of one reverse step, given the surrogate gradient ``gu``."""
+    def back_row(gu, gxt, ip, up, ic, a, b, omb, ru, ri, acc_a, acc_b):
+        """The two recurrences of one reverse step, given the gradient ``gu`` at the membrane
+        (:func:`sb_rows2` does the same for two steps)."""
         prefer_wide_vectors()
         for k in range(ru.shape[0]):
             r_u = gu[k] + b[k] * ru[k]
@@ -381,21 +371,19 @@ def _make_backward(fast: bool, pgrad: bool):
                 for j in range(top, -1, -1):
                     t = t0 + j
                     gst = gs[t * g_step, lo:hi]
-                    gxt = gx[t, lo:hi]
-                    if not gs_mode:
-                        sb_row(gst, gxt, ibuf[j], ubuf[j], ibuf[j + 1], ubuf[j + 1], a, b, omb, ru, ri, acc_a, acc_b,
-                               one, ec)
-                        continue
                     uc = ubuf[j + 1]
-                    uniform_row(keys[t, 0], keys[t, 1], lo, ub)
-                    for k in range(m):
-                        U = ub[k] * inv24
-                        gu[k] = (c * uc[k] + math.log(U / (one - U))) / tau
-                    exp_row(gu, -one, eb, ec, fast)
-                    for k in range(m):
-                        q = one / (one + eb[k])
-                        gu[k] = gst[k] * (ct * q * (one - q))
-                    gs_row(gu, gxt, ibuf[j], ubuf[j], ibuf[j + 1], uc, a, b, omb, ru, ri, acc_a, acc_b)
+                    if gs_mode:
+                        uniform_row(keys[t, 0], keys[t, 1], lo, ub)
+                        for k in range(m):
+                            U = ub[k] * inv24
+                            gu[k] = (c * uc[k] + math.log(U / (one - U))) / tau
+                        exp_row(gu, -one, eb, ec, fast)
+                        for k in range(m):
+                            q = one / (one + eb[k])
+                            gu[k] = gst[k] * (ct * q * (one - q))
+                    else:
+                        sb_grad_row(gst, uc, gu, one, ec)
+                    back_row(gu, gx[t, lo:hi], ibuf[j], ubuf[j], ibuf[j + 1], a, b, omb, ru, ri, acc_a, acc_b)
             if pgrad:
                 ga[lo:hi] = acc_a
                 gb[lo:hi] = acc_b
