@@ -39,8 +39,8 @@ float32 (0.125 B at seg = 32).  Memory traffic of a training step, per (t, neuro
 reads ``x`` and writes ``s``; backward reads ``x`` and writes ``gx`` (+ a full ``gs``/``gv`` when
 the incoming gradients are not broadcast rows).  Keeping the pre-reset membrane instead (as the
 previous version did) costs one more write and one more read of 4 B; on the development CPU
-(2 cores, B=32, N=256, T=1000, float32) recomputing was faster: forward + backward 7.2 vs 8.1 ms
-(minimum of 21 interleaved runs; both with the specialisations below).
+(2 cores, B=32, N=256, T=1000, float32) recomputing was faster: forward, ``s.sum()`` and
+backward 7.2 vs 8.1 ms (minimum of 21 interleaved runs; both with the specialisations below).
 
 The backward kernels are compiled per surrogate, exp flavour, and two facts about the call that
 remove work from the inner loop when they are false: whether a parameter (decay, threshold,

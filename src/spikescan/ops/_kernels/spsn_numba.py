@@ -29,8 +29,8 @@ The kernels advance each neuron several steps per sweep over a block (forward an
 backward's recomputation 4, the Sigmoid-Bernoulli reverse walk 2), so states and carried
 gradients stay in registers across those steps; the backward is compiled with and without the
 alpha/beta sums (without them it stores only the membranes of a segment, not the currents).
-The hot loops ask LLVM for 512-bit vectors (``_numba_lowlevel.prefer_wide_vectors``): with the RNG
-and the exp per element they are compute-bound.  Measured on the development CPU (2 threads,
+The hot loops ask LLVM for 512-bit vectors (``_numba_lowlevel.prefer_wide_vectors``): with the
+RNG and the exp per element they are compute-bound.  Measured on the development CPU (2 threads,
 [10000, 4096], float32, backward without parameter sums): recomputing 4 steps per sweep and
 storing only ``u`` took the backward from 36.1 to 31.8 ms, the 2-step reverse walk from 29.6
 to 25.5 ms (minimum of 10 interleaved runs each).
