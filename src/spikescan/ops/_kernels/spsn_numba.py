@@ -184,9 +184,7 @@ def spsn_forward(x, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, bloc
         m = hi - lo
         a = alpha[lo:hi]
         b = beta[lo:hi]
-        omb = np.empty(m, x.dtype)
-        for k in range(m):
-            omb[k] = one - b[k]
+        omb = one - b
         ii = np.zeros(m, x.dtype)
         uu = np.zeros(m, x.dtype)
         ub = np.empty(m, x.dtype)
@@ -327,9 +325,7 @@ def _make_backward(fast: bool, pgrad: bool):
             m = hi - lo
             a = alpha[lo:hi]
             b = beta[lo:hi]
-            omb = np.empty(m, x.dtype)
-            for k in range(m):
-                omb[k] = one - b[k]
+            omb = one - b
             ibuf = np.empty((seg + 1, m), x.dtype)
             ubuf = np.empty((seg + 1, m), x.dtype)
             ub = np.empty(m, x.dtype)
