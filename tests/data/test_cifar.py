@@ -80,3 +80,16 @@ def test_errors(tmp_path, c10):
         read_cifar_batch(wrong)
     with pytest.raises(ValueError, match="mode"):
         CIFAR10(root, mode="diagonal")
+
+
+def test_out_of_range_label_names_file_value_and_sample(c10):
+    root, imgs = c10
+    p = write_cifar_batch(root / "cifar-10-batches-py" / "data_batch_2", imgs[1], [4, 10])
+    with pytest.raises(ValueError, match=r"data_batch_2.*\[0, 10\).*label 10 at sample 1\b"):
+        CIFAR10(root)
+    assert read_cifar_batch(p)[1].tolist() == [4, 10]  # no class count given: not checked
+    with pytest.raises(ValueError, match=r"data_batch_2.*label 10 at sample 1\b"):
+        read_cifar_batch(p, num_classes=10)
+    write_cifar_batch(p, imgs[1], [4, -1])
+    with pytest.raises(ValueError, match=r"data_batch_2.*label -1 at sample 1\b"):
+        CIFAR10(root)

@@ -19,3 +19,17 @@ def test_digits_latency_dataset_time_first():
     assert x.shape == (10, 64) and 0 <= y < 10
     assert float(x.sum(0).max()) <= 1.0  # latency: at most one spike per pixel
     assert len(test) == 360
+
+
+def test_out_of_range_digit_labels_are_refused(monkeypatch):
+    import numpy as np
+    import pytest
+    import sklearn.datasets
+    from sklearn.utils import Bunch
+
+    target = np.arange(50) % 10
+    target[7] = 10
+    fake = Bunch(data=np.zeros((50, 64)), target=target)
+    monkeypatch.setattr(sklearn.datasets, "load_digits", lambda: fake)
+    with pytest.raises(ValueError, match=r"load_digits.*\[0, 10\).*label 10 at sample 7\b"):
+        load_digits_split()

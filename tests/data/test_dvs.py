@@ -82,3 +82,30 @@ def test_with_a_stand_in_tonic(monkeypatch):
     assert tr.indices.tolist()[:4] == [0, 1, 3, 4] and te.indices.tolist()[:2] == [2, 5]
     small = DVSCIFAR10("/d", n_frames=4, size=48)[0][0]
     assert small.shape == (4, 2, 48, 48) and abs(float(small.sum()) - 20 * (48 / 128) ** 2) < 1.0
+
+
+def _stand_in_tonic(monkeypatch, targets, served=None):
+    class FakeCIFAR10DVS:
+        sensor_size = (4, 4, 2)
+
+        def __init__(self, save_to):
+            self.targets = list(targets)
+
+        def __getitem__(self, i):
+            ev = np.zeros(2, dtype=[("x", np.int16), ("y", np.int16), ("p", bool), ("t", np.int64)])
+            return ev, (served or self.targets)[i]
+
+    fake = types.ModuleType("tonic")
+    fake.datasets = types.SimpleNamespace(CIFAR10DVS=FakeCIFAR10DVS)
+    monkeypatch.setitem(sys.modules, "tonic", fake)
+
+
+def test_out_of_range_targets_name_the_folder_value_and_sample(monkeypatch):
+    _stand_in_tonic(monkeypatch, [0, 9, 10, 3])
+    with pytest.raises(ValueError, match=r"CIFAR10DVS.*/data/dvs.*\[0, 10\).*label 10 at sample 2\b"):
+        DVSCIFAR10("/data/dvs", n_frames=2)
+    _stand_in_tonic(monkeypatch, [0, 9, 1, 3], served=[0, 9, 12, 3])  # a sample disagrees with targets
+    ds = DVSCIFAR10("/data/dvs", n_frames=2)
+    assert ds[1][1] == 9
+    with pytest.raises(ValueError, match=r"/data/dvs.*sample 2 has label 12.*targets\[2\] = 1"):
+        ds[2]

@@ -101,3 +101,12 @@ def test_dataset_mismatch(tmp_path):
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(5, np.uint8))
     with pytest.raises(ValueError, match="3 images.*5 labels"):
         MNISTLike(tmp_path)
+
+
+@pytest.mark.parametrize("cls, bad", [(MNIST, 10), (FashionMNIST, 255)])
+def test_out_of_range_label_names_file_value_and_sample(tmp_path, cls, bad):
+    _make_root(tmp_path, gz=False)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, bad, 3], np.uint8))
+    with pytest.raises(ValueError, match=rf"train-labels-idx1-ubyte.*\[0, 10\).*label {bad} at sample 1\b"):
+        cls(tmp_path)
+    assert len(cls(tmp_path, train=False)) == 3  # the test split's labels are fine

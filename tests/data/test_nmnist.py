@@ -100,3 +100,17 @@ def test_errors(tmp_path, nmnist_root):
         NMNIST(tmp_path / "Test")
     with pytest.raises(FileNotFoundError, match="missing"):
         NMNIST(tmp_path / "missing")
+
+
+def test_label_folders_outside_the_ten_digits_are_refused(nmnist_root):
+    stray = nmnist_root / "Train" / "10"
+    stray.mkdir()
+    write_nmnist_events(stray / "00000.bin", _events([(1, 1, 0, 10)]))
+    with pytest.raises(ValueError, match=r"Train.*\[0, 10\).*label 10 at sample 20 \(.*10/00000\.bin\)"):
+        NMNIST(nmnist_root, train=True)
+    stray.rename(nmnist_root / "Train" / "seven")
+    with pytest.raises(ValueError, match=r"seven.*not a class label.*0\.\.9"):
+        NMNIST(nmnist_root, train=True)
+    assert len(NMNIST(nmnist_root, train=False)) == 10  # the Test split is fine
+    (nmnist_root / "Train" / "seven" / "00000.bin").unlink()  # a folder with no .bin files is ignored
+    assert len(NMNIST(nmnist_root, train=True)) == 20

@@ -196,3 +196,28 @@ def test_bad_parameters(shd_file):
         SHD(shd_file, reduce="mean")
     with pytest.raises(ValueError, match="cache_dir"):
         SHD(shd_file, lazy=True, cache_dir="x")
+
+
+# ------------------------------------------------------------------------------ labels
+@pytest.mark.parametrize("lazy", [False, True])
+def test_out_of_range_label_names_file_value_and_sample(tmp_path, lazy):
+    p = write_spike_hdf5(tmp_path / "bad_labels.h5", TIMES, UNITS, [3, 57, 19])
+    with pytest.raises(ValueError, match=r"bad_labels.h5.*\[0, 20\).*label 57 at sample 1\b"):
+        SHD(p, max_time=0.01, lazy=lazy)
+    with pytest.raises(ValueError, match=r"\[0, 35\).*label 57 at sample 1\b"):
+        SSC(p, max_time=0.01, lazy=lazy)
+    ok = write_spike_hdf5(tmp_path / "ssc_ok.h5", TIMES, UNITS, [0, 34, 19])
+    assert SSC(ok, max_time=0.01, lazy=lazy)[1][1] == 34  # the last class is in range
+    assert SpikeHDF5(p, max_time=0.01, lazy=lazy)[1][1] == 57  # the generic loader has no class count
+
+
+def test_negative_or_fractional_labels_are_refused(tmp_path):
+    import h5py
+
+    for name, labels in (("neg.h5", np.array([0, -1, 2], np.int16)), ("frac.h5", np.array([0.0, 1.5, 2.0]))):
+        p = write_spike_hdf5(tmp_path / name, TIMES, UNITS, [0, 1, 2])
+        with h5py.File(p, "a") as f:
+            del f["labels"]
+            f.create_dataset("labels", data=labels)
+        with pytest.raises(ValueError, match=rf"{name}.*label {labels[1].item()!r} at sample 1\b"):
+            SpikeHDF5(p, max_time=0.01)

@@ -1,4 +1,4 @@
-"""Helpers shared by the dataset loaders: file checks, time binning, the on-disk cache."""
+"""Helpers shared by the dataset loaders: file and label checks, time binning, the on-disk cache."""
 
 from __future__ import annotations
 
@@ -30,6 +30,37 @@ def require_dir(path, what: str) -> Path:
     if not p.is_dir():
         raise FileNotFoundError(f"{what} not found: {str(p)!r} is not a directory")
     return p
+
+
+def check_labels(labels, num_classes: int | None, source: str, *, names=None) -> np.ndarray:
+    """``labels`` as int64 after checking that they are integer class indices in ``[0, num_classes)``.
+
+    ``source`` says where the labels come from (a quoted file name, as the loaders write it);
+    ``names[i]``, if given, names sample ``i`` (e.g. its file).  ``num_classes=None`` only
+    requires labels ``>= 0``.  A ``ValueError`` lists the first bad labels with their sample
+    indices and the expected range.
+    """
+    a = np.asarray(labels)
+    if a.ndim != 1:
+        raise ValueError(f"{source}: labels must be one integer per sample (1-D), got shape {list(a.shape)}")
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{source}: labels must be integers, got dtype {a.dtype}")
+    if num_classes is None:
+        expected = "integer class indices >= 0"
+    else:
+        expected = f"integer class indices in [0, {num_classes}) ({num_classes} classes)"
+    with np.errstate(invalid="ignore"):
+        bad = (a < 0) if num_classes is None else (a < 0) | (a >= num_classes)
+        if a.dtype.kind == "f":
+            bad |= ~np.isfinite(a) | (a != np.floor(a))
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        shown = ", ".join(f"label {a[i].item()!r} at sample {i}" + (f" ({names[i]})" if names is not None else "")
+                          for i in idx[:5])
+        more = f" and {idx.size - 5} more" if idx.size > 5 else ""
+        raise ValueError(f"{source}: {idx.size} of {a.size} labels are out of range, expected {expected}: "
+                         f"{shown}{more}")
+    return a.astype(np.int64)
 
 
 def check_positive(value, name: str) -> float:

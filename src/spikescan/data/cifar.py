@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._common import require_dir
+from ._common import check_labels, require_dir
 
 __all__ = ["CIFAR10", "CIFAR100", "read_cifar_batch", "write_cifar_batch"]
 
@@ -57,8 +57,11 @@ class _SafeUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
 
 
-def read_cifar_batch(path, label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR batch file -> ``(images [N, 3, 32, 32] uint8, labels [N] int64)``."""
+def read_cifar_batch(path, label_key: str = "labels", num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch file -> ``(images [N, 3, 32, 32] uint8, labels [N] int64)``.
+
+    Labels must be integers ``>= 0``, and below ``num_classes`` when it is given.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CIFAR batch file not found: {str(path)!r}")
@@ -73,7 +76,7 @@ def read_cifar_batch(path, label_key: str = "labels") -> tuple[np.ndarray, np.nd
     if "data" not in d or label_key not in d:
         raise ValueError(f"{str(path)!r} lacks 'data' or {label_key!r}; keys: {sorted(d)}")
     data = np.asarray(d["data"])
-    labels = np.asarray(d[label_key], dtype=np.int64)
+    labels = check_labels(d[label_key], num_classes, repr(str(path)))
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{str(path)!r}: 'data' must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
     if labels.shape != (data.shape[0],):
@@ -114,11 +117,9 @@ class _CIFAR(Dataset):
         if missing:
             raise FileNotFoundError(f"{type(self).__name__} batch files not found in {str(folder)!r}: {missing} "
                                     f"(expected the python version, folder {self.folder!r})")
-        parts = [read_cifar_batch(folder / n, self.label_key) for n in names]
+        parts = [read_cifar_batch(folder / n, self.label_key, self.num_classes) for n in names]
         self.images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
         self.labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-        if self.labels.numel() and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
-            raise ValueError(f"{str(folder)!r}: labels outside [0, {self.num_classes})")
         self.mode, self.num_steps, self.normalize, self.transform = mode, num_steps, normalize, transform
         self._mean = torch.tensor(_MEAN[self.num_classes]).view(3, 1, 1)
         self._std = torch.tensor(_STD[self.num_classes]).view(3, 1, 1)

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._checks import check_choice
+from ._common import check_labels
 from .encodings import latency_encode, rate_encode
 
 ENCODINGS = ("latency", "rate")
@@ -49,7 +50,7 @@ def load_digits_split(split_seed: int = 0, test_fraction: float = 0.2):
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     bunch = load_digits()
     images = bunch.data.astype(np.float32) / 16.0
-    labels = bunch.target.astype(np.int64)
+    labels = check_labels(bunch.target, NUM_CLASSES, "scikit-learn load_digits()")
     x_tr, x_te, y_tr, y_te = train_test_split(
         images, labels, test_size=test_fraction, random_state=split_seed, stratify=labels)
     return (torch.from_numpy(x_tr), torch.from_numpy(y_tr), torch.from_numpy(x_te), torch.from_numpy(y_te))

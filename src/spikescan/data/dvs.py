@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ._common import dense_counts
+from ._common import check_labels, dense_counts
 
 __all__ = ["events_to_frames", "DVSCIFAR10"]
 
@@ -98,7 +98,8 @@ class DVSCIFAR10(Dataset):
         self.source = tonic.datasets.CIFAR10DVS(save_to=str(root))
         self.sensor_size = tuple(getattr(self.source, "sensor_size", (128, 128, 2)))
         self.n_frames, self.split_by, self.size, self.transform = n_frames, split_by, size, transform
-        targets = np.asarray(self.source.targets, dtype=np.int64)
+        self._where = f"tonic CIFAR10DVS in {str(root)!r}"
+        targets = check_labels(self.source.targets, self.num_classes, self._where)
         if train is None:
             self.indices = np.arange(len(targets))
         else:
@@ -114,7 +115,10 @@ class DVSCIFAR10(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        events, label = self.source[int(self.indices[i])]
+        k = int(self.indices[i])
+        events, label = self.source[k]
+        if int(label) != int(self.targets[i]):
+            raise ValueError(f"{self._where}: sample {k} has label {label!r} but targets[{k}] = {self.targets[i]}")
         x = events_to_frames(events["x"], events["y"], events["p"], events["t"], self.sensor_size,
                              self.n_frames, split_by=self.split_by)
         if self.size is not None:

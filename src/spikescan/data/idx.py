@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .encodings import latency_encode, rate_encode, ttfs_encode
-from ._common import require_dir, require_file
+from ._common import check_labels, require_dir, require_file
 
 __all__ = ["read_idx", "write_idx", "MNISTLike", "MNIST", "FashionMNIST", "IMAGES_MAGIC", "LABELS_MAGIC"]
 
@@ -146,7 +146,7 @@ class MNISTLike(Dataset):
             raise ValueError(f"{str(self.images_path)!r} holds {len(images)} images but "
                              f"{str(self.labels_path)!r} holds {len(labels)} labels")
         self.images = torch.from_numpy(images.copy())
-        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.labels = torch.from_numpy(check_labels(labels, self.num_classes, repr(str(self.labels_path))))
         self.encoding, self.num_steps, self.flatten = encoding, num_steps, bool(flatten)
         self.encoding_kwargs, self.transform = encoding_kwargs, transform
         if encoding is not None:  # fail now, not in a worker, on bad encoder arguments

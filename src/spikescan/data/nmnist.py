@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._common import check_positive, dense_counts, finish_counts, num_bins, require_dir, require_file, time_bins
+from ._common import (check_labels, check_positive, dense_counts, finish_counts, num_bins, require_dir, require_file,
+                      time_bins)
 
 __all__ = ["EVENT_DTYPE", "NMNIST", "read_nmnist_events", "write_nmnist_events", "frame_events"]
 
@@ -97,8 +98,23 @@ def frame_events(events: np.ndarray, *, dt: float, num_steps: int, sensor_size=S
     return finish_counts(counts, binary, max_count)
 
 
+def _label_folders(split: Path):
+    """``(label, folder)`` for each sub-folder of ``split`` that holds ``.bin`` files; the name is the label."""
+    out = []
+    for sub in split.iterdir():
+        if not sub.is_dir() or next(sub.glob("*.bin"), None) is None:
+            continue
+        if not (sub.name.isascii() and sub.name.isdigit()):
+            raise ValueError(f"{str(sub)!r} holds .bin files but its name {sub.name!r} is not a class label "
+                             "(expected <digit>/*.bin with digit 0..9)")
+        out.append((int(sub.name), sub))
+    return out
+
+
 class NMNIST(Dataset):
     """N-MNIST from ``root/Train/<digit>/*.bin`` or ``root/Test/<digit>/*.bin``; items ``(x, label)``.
+
+    The folder name is the label: a folder of ``.bin`` files named anything but 0..9 is an error.
 
     ``root`` may also be the folder above an ``NMNIST/`` directory (tonic's layout).  Files are
     read and framed on access (see :func:`frame_events`); ``x`` is ``[T, P, 34, 34]``, or
@@ -125,13 +141,13 @@ class NMNIST(Dataset):
         self.binary, self.max_count, self.transform = bool(binary), max_count, transform
         self.files: list[Path] = []
         labels = []
-        for digit in range(10):
-            files = sorted((cand / str(digit)).glob("*.bin"))
+        for label, sub in sorted(_label_folders(cand)):
+            files = sorted(sub.glob("*.bin"))
             self.files += files
-            labels += [digit] * len(files)
+            labels += [label] * len(files)
         if not self.files:
             raise FileNotFoundError(f"no N-MNIST .bin files under {str(cand)!r} (expected <digit>/*.bin)")
-        self.labels = np.asarray(labels, dtype=np.int64)
+        self.labels = check_labels(labels, self.num_classes, repr(str(cand)), names=self.files)
 
     def __len__(self) -> int:
         return len(self.files)

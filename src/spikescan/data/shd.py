@@ -26,7 +26,8 @@ from typing import Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from ._common import cache_key, check_positive, dense_from_sparse, load_or_build, num_bins, require_file, time_bins
+from ._common import (cache_key, check_labels, check_positive, dense_from_sparse, load_or_build, num_bins,
+                      require_file, time_bins)
 
 __all__ = ["SpikeHDF5", "SHD", "SSC", "bin_spikes", "write_spike_hdf5"]
 
@@ -126,7 +127,8 @@ class SpikeHDF5(Dataset):
 
         with self._open() as f:
             times, units, labels = self._datasets(f)
-            self.labels = self._read(lambda: np.asarray(labels[()], dtype=np.int64), "labels")
+            self.labels = check_labels(self._read(lambda: labels[()], "labels"), self.num_classes,
+                                       repr(str(self.path)))
             self.speakers = None
             if "extra" in f and "speaker" in f["extra"]:
                 self.speakers = self._read(lambda: np.asarray(f["extra"]["speaker"][()]), "extra/speaker")
