@@ -221,3 +221,41 @@ def test_negative_or_fractional_labels_are_refused(tmp_path):
             f.create_dataset("labels", data=labels)
         with pytest.raises(ValueError, match=rf"{name}.*label {labels[1].item()!r} at sample 1\b"):
             SpikeHDF5(p, max_time=0.01)
+
+
+def test_cache_follows_content_not_size_and_mtime(tmp_path):
+    """A file rewritten in place with the same size and its old mtime must not be served from the cache."""
+    p = write_spike_hdf5(tmp_path / "shd_train.h5", TIMES, UNITS, LABELS, time_dtype="float32")
+    st = p.stat()
+    cache = tmp_path / "cache"
+    a = SHD(p, max_time=0.01, cache_dir=cache)
+    assert not a.cache_hit
+    moved = [[t + 0.001 for t in ts] for ts in TIMES]  # every spike one bin later; same counts, same layout
+    write_spike_hdf5(p, moved, UNITS, LABELS, time_dtype="float32")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (p.stat().st_size, p.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)  # what an old key saw
+    b = SHD(p, max_time=0.01, cache_dir=cache)
+    assert not b.cache_hit
+    assert torch.equal(b[0][0], SHD(p, max_time=0.01)[0][0])  # the new content, binned afresh
+    assert not torch.equal(b[0][0], a[0][0])
+    # touching the file without changing it keeps the cache
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert SHD(p, max_time=0.01, cache_dir=cache).cache_hit
+
+
+def test_cache_not_saved_when_the_file_changes_while_binning(tmp_path, shd_file, monkeypatch):
+    cache = tmp_path / "cache"
+    real = SpikeHDF5._bin_all
+
+    def bin_then_write(self):
+        out = real(self)
+        st = shd_file.stat()
+        os.utime(shd_file, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a writer got in meanwhile
+        return out
+
+    monkeypatch.setattr(SpikeHDF5, "_bin_all", bin_then_write)
+    a = SHD(shd_file, max_time=0.01, cache_dir=cache)
+    assert not a.cache_hit and not a.cache_path.exists()
+    monkeypatch.setattr(SpikeHDF5, "_bin_all", real)
+    assert not SHD(shd_file, max_time=0.01, cache_dir=cache).cache_hit
+    assert SHD(shd_file, max_time=0.01, cache_dir=cache).cache_hit

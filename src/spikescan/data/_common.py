@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: keyed by content (1: by path, size and mtime)
 
 
 def require_file(path, what: str) -> Path:
@@ -103,11 +103,32 @@ def dense_from_sparse(flat: np.ndarray, value: np.ndarray, shape) -> torch.Tenso
 
 
 # ----------------------------------------------------------------------------- cache
+def file_sha256(path: Path) -> str:
+    """sha256 of every byte of ``path``."""
+    h = hashlib.sha256()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def file_state(path: Path) -> tuple[int, int, int, int]:
+    """``(size, mtime_ns, ctime_ns, inode)``: changes when the file is written, replaced or touched."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
 def cache_key(source: Path, params: dict) -> str:
-    """Hash of the source file's identity (absolute path, size, mtime) and the binning parameters."""
-    st = source.stat()
-    ident = {"path": str(source.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-             "version": _CACHE_VERSION, **params}
+    """Hash of the source file's content (sha256 of all of it) and the binning parameters.
+
+    The whole file is hashed, not its size and mtime (a file rewritten in place can keep both)
+    nor a sample of its blocks (which can miss a change).  sha256 runs about as fast as the file
+    can be read, a small part of the time that binning the same file takes, so a cache hit stays
+    cheap.  The path is not part of the key: a moved or copied file with the same name still hits.
+    """
+    ident = {"sha256": file_sha256(source), "version": _CACHE_VERSION, **params}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -127,10 +148,13 @@ def save_npz_atomic(path: Path, arrays: dict) -> None:
         raise
 
 
-def load_or_build(cache_path: Path | None, build: Callable[[], dict]) -> tuple[dict, bool]:
+def load_or_build(cache_path: Path | None, build: Callable[[], dict],
+                  unchanged: Callable[[], bool] | None = None) -> tuple[dict, bool]:
     """Arrays from ``cache_path`` if it holds a readable cache, else ``build()`` (and save it).
 
     Returns ``(arrays, hit)``.  A cache file that cannot be read is rebuilt and overwritten.
+    ``unchanged()``, if given, is asked after ``build()``: when it says the source changed
+    meanwhile, the arrays are returned but not saved (the key was computed from the old content).
     """
     if cache_path is not None and cache_path.is_file():
         try:
@@ -139,6 +163,6 @@ def load_or_build(cache_path: Path | None, build: Callable[[], dict]) -> tuple[d
         except (OSError, ValueError, EOFError, zipfile.BadZipFile):
             pass
     arrays = build()
-    if cache_path is not None:
+    if cache_path is not None and (unchanged is None or unchanged()):
         save_npz_atomic(cache_path, arrays)
     return arrays, False

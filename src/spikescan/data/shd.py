@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from ._common import (cache_key, check_labels, check_positive, dense_from_sparse, load_or_build, num_bins,
-                      require_file, time_bins)
+from ._common import (cache_key, check_labels, check_positive, dense_from_sparse, file_state, load_or_build,
+                      num_bins, require_file, time_bins)
 
 __all__ = ["SpikeHDF5", "SHD", "SSC", "bin_spikes", "write_spike_hdf5"]
 
@@ -81,7 +81,8 @@ class SpikeHDF5(Dataset):
         max_count: clip counts at this value (ignored with ``binary``).
         lazy: read and bin each item from the file on access instead of binning it all up front.
         cache_dir: in-memory mode only; keep the binned data in ``cache_dir`` as ``.npz``, keyed
-            by the file's path, size and mtime and by every binning parameter.
+            by the sha256 of the file's content and by every binning parameter (a file changed
+            in place is never served from the cache, even with its size and mtime kept).
         trim: return each sample only up to its last non-empty bin (variable ``T``; batch with
             :func:`spikescan.data.collate.pad_collate`).
         transform: callable applied to ``x`` (e.g. the SPSN augmentation in
@@ -134,10 +135,13 @@ class SpikeHDF5(Dataset):
                 self.speakers = self._read(lambda: np.asarray(f["extra"]["speaker"][()]), "extra/speaker")
         if self.lazy:
             return
+        unchanged = None
         if cache_dir is not None:
+            state = file_state(self.path)  # taken before hashing: a write from now on changes it
             key = cache_key(self.path, self._params())
             self.cache_path = Path(cache_dir).expanduser() / f"{self.path.stem}-{key}.npz"
-        arrays, self.cache_hit = load_or_build(self.cache_path, self._bin_all)
+            unchanged = lambda: file_state(self.path) == state  # noqa: E731
+        arrays, self.cache_hit = load_or_build(self.cache_path, self._bin_all, unchanged)
         self._offsets, self._flat, self._value = arrays["offsets"], arrays["flat"], arrays["value"]
 
     # ------------------------------------------------------------------ file access
