@@ -7,7 +7,8 @@ then blue values of a 32 x 32 image in row-major order) and ``b"labels"``.  CIFA
 ``b"coarse_labels"`` (20).
 
 The pickles are read with a restricted unpickler that only rebuilds numpy arrays and plain
-Python containers, so a tampered file cannot run code.
+Python containers, so a tampered file cannot run code.  It reads what numpy 1.x and 2.x write
+under every pickle protocol (0..5) from Python 2 (the official files) or Python 3.
 
 Modes (``x`` for one sample, pixels scaled to ``[0, 1]``, optionally normalised):
 
@@ -38,23 +39,115 @@ _STD = {10: (0.2470, 0.2435, 0.2616), 100: (0.2673, 0.2564, 0.2762)}
 _MODES = ("image", "static", "row", "column")
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Only the globals a pickled numpy array needs; everything else is refused."""
+class _Refused(pickle.UnpicklingError):
+    pass
 
-    _reconstruct = np.zeros(1).__reduce__()[0]
+
+class _DType:
+    """A pickled ``numpy.dtype(code, align, copy)`` and its ``__setstate__``, resolved to a plain dtype.
+
+    Never handed to numpy's own ``dtype.__setstate__``: that accepts any flags, and an object
+    dtype whose flags say "no objects" turns raw bytes into object pointers.  Only the type code
+    (e.g. ``'u1'``, ``'f8'``, ``'S5'``) and the byte order of the state are used.
+    """
+
+    _KINDS = "biufcSU"  # bool, integers, floats, complex, fixed-size strings: no pointers inside
+
+    def __init__(self, code, *flags):
+        self.code, self.state = code, None
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def resolve(self) -> np.dtype:
+        code = self.code.decode("ascii") if isinstance(self.code, bytes) else self.code
+        dt = np.dtype(code) if isinstance(code, str) else None
+        if dt is None or dt.kind not in self._KINDS or dt.fields is not None or dt.subdtype is not None:
+            raise _Refused(f"numpy.dtype({self.code!r}): only plain numeric or string dtypes are allowed")
+        st = self.state
+        if st is None:
+            return dt
+        if not isinstance(st, tuple) or len(st) < 5 or any(v is not None for v in st[2:5]):
+            raise _Refused(f"a numpy.dtype state {st!r}: only plain dtypes (no fields or subarrays) are allowed")
+        order = st[1].decode("ascii") if isinstance(st[1], bytes) else st[1]
+        if order not in ("<", ">", "|", "="):
+            raise _Refused(f"a numpy.dtype byte order {st[1]!r}")
+        return dt.newbyteorder(order) if order in "<>" else dt
+
+
+class _PickledArray(np.ndarray):
+    """What ``_reconstruct`` makes; its ``__setstate__`` takes only raw bytes of a plain dtype."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise _Refused(f"an ndarray state of {type(state).__name__}")
+        *head, dtype, fortran, data = state
+        if not isinstance(dtype, _DType) or not isinstance(data, (bytes, bytearray)):
+            raise _Refused(f"an ndarray state with dtype {type(dtype).__name__} and data {type(data).__name__}: "
+                           "only raw bytes of a plain dtype are allowed")
+        super().__setstate__((*head, dtype.resolve(), fortran, data))
+
+
+def _reconstruct(subtype, shape, typecode):
+    """``numpy.core.multiarray._reconstruct`` (every protocol; protocol 5 only for strided arrays)."""
+    if subtype is not _NDARRAY:
+        raise _Refused(f"_reconstruct of {subtype!r}: only numpy.ndarray is allowed")
+    return _np_reconstruct(_PickledArray, shape, typecode)
+
+
+def _frombuffer(buf, dtype, shape, order, axis_order=None):
+    """``numpy.core.numeric._frombuffer`` (protocol 5, contiguous arrays) for in-band bytes only."""
+    if not isinstance(buf, (bytes, bytearray)) or not isinstance(dtype, _DType):
+        raise _Refused(f"_frombuffer of {type(buf).__name__} with dtype {type(dtype).__name__}")
+    return _np_frombuffer(buf, dtype.resolve(), shape, order, axis_order)
+
+
+def _latin1(text, encoding):
+    """``_codecs.encode(text, 'latin1')``: how Python 3 writes ``bytes`` under protocols 0..2."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise _Refused(f"_codecs.encode with encoding {encoding!r}: only 'latin1' of a str is allowed")
+    return text.encode("latin1")
+
+
+def _empty_bytes():
+    """``bytes()``: how Python 3 writes ``b""`` under protocols 0..2."""
+    return b""
+
+
+class _NDArrayName:
+    """Stands in for ``numpy.ndarray``: array pickles pass it to ``_reconstruct``, never call it."""
+
+    def __call__(self, *args, **kwargs):
+        raise _Refused("calling numpy.ndarray directly")
+
+
+_NDARRAY = _NDArrayName()
+_np_reconstruct = np.zeros(1).__reduce__()[0]
+_np_frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Only what numpy 1.x / 2.x pickles of plain arrays name (protocols 0..5, Python 2 and 3); nothing else.
+
+    Each allowed name maps to a narrow stand-in that can do no more than rebuild an array of a
+    plain dtype from raw bytes, or a bytes object.
+    """
+
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): __import__("codecs").encode,
+        **{(f"numpy.{core}.multiarray", "_reconstruct"): _reconstruct for core in ("core", "_core")},
+        **{(f"numpy.{core}.numeric", "_frombuffer"): _frombuffer for core in ("core", "_core")},
+        ("numpy", "ndarray"): _NDARRAY,
+        ("numpy", "dtype"): _DType,
+        ("_codecs", "encode"): _latin1,
+        ("__builtin__", "bytes"): _empty_bytes,  # protocols 0..2 name builtins so (fix_imports=True)
+        ("builtins", "bytes"): _empty_bytes,  # ... or so with fix_imports=False
     }
 
     def find_class(self, module, name):
         try:
             return self._ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
+            raise _Refused(f"{module}.{name}") from None
 
 
 def read_cifar_batch(path, label_key: str = "labels", num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +160,9 @@ def read_cifar_batch(path, label_key: str = "labels", num_classes: int | None = 
         raise FileNotFoundError(f"CIFAR batch file not found: {str(path)!r}")
     try:
         d = _SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except _Refused as e:
+        raise ValueError(f"{str(path)!r}: refusing to unpickle {e}: a CIFAR batch holds only numpy arrays and "
+                         "plain Python values (a tampered or malicious file?)") from None
     except Exception as e:  # truncated pickles raise EOFError, UnpicklingError, ValueError, ...
         raise ValueError(f"{str(path)!r} is not a readable CIFAR python batch (truncated or corrupt?): "
                          f"{type(e).__name__}: {e}") from None
