@@ -248,3 +248,11 @@ def test_arrays_of_other_dtypes_are_refused(tmp_path, array, protocol):
     p.write_bytes(pickle.dumps({b"data": array, b"labels": []}, protocol=protocol))
     with pytest.raises(ValueError, match=r"'.*/b'.*refusing"):
         read_cifar_batch(p)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x80\x05", b"not a pickle at all", bytes(range(256))])
+def test_not_a_pickle_is_refused_with_the_file_named(tmp_path, data):
+    p = tmp_path / "data_batch_4"
+    p.write_bytes(data)
+    with pytest.raises(ValueError, match=r"data_batch_4.*(truncated or corrupt|refusing|expected a pickled dict)"):
+        read_cifar_batch(p)

@@ -110,3 +110,24 @@ def test_out_of_range_label_names_file_value_and_sample(tmp_path, cls, bad):
     with pytest.raises(ValueError, match=rf"train-labels-idx1-ubyte.*\[0, 10\).*label {bad} at sample 1\b"):
         cls(tmp_path)
     assert len(cls(tmp_path, train=False)) == 3  # the test split's labels are fine
+
+
+def test_corrupt_or_truncated_files_are_refused_with_the_file_named(tmp_path):
+    _make_root(tmp_path, gz=True)
+    img = tmp_path / "train-images-idx3-ubyte.gz"
+    good = img.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF  # one flipped byte in the deflate stream
+    for data in (bytes(bad), good[: len(good) // 2], good[:5], b""):
+        img.write_bytes(data)
+        with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz.*(gzip|truncated)"):
+            MNIST(tmp_path)
+    img.write_bytes(good)
+    lbl = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    lbl.write_bytes(gzip.compress(gzip.decompress(lbl.read_bytes())[:-1]))  # a valid gzip of a short file
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte\.gz.*truncated"):
+        MNIST(tmp_path, train=False)
+    raw = tmp_path / "raw"
+    raw.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"raw.*truncated: 0 bytes"):
+        read_idx(raw)

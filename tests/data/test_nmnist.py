@@ -114,3 +114,18 @@ def test_label_folders_outside_the_ten_digits_are_refused(nmnist_root):
     assert len(NMNIST(nmnist_root, train=False)) == 10  # the Test split is fine
     (nmnist_root / "Train" / "seven" / "00000.bin").unlink()  # a folder with no .bin files is ignored
     assert len(NMNIST(nmnist_root, train=True)) == 20
+
+
+def test_empty_or_garbage_files_are_refused_with_the_file_named(nmnist_root):
+    p = nmnist_root / "Train" / "3" / "00001.bin"
+    p.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"3/00001\.bin.*empty"):
+        read_nmnist_events(p)
+    with pytest.raises(ValueError, match="events is empty"):
+        write_nmnist_events(p, _events([]))
+    ds = NMNIST(nmnist_root)
+    with pytest.raises(ValueError, match=r"3/00001\.bin.*empty"):
+        ds[7]
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, 5 * 40, dtype=np.uint8).tobytes())  # not events
+    with pytest.raises(ValueError, match=r"3/00001\.bin.*outside the 34x34 sensor"):
+        ds[7]

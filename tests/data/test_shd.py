@@ -259,3 +259,21 @@ def test_cache_not_saved_when_the_file_changes_while_binning(tmp_path, shd_file,
     monkeypatch.setattr(SpikeHDF5, "_bin_all", real)
     assert not SHD(shd_file, max_time=0.01, cache_dir=cache).cache_hit
     assert SHD(shd_file, max_time=0.01, cache_dir=cache).cache_hit
+
+
+@pytest.mark.parametrize("keep", ["none", "8 bytes", "a tenth", "all but one byte"])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_truncated_anywhere_is_refused_with_the_file_named(shd_file, keep, lazy):
+    data = shd_file.read_bytes()
+    n = {"none": 0, "8 bytes": 8, "a tenth": len(data) // 10, "all but one byte": len(data) - 1}[keep]
+    shd_file.write_bytes(data[:n])
+    with pytest.raises(ValueError, match=r"shd_train\.h5.*not a readable HDF5"):
+        SHD(shd_file, lazy=lazy)
+
+
+def test_corrupt_superblock_is_refused_with_the_file_named(shd_file):
+    data = bytearray(shd_file.read_bytes())
+    data[:8] = b"\0" * 8  # the HDF5 signature
+    shd_file.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"shd_train\.h5.*not a readable HDF5"):
+        SHD(shd_file)

@@ -36,9 +36,16 @@ _OVERFLOW_STEP = 2 ** 13
 
 
 def read_nmnist_events(path) -> np.ndarray:
-    """Decode one N-MNIST ``.bin`` file into a structured array of :data:`EVENT_DTYPE`."""
+    """Decode one N-MNIST ``.bin`` file into a structured array of :data:`EVENT_DTYPE`.
+
+    An empty file, or one whose size is not a multiple of 5 bytes, raises a ``ValueError`` naming
+    it.  (A file cut at an event boundary is a shorter recording and cannot be told apart.)
+    """
     path = require_file(path, "N-MNIST event file")
     raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    if raw.size == 0:
+        raise ValueError(f"{str(path)!r} is empty (0 bytes): an N-MNIST recording holds 5-byte events "
+                         "(truncated or failed download?)")
     if raw.size % 5:
         raise ValueError(f"{str(path)!r} is truncated or not an N-MNIST event file: its size {raw.size} bytes "
                          "is not a multiple of 5 (each event is 40 bits)")
@@ -61,6 +68,8 @@ def write_nmnist_events(path, events) -> Path:
     Timestamps must lie in ``[0, 2**23)`` us (no overflow markers are written).
     """
     x, y, p, t = (np.asarray(events[k], dtype=np.int64) for k in ("x", "y", "p", "t"))
+    if x.size == 0:
+        raise ValueError("events is empty: an N-MNIST file holds at least one event (empty files are refused)")
     for name, v, hi in (("x", x, 256), ("y", y, 256), ("p", p, 2), ("t", t, 2 ** 23)):
         if v.size and (v.min() < 0 or v.max() >= hi):
             raise ValueError(f"events[{name!r}] must lie in [0, {hi}), got [{v.min()}, {v.max()}]")
