@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -37,7 +37,7 @@ from torch import nn
 from ._comm import guard
 
 __all__ = ["DistEnv", "init_from_env", "is_distributed", "is_main", "make_sampler", "all_reduce_metrics",
-           "wrap_model", "barrier", "cleanup"]
+           "all_true", "broadcast_object", "gather_objects", "wrap_model", "barrier", "cleanup"]
 
 #: default process-group timeout (seconds) of :func:`init_from_env`; ``SPIKESCAN_DIST_TIMEOUT`` overrides it
 DEFAULT_TIMEOUT_S = 300.0
@@ -169,6 +169,37 @@ def all_reduce_metrics(metrics: Mapping[str, float], *, op: str = "mean",
     if op == "mean":
         out = [v / total_w for v in out]
     return dict(zip(keys, out))
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (picklable objects; identity in a single process)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    with guard("broadcast_object", None):
+        dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in a single process)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    with guard("gather_objects", None):
+        dist.all_gather_object(out, obj)
+    return out
+
+
+def all_true(flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (one tiny all_reduce; ``flag`` itself in a single process)."""
+    if not is_distributed():
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([0 if flag else 1], dtype=torch.int32, device=device)
+    with guard("all_true", None):
+        dist.all_reduce(t)
+    return int(t.item()) == 0
 
 
 def wrap_model(model: nn.Module, *, find_unused_parameters: bool = False, **ddp_kwargs) -> nn.Module:
