@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .checkpoint import write_json, write_text
-from .loop import TrainConfig, train
+from .loop import TrainConfig, config_differences, train
 
 __all__ = ["NEURON_SETTINGS", "compare", "format_table"]
 
@@ -50,18 +50,11 @@ def _config(base: dict, neuron: str, seed: int, run_dir: Path, settings: dict) -
     return cfg.resolved()
 
 
-def _same(saved: dict, cfg: TrainConfig) -> list[str]:
-    """Fields where ``saved`` differs from ``cfg``; a field an older config lacks counts at its default."""
-    want = dataclasses.asdict(cfg)
-    default = dataclasses.asdict(TrainConfig())
-    return sorted(k for k in want if k != "out_dir" and saved.get(k, default[k]) != want[k])
-
-
 def _run_one(cfg: TrainConfig, log) -> dict:
     run_dir = Path(cfg.out_dir)
     cfg_path, final_path = run_dir / "config.json", run_dir / "final.json"
     if cfg_path.is_file():
-        diff = _same(json.loads(cfg_path.read_text()), cfg)
+        diff = sorted(config_differences(json.loads(cfg_path.read_text()), cfg))
         if diff:
             raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(diff)}); "
                              "use another --out or delete it")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, write_json
-from .loop import TrainConfig, _collate, build_model
+from .loop import DTYPES, TrainConfig, _collate, build_model
 from .losses import readout_logits
 from .recorder import record_spikes
 
@@ -56,7 +56,7 @@ def evaluate(run_dir, *, data_dir=None, trials: int = 1, seed: int = 0, batch_si
         torch.set_num_threads(int(threads))
     _, test_set, n_in, n_out = build_datasets(cfg.dataset, cfg.data_dir, num_steps=cfg.num_steps, dt=cfg.dt,
                                               encoding=cfg.encoding, seed=cfg.seed, test_only=True)
-    model = build_model(cfg, n_in, n_out).to(cfg.device)
+    model = build_model(cfg, n_in, n_out).to(cfg.device, DTYPES[cfg.dtype])
     model.load_state_dict(state["model"])
     model.eval()
     loader = DataLoader(test_set, batch_size=batch_size or cfg.eval_batch_size, shuffle=False, collate_fn=_collate)
@@ -70,7 +70,7 @@ def evaluate(run_dir, *, data_dir=None, trials: int = 1, seed: int = 0, batch_si
                 if cfg.max_batches is not None and b >= cfg.max_batches:
                     break
                 with record_spikes(model) as spikes:
-                    out = model(x.to(cfg.device))
+                    out = model(x.to(cfg.device, DTYPES[cfg.dtype]))
                 logits_k.append(readout_logits(out, cfg.readout).cpu())
                 ys.append(y)
                 for s in spikes:
@@ -117,6 +117,6 @@ def load_run_model(run_dir) -> tuple[torch.nn.Module, TrainConfig]:
     if not matrices:
         raise ValueError(f"{run_dir / 'checkpoint.pt'} holds no weight matrix: not a spikescan network checkpoint")
     n_in, n_out = matrices[0].shape[1], matrices[-1].shape[0]
-    model = build_model(cfg, n_in, n_out)
+    model = build_model(cfg, n_in, n_out).to(DTYPES[cfg.dtype])
     model.load_state_dict(state["model"])
     return model.eval(), cfg

@@ -3,10 +3,16 @@
 A run folder holds ``config.json`` (the exact :class:`TrainConfig`, with the data set's defaults
 filled in), ``metrics.json`` and ``metrics.csv`` (one row per epoch), ``curves.png``,
 ``raster.png`` (the spikes of one test sample in every hidden layer, after training),
-``final.json`` and ``checkpoint.pt`` (model, optimiser, scheduler and every RNG state, written
-atomically after each epoch).  ``resume=True`` continues a
-run from its last checkpoint and reproduces the uninterrupted run exactly (same seed, same
-device).
+``final.json`` and ``checkpoint.pt`` (model, optimiser, scheduler and the RNG states of every
+rank, written atomically after each epoch).  ``resume=True`` continues a run from its last
+checkpoint and reproduces the uninterrupted run exactly (same seed, device and number of ranks);
+it may train a run longer (more ``epochs``) or read its data from elsewhere, and refuses any other
+change of the configuration (:data:`RESUMABLE_FIELDS`).
+
+One process trains in a run folder at a time (:class:`~spikescan.train.rundir.RunFolder`), and a
+run that fails before its first checkpoint removes what it wrote, so a corrected rerun starts
+afresh.  A non-finite loss or weight stops the run with :class:`TrainingDivergedError`, keeping
+the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -24,17 +30,26 @@ from torch.utils.data import DataLoader
 
 from .._checks import check_choice
 from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
+from .rundir import RunFolder
 from ..data.augment import Compose, RandomChannelShift, RandomScale
 from ..data.collate import pad_collate
 from ..data.registry import DATASETS, build_datasets as _build_data, dataset_spec
 from .losses import READOUTS, readout_cross_entropy, readout_logits
-from .models import NEURONS, FeedForwardSNN
+from .models import NEURONS, FeedForwardSNN, check_backend
 from .plots import plot_spike_raster, plot_training_curves
 from .recorder import record_spikes
 from .regularizers import spike_rate_regularizer
 
 OPTIMIZERS = ("adam", "adamw", "adamax")
 SCHEDULES = ("none", "cosine", "step")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: fields ``resume`` may change: ``epochs`` (train longer), where the data is, and how to run it
+RESUMABLE_FIELDS = ("epochs", "data_dir", "device", "threads", "eval_batch_size")
+_SEED_LIMIT = 2**64  # torch generators take seeds in [0, 2**64)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or a weight became NaN/Inf; the run folder keeps its last good checkpoint."""
 
 
 @dataclass
@@ -69,6 +84,7 @@ class TrainConfig:
     readout: str = "mean"
     dropout: float = 0.0
     backend: str = "auto"
+    dtype: str = "float32"
     epochs: int = 30
     batch_size: int = 32
     lr: float = 3e-3
@@ -105,29 +121,47 @@ class TrainConfig:
         return TrainConfig(**d)
 
     def validate(self) -> None:
+        """Raise ``ValueError`` / ``TypeError`` naming the first field that is out of range or of the wrong type."""
         check_choice(self.dataset, "dataset", tuple(DATASETS))
         check_choice(self.neuron, "neuron", NEURONS)
         check_choice(self.readout, "readout", READOUTS)
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         check_choice(self.schedule, "schedule", SCHEDULES)
-        if self.threads is not None and int(self.threads) < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
-        for name in ("epochs", "batch_size", "num_steps", "max_batches", "eval_batch_size"):
-            v = getattr(self, name)
-            if v is not None and int(v) < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        if self.dt is not None and not self.dt > 0:
-            raise ValueError(f"dt must be > 0, got {self.dt}")
+        check_choice(self.dtype, "dtype", tuple(DTYPES))
+        if not isinstance(self.backend, str):
+            raise TypeError(f"backend must be a string, got {type(self.backend).__name__}")
+        check_backend(self.neuron, self.backend)
+        for name in ("epochs", "batch_size", "eval_batch_size", "num_steps", "max_batches", "threads"):
+            _check_int(getattr(self, name), name, low=1, optional=name in ("num_steps", "max_batches", "threads"))
+        _check_int(self.seed, "seed", low=0, high=_SEED_LIMIT - 1)
+        if not isinstance(self.hidden, (list, tuple)) or not self.hidden:
+            raise ValueError(f"hidden must be a non-empty list of layer sizes, got {self.hidden!r}")
+        for h in self.hidden:
+            _check_int(h, "hidden", low=1)
+        _check_float(self.lr, "lr", low=0.0, low_inclusive=False)
+        _check_float(self.weight_decay, "weight_decay", low=0.0)
+        _check_float(self.reg_weight, "reg_weight", low=0.0)
+        _check_float(self.dropout, "dropout", low=0.0, high=1.0, high_inclusive=False)
+        _check_float(self.tau_mem, "tau_mem", low=0.0, low_inclusive=False)
+        if self.tau_syn is not None:
+            _check_float(self.tau_syn, "tau_syn", low=0.0, low_inclusive=False)
+        if self.dt is not None:
+            _check_float(self.dt, "dt", low=0.0, low_inclusive=False)
         for name in ("k_shift", "k_scale"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+            _check_float(getattr(self, name), name, low=0.0, high=1.0, high_inclusive=False)
+        if self.theta_reg is not None:
+            _check_float(self.theta_reg, "theta_reg", low=0.0, high=1.0)
         for name in ("neuron_kwargs", "readout_kwargs"):
             if not isinstance(getattr(self, name), dict):
                 raise TypeError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.theta_reg is not None and not 0.0 <= self.theta_reg <= 1.0:
-            raise ValueError(f"theta_reg must be in [0, 1], got {self.theta_reg}")
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {type(self.device).__name__}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as e:
+            raise ValueError(f"device {self.device!r} is not a torch device ({e})") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} was asked for, but CUDA is not available here")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -136,6 +170,40 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
+
+
+def _check_int(v, name: str, *, low: int, high: int | None = None, optional: bool = False) -> None:
+    if v is None and optional:
+        return
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name} must be an int, got {v!r}")
+    if v < low or (high is not None and v > high):
+        raise ValueError(f"{name} must be an int in [{low}, {'inf' if high is None else high}], got {v}")
+
+
+def _check_float(v, name: str, *, low: float | None = None, high: float | None = None,
+                 low_inclusive: bool = True, high_inclusive: bool = True) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{name} must be a number, got {v!r}")
+    too_low = low is not None and (v < low if low_inclusive else v <= low)
+    too_high = high is not None and (v > high if high_inclusive else v >= high)
+    if not math.isfinite(v) or too_low or too_high:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ValueError(f"{name} must be a finite number in {'[' if low_inclusive else '('}{lo}, {hi}"
+                         f"{']' if high_inclusive else ')'}, got {v!r}")
+
+
+def config_differences(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{field: (saved value, cfg value)}`` where a saved config dict differs from ``cfg``.
+
+    A field an older config lacks counts at its default; ``out_dir`` and the informational
+    ``preset`` are not compared.
+    """
+    want = dataclasses.asdict(cfg)
+    default = dataclasses.asdict(TrainConfig())
+    return {k: (saved.get(k, default[k]), want[k]) for k in want
+            if k not in ("out_dir", "preset") and saved.get(k, default[k]) != want[k]}
 
 
 def train_transform(cfg: TrainConfig):
@@ -182,10 +250,14 @@ def _scheduler(cfg: TrainConfig, opt):
 def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = False, desc: str = "",
               reduce: bool = False):
     """One pass over ``loader``; trains when ``optimizer`` is given.  Returns mean loss/acc/spike rates
-    (over every rank's samples with ``reduce=True``, for a data-parallel epoch)."""
+    (over every rank's samples with ``reduce=True``, for a data-parallel epoch).
+
+    A training step whose loss (cross-entropy plus regulariser) is not finite on any rank raises
+    :class:`TrainingDivergedError` before the optimiser applies it.
+    """
     training = optimizer is not None
     model.train(training)
-    device = torch.device(cfg.device)
+    device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
     totals = {"loss": 0.0, "correct": 0, "n": 0, "spikes": 0.0, "neuron_steps": 0.0, "hidden_neurons": 0}
     iterator = loader
     if progress:
@@ -196,7 +268,7 @@ def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = 
         for k, (x, y) in enumerate(iterator):
             if cfg.max_batches is not None and k >= cfg.max_batches:
                 break
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, dtype), y.to(device)
             with record_spikes(model) as spikes:
                 u = model(x)
             loss = readout_cross_entropy(u, y, cfg.readout)
@@ -204,6 +276,15 @@ def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = 
             if cfg.theta_reg is not None and spikes:
                 total = loss + cfg.reg_weight * spike_rate_regularizer(spikes, cfg.theta_reg)
             if training:
+                finite = bool(torch.isfinite(total.detach()))
+                if reduce:
+                    from ..distributed.ddp import all_true
+
+                    finite = all_true(finite)  # every rank stops at the same step
+                if not finite:
+                    raise TrainingDivergedError(
+                        f"{desc or 'training'}, batch {k + 1}: the loss is not finite (cross-entropy "
+                        f"{float(loss.detach())}, total {float(total.detach())} on this rank): training diverged")
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
@@ -245,22 +326,97 @@ def _new_run_dir(cfg: TrainConfig) -> Path:
     return path
 
 
-def _rng_state(loader_gen: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "loader": loader_gen.get_state()}
+def _rng_state(loader_gen: torch.Generator, device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state(), "loader": loader_gen.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, loader_gen: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    loader_gen.set_state(state["loader"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _start_config(cfg: TrainConfig, run_dir: Path, resume: bool, world_size: int):
+    """``(cfg, checkpoint state or None)`` to start from; raises when the folder's run and the request disagree."""
+    cfg_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
+    if not resume:
+        if cfg_path.exists():
+            never = "" if ckpt_path.exists() else " that never finished an epoch"
+            raise FileExistsError(f"{run_dir} already holds a run{never}; pass --resume to continue it or "
+                                  "choose another --out")
+        return cfg, None
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"cannot resume: {cfg_path} does not exist")
+    try:
+        saved = json.loads(cfg_path.read_text())
+        TrainConfig.from_dict(saved)
+    except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"cannot resume: {cfg_path} is not a spikescan run configuration ({e})") from None
+    fixed = {k: v for k, v in config_differences(saved, cfg).items() if k not in RESUMABLE_FIELDS}
+    if fixed:
+        changes = "; ".join(f"{k}: the run has {a!r}, asked {b!r}" for k, (a, b) in sorted(fixed.items()))
+        raise ValueError(f"cannot resume {run_dir} with a changed configuration ({changes}). On --resume only "
+                         f"{', '.join(RESUMABLE_FIELDS)} may change; start a new run (another --out) for the rest")
+    cfg.preset = saved.get("preset")
+    state = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if state is None:
+        return cfg, None
+    done = int(state["epoch"])
+    trained_on = state.get("world_size")
+    if trained_on is not None and int(trained_on) != world_size:
+        raise ValueError(f"{run_dir} was trained on {trained_on} rank(s); resume it on {trained_on} for an exact "
+                         f"continuation (this launch has {world_size})")
+    if cfg.epochs < done:
+        raise ValueError(f"{run_dir} has already trained {done} epochs: epochs must be >= {done}, got {cfg.epochs}")
+    if cfg.epochs == done and (run_dir / "final.json").exists():
+        raise ValueError(f"{run_dir} already finished its {done} epochs: pass --epochs N (N > {done}) to train "
+                         "it longer")
+    return cfg, state
+
+
+def _retarget_schedule(sched, epochs: int) -> str:
+    """Stretch a resumed cosine/step schedule to ``epochs``, continuing from its current epoch; returns a note."""
+    e = sched.last_epoch
+    if isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+        sched.T_max = epochs
+        lrs = [sched.eta_min + (b - sched.eta_min) * (1 + math.cos(math.pi * e / epochs)) / 2 for b in sched.base_lrs]
+    else:
+        sched.step_size = max(1, epochs // 3)
+        lrs = [b * sched.gamma ** (e // sched.step_size) for b in sched.base_lrs]
+    for group, lr in zip(sched.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    sched._last_lr = lrs  # what get_last_lr() reports until the next step
+    return f"the {type(sched).__name__} schedule now spans {epochs} epochs (lr {lrs[0]:.3g} from epoch {e + 1})"
+
+
+def _check_weights(model: torch.nn.Module, epoch: int) -> None:
+    params = [p.detach() for p in model.parameters()]
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        raise TrainingDivergedError(f"epoch {epoch}: non-finite weights in {', '.join(bad)}: training diverged")
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=print) -> dict:
     """Train ``cfg`` and return the final metrics; writes the run folder as the module doc says.
 
     Raises ``FileExistsError`` rather than overwrite a finished or started run in ``cfg.out_dir``
-    unless ``resume`` is set.
+    unless ``resume`` is set, or when another process trains in that folder.  With ``resume``,
+    ``cfg`` must equal the run's ``config.json`` except in :data:`RESUMABLE_FIELDS` (a larger
+    ``epochs`` trains longer; a cosine or step schedule is stretched to the new length from the
+    epoch reached); :func:`resume_run` builds such a ``cfg`` from the folder.
 
     With ``cfg.distributed`` under ``torchrun --nproc-per-node W``: every rank joins the process
     group (:func:`spikescan.distributed.init_from_env`), trains a DistributedDataParallel copy on
     its ``batch_size / W`` share of each global batch (DistributedSampler, ``drop_last``), and
     the epoch metrics are summed over the ranks; only rank 0 writes the run folder.  DDP averages
-    the gradients, so a step equals a single-process step on the global batch.  ``out_dir`` is
-    required (every rank must agree on it).
+    the gradients, so a step equals a single-process step on the global batch (up to float
+    reassociation).  ``out_dir`` is required (every rank must agree on it).  Ranks draw distinct
+    noise for stochastic neurons, and every rank's RNG state is in the checkpoint, so a resumed
+    data-parallel run equals the uninterrupted one on the same number of ranks.
     """
     cfg.validate()
     cfg = cfg.resolved()
@@ -274,37 +430,73 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
         if cfg.batch_size % env.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
                              f"number of ranks {env.world_size}")
-    main = env is None or env.rank == 0
+    rank, world = (0, 1) if env is None else (env.rank, env.world_size)
+    main = rank == 0
     if not main:
         log = _quiet
         progress = False
     run_dir = _new_run_dir(cfg)
-    ckpt_path = run_dir / "checkpoint.pt"
-    if resume:
-        if not (run_dir / "config.json").is_file():
-            raise FileNotFoundError(f"cannot resume: {run_dir / 'config.json'} does not exist")
-        saved = json.loads((run_dir / "config.json").read_text())
-        cfg = TrainConfig.from_dict(saved)
-        cfg.out_dir = str(run_dir)
-    elif (run_dir / "config.json").exists() and main:
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     cfg.out_dir = str(run_dir)
+    folder = RunFolder(run_dir) if main else None
+    state = error = None
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
+        try:
+            folder.claim()
+            cfg, state = _start_config(cfg, run_dir, resume, world)
+        except Exception as e:
+            error = e
+            folder.release()
+    if env is not None:  # rank 0's verdict and configuration hold for every rank
+        error, cfg, resumed = ddp.broadcast_object((error, cfg, state is not None))
+        if not main and resumed:
+            state = load_checkpoint(run_dir / "checkpoint.pt")
+    if error is not None:
+        raise error
+    try:
+        return _train_in_folder(cfg, run_dir, folder, state, env, progress, log)
+    except BaseException:
+        if main:
+            folder.discard_unless_started(run_dir / "checkpoint.pt")
+        raise
+    finally:
+        if main:
+            folder.release()
 
+
+def resume_run(run_dir, *, progress: bool = True, log=print, **changes) -> dict:
+    """Continue the run in ``run_dir`` from its checkpoint; ``changes`` may set :data:`RESUMABLE_FIELDS`
+    (e.g. ``epochs=50`` to train longer).  Any other field raises, as in :func:`train`."""
+    cfg_path = Path(run_dir) / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"cannot resume: {cfg_path} does not exist")
+    try:
+        saved = json.loads(cfg_path.read_text())
+    except ValueError as e:
+        raise ValueError(f"cannot resume: {cfg_path} is not valid JSON ({e})") from None
+    cfg = TrainConfig.from_dict({**saved, **changes, "out_dir": str(run_dir)})
+    return train(cfg, resume=True, progress=progress, log=log)
+
+
+def _train_in_folder(cfg: TrainConfig, run_dir: Path, folder: RunFolder | None, state: dict | None, env,
+                     progress: bool, log) -> dict:
+    """The body of :func:`train` once the folder is ours: build, restore, train, write."""
+    rank, world = (0, 1) if env is None else (env.rank, env.world_size)
+    main = rank == 0
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
     train_set, test_set, n_in, n_out = build_datasets(cfg)
-    model = build_model(cfg, n_in, n_out).to(cfg.device)
+    model = build_model(cfg, n_in, n_out).to(device=device, dtype=DTYPES[cfg.dtype])
     opt = _optimizer(cfg, model.parameters())
     sched = _scheduler(cfg, opt)
     loader_gen = torch.Generator().manual_seed(cfg.seed)
     sampler = None
     if cfg.distributed:
+        from ..distributed import ddp
+
         sampler = ddp.make_sampler(train_set, shuffle=True, seed=cfg.seed, drop_last=True)
-        train_loader = DataLoader(train_set, batch_size=cfg.batch_size // env.world_size, sampler=sampler,
+        train_loader = DataLoader(train_set, batch_size=cfg.batch_size // world, sampler=sampler,
                                   collate_fn=_collate)
     else:
         train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=loader_gen,
@@ -314,25 +506,33 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
     history: list[dict] = []
     start_epoch = 0
     elapsed_before = 0.0
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state.get("scheduler") is not None:
             sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        loader_gen.set_state(state["rng"]["loader"])
         history = json.loads(state["history"])
         start_epoch = int(state["epoch"])
         elapsed_before = float(state["train_seconds"])
+        ranks_rng = state.get("rng_ranks")
+        _set_rng_state(ranks_rng[rank] if ranks_rng else state["rng"], loader_gen, device)
+        if ranks_rng is None and rank > 0:  # a checkpoint from before per-rank states: the old per-epoch stream
+            torch.manual_seed((cfg.seed + 7919 * rank + 104729 * start_epoch) % _SEED_LIMIT)
         log(f"resuming {run_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
+        planned = state.get("schedule_epochs", getattr(sched, "T_max", cfg.epochs))
+        if sched is not None and planned != cfg.epochs:
+            log(_retarget_schedule(sched, cfg.epochs))
+    if main:
+        write_json(run_dir / "config.json", dataclasses.asdict(cfg))
+        if state is None and folder is not None:
+            folder.wrote(run_dir / "config.json")
     bare = model  # what checkpoints hold: loads without DDP
     if env is not None and env.distributed:
         model = ddp.wrap_model(model)  # broadcasts rank 0's parameters
-        # Stochastic neurons must not draw the same noise on every rank (rank 0 keeps the
-        # single-process stream, so its resume stays exact; other ranks restart a stream per epoch).
-        if env.rank > 0:
-            torch.manual_seed(cfg.seed + 7919 * env.rank + 104729 * start_epoch)
+        if rank > 0 and state is None:
+            # Stochastic neurons must not draw the same noise on every rank; rank 0 keeps the
+            # single-process stream.  Each rank's state is checkpointed, so a resume continues it.
+            torch.manual_seed((cfg.seed + 7919 * rank) % _SEED_LIMIT)
 
     n_params = sum(p.numel() for p in model.parameters())
     log(f"run {run_dir}: {cfg.neuron} {cfg.hidden} on {cfg.dataset} ({len(train_set)} train / "
@@ -348,6 +548,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
         te = run_epoch(model, test_loader, cfg)
         if sched is not None:
             sched.step()
+        _check_weights(bare, epoch + 1)  # never checkpoint a diverged network
         row = {"epoch": epoch + 1, "epoch_seconds": epoch_seconds, "lr": opt.param_groups[0]["lr"]}
         row.update({f"train_{k}": v for k, v in tr.items()})
         row.update({f"test_{k}": v for k, v in te.items()})
@@ -355,16 +556,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
         log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {tr['loss']:.4f}  train {100 * tr['acc']:.2f}%  "
             f"test {100 * te['acc']:.2f}%  spikes/neuron/step {te['spike_rate']:.3f}  {epoch_seconds:.1f}s")
         train_seconds = elapsed_before + time.perf_counter() - t0
+        rng = _rng_state(loader_gen, device)
+        rng_ranks = ddp.gather_objects(rng) if env is not None else [rng]
         if not main:
             continue
-        save_checkpoint(ckpt_path, {
+        save_checkpoint(run_dir / "checkpoint.pt", {
             "model": bare.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None,
-            "rng": _rng_state(loader_gen), "epoch": epoch + 1,
+            "rng": rng, "rng_ranks": rng_ranks, "world_size": world, "epoch": epoch + 1,
+            "schedule_epochs": cfg.epochs,
             "history": json.dumps(history), "train_seconds": train_seconds,
         })
         _write_metrics(run_dir, history)
-    final = dict(history[-1]) if history else {}
+    final = dict(history[-1])
     final["wall_seconds"] = elapsed_before + time.perf_counter() - t0
     final["run_dir"] = str(run_dir)
     if env is not None and env.distributed:
@@ -390,7 +594,7 @@ def write_raster(model, dataset, cfg: TrainConfig, path, index: int = 0) -> None
     x, y = dataset[index]
     model.eval()
     with torch.no_grad(), record_spikes(model) as spikes:
-        out = model(x.unsqueeze(1).to(cfg.device))
+        out = model(x.unsqueeze(1).to(cfg.device, DTYPES[cfg.dtype]))
     pred = int(readout_logits(out, cfg.readout).argmax(1)[0])
     plot_spike_raster(x, [s[:, 0] for s in spikes], path, dt_ms=cfg.dt * 1e3,
                       title=f"{cfg.neuron} on {cfg.dataset}: test sample {index} (label {y}, predicted {pred})")

@@ -10,6 +10,11 @@ Neuron kinds (``make_neuron``):
 - ``single-spike``: FastSNN's :class:`~spikescan.nn.SingleSpikeLIF` (at most one spike per neuron);
   its time constant is ``tau_mem`` (FastSNN: 10 ms), it has no synaptic stage.
 - ``relu``: the non-spiking baseline of SPSN Table II (ReLU applied at every step).
+
+``backend`` is the hidden neurons' backend, and each kind runs exactly the one named or refuses it
+(:data:`NEURON_BACKENDS`): the exact LIF's reset is not linear, so it has no ``fft``/``chunked``
+form, and the PSUs' operators are ``matrix``/``chunked``/``sequential``.  The LI readout takes the
+same name where :func:`spikescan.ops.leaky_integrate` has it (``readout_backend``), else ``auto``.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from typing import Sequence
 from torch import nn
 
 from .. import nn as snn
-from ..nn.leaky import LI, LIF, PLIF
+from ..nn.leaky import LI, LIF, LIF_BACKENDS, PLIF
 from ..nn.psu import IPSU, PSU, RPSU
+from ..ops.psu import BACKENDS as PSU_BACKENDS
+from ..ops.scan import _BACKENDS as _LEAKY
 from ..nn.single_spike import MaxMembraneReadout, SingleSpikeLIF
 from ..nn.spsn import SPSN
 
@@ -32,28 +39,53 @@ NEURONS = _BASE_NEURONS + (("rlif",) if HAS_RLIF else ())
 #: the loop's ``readout``) or ``"max-membrane"`` (FastSNN's :class:`MaxMembraneReadout`, logits ``[B, C]``).
 READOUT_LAYERS = ("li", "max-membrane")
 
+LEAKY_BACKENDS = ("auto", *_LEAKY)
+#: the ``backend`` names each hidden neuron kind runs (relu has no dynamics: its name goes to the readout)
+NEURON_BACKENDS: dict[str, tuple[str, ...]] = {
+    "spsn-sb": LEAKY_BACKENDS, "spsn-gs": LEAKY_BACKENDS, "single-spike": LEAKY_BACKENDS, "relu": LEAKY_BACKENDS,
+    "lif": LIF_BACKENDS, "plif": LIF_BACKENDS, "rlif": ("auto", "sequential"),  # RLIF is always its loop
+    "psu": PSU_BACKENDS, "ipsu": PSU_BACKENDS, "rpsu": PSU_BACKENDS,
+}
+
+
+def check_backend(neuron: str, backend: str) -> None:
+    """Raise unless neuron kind ``neuron`` runs ``backend`` (see :data:`NEURON_BACKENDS`)."""
+    allowed = NEURON_BACKENDS.get(neuron)
+    if allowed is not None and backend not in allowed:
+        why = {"lif": " (the exact LIF's reset is not linear: no fft/chunked form)",
+               "plif": " (the exact LIF's reset is not linear: no fft/chunked form)",
+               "rlif": " (the recurrent LIF is a loop over time)"}.get(neuron, "")
+        raise ValueError(f"backend {backend!r} does not apply to neuron {neuron!r}{why}; "
+                         f"choose from {list(allowed)}")
+
+
+def readout_backend(backend: str) -> str:
+    """The LI readout's leaky-integration backend for hidden backend ``backend``."""
+    return backend if backend in LEAKY_BACKENDS else "auto"
+
 
 def make_neuron(kind: str, features: int, *, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
                 dt: float = 1e-3, backend: str = "auto", num_steps: int | None = None, **kwargs) -> nn.Module:
     """One hidden neuron layer by name (see the module docstring); ``kwargs`` go to its constructor."""
+    check_backend(kind, backend)
     if kind == "spsn-sb":
         return SPSN(features, tau_syn, tau_mem, dt, firing="sb", backend=backend, **kwargs)
     if kind == "spsn-gs":
         return SPSN(features, tau_syn, tau_mem, dt, firing="gs", backend=backend, **kwargs)
     if kind == "lif":
-        return LIF(features, tau_syn, tau_mem, dt, **kwargs)
+        return LIF(features, tau_syn, tau_mem, dt, backend=backend, **kwargs)
     if kind == "plif":
-        return PLIF(features, tau_syn, tau_mem, dt, **kwargs)
+        return PLIF(features, tau_syn, tau_mem, dt, backend=backend, **kwargs)
     if kind == "rlif" and HAS_RLIF:
         return snn.RLIF(features, tau_syn, tau_mem, dt, **kwargs)
     if kind in ("psu", "ipsu", "rpsu"):
         kwargs = dict(kwargs)
         tau = float(kwargs.pop("tau", tau_mem / dt))  # PSU time constants count steps
         if kind == "psu":
-            return PSU(tau, **kwargs)
+            return PSU(tau, backend=backend, **kwargs)
         if num_steps is None:
             raise ValueError(f"neuron {kind!r} learns a T×T matrix: num_steps (T) is required")
-        return (IPSU if kind == "ipsu" else RPSU)(int(num_steps), tau, **kwargs)
+        return (IPSU if kind == "ipsu" else RPSU)(int(num_steps), tau, backend=backend, **kwargs)
     if kind == "single-spike":
         return SingleSpikeLIF(features, tau_mem, dt, backend=backend, **kwargs)
     if kind == "relu":
@@ -91,8 +123,11 @@ class FeedForwardSNN(nn.Sequential):
                 layers.append(nn.Dropout(dropout))
             width = h
         layers.append(nn.Linear(width, n_out))
+        out_backend = readout_backend(backend)
         if readout_layer == "li":
-            layers.append(LI(n_out, readout_tau_syn, readout_tau_mem, dt, backend=backend, **(readout_kwargs or {})))
+            layers.append(LI(n_out, readout_tau_syn, readout_tau_mem, dt, backend=out_backend,
+                             **(readout_kwargs or {})))
         else:
-            layers.append(MaxMembraneReadout(n_out, readout_tau_mem, dt, backend=backend, **(readout_kwargs or {})))
+            layers.append(MaxMembraneReadout(n_out, readout_tau_mem, dt, backend=out_backend,
+                                             **(readout_kwargs or {})))
         super().__init__(*layers)
