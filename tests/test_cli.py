@@ -33,10 +33,66 @@ def test_cli_new_neurons_datasets_and_subcommands_parse(capsys):
     assert p.parse_args(["eval", "runs/x", "--trials", "5"]).trials == 5
     with pytest.raises(SystemExit):
         p.parse_args(["compare", "--seeds", "0"])  # --neurons and --out are required
-    with pytest.raises(SystemExit):
-        main(["compare", "--neurons", "hodgkin-huxley", "--out", "x"])
+    assert main(["compare", "--neurons", "hodgkin-huxley", "--out", "x"]) == 1
+    assert "error: unknown neurons ['hodgkin-huxley']" in capsys.readouterr().err
 
 
 def test_cli_info(capsys):
     assert main(["info"]) == 0
     assert "torch" in capsys.readouterr().out
+
+
+_SMALL = ["--hidden", "8", "--num-steps", "4", "--max-batches", "2", "--no-progress"]
+
+
+@pytest.mark.parametrize("flags, field", [
+    (["--dropout", "-0.1"], "dropout"),
+    (["--reg-weight", "nan", "--theta-reg", "0.1"], "reg_weight"),
+    (["--seed", str(2**70)], "seed"),
+    (["--lr", "inf"], "lr"),
+    (["--tau-mem", "0"], "tau_mem"),
+    (["--hidden", "0"], "hidden"),
+    (["--neuron", "lif", "--backend", "fft"], "backend 'fft' does not apply to neuron 'lif'"),
+    (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "gpu"], "device"),
+])
+def test_cli_bad_values_give_one_error_line(tmp_path, capsys, flags, field):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), *_SMALL, *flags]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and field in err[0], err
+    assert "Traceback" not in capsys.readouterr().err
+    assert not out.exists()  # a refused start leaves no folder
+
+
+def test_cli_resume_extends_or_refuses_a_changed_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), *_SMALL]) == 0
+    capsys.readouterr()
+    assert main(["train", "--epochs", "1", "--out", str(out), *_SMALL]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    # the hostile-trial command: a changed neuron is refused, nothing is trained
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "5", "--neuron", "lif", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "neuron" in err
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 1
+    assert "already finished its 1 epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
+    rows = json.loads((out / "metrics.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize("neuron, backend", [("lif", "sequential"), ("plif", "sequential"), ("psu", "matrix"),
+                                             ("spsn-sb", "fft")])
+def test_cli_backend_is_what_runs(tmp_path, neuron, backend):
+    from spikescan.train.evaluate import load_run_model
+
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--neuron", neuron, "--backend", backend,
+                 *_SMALL]) == 0
+    model, cfg = load_run_model(out)
+    assert cfg.backend == backend
+    hidden = [m for m in model if hasattr(m, "backend") and type(m).__name__ not in ("LI",)]
+    assert hidden and all(m.backend == backend for m in hidden)
+    readout = model[-1]
+    assert readout.backend == (backend if backend in ("sequential", "fft") else "auto")

@@ -52,7 +52,11 @@ def _train_flags():
         ("--k-shift", "k_shift", dict(type=float, help="random channel shift augmentation (SPSN §IV-B; 0: off)")),
         ("--k-scale", "k_scale", dict(type=float, help="random time/channel scale augmentation (SPSN §IV-B; 0: off)")),
         ("--max-batches", "max_batches", dict(type=int, help="stop each epoch after this many batches (smoke runs)")),
-        ("--backend", "backend", dict(help="leaky-integration backend")),
+        ("--backend", "backend", dict(help="the hidden neurons' backend; each neuron kind runs the names it has "
+                                           "(lif/plif: auto fused sequential; spsn/single-spike: auto fused "
+                                           "sequential fft chunked; psu/ipsu/rpsu: auto matrix chunked "
+                                           "sequential) and refuses the others")),
+        ("--dtype", "dtype", dict(choices=["float32", "float64"], help="parameter and input float type")),
         ("--seed", "seed", dict(type=int)),
         ("--device", "device", dict()),
         ("--threads", "threads", dict(type=int, help="torch intra-op threads (0: torch's default)")),
@@ -92,23 +96,27 @@ def _add_train(sub) -> None:
     p.add_argument("--preset", default=None, help="a paper's experiment by name (spikescan presets)")
     _add_config_flags(p)
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<neuron>-s<seed>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint; --epochs N trains it longer, --data-dir, "
+                        "--device, --threads, --eval-batch-size may change, any other changed flag is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _run_train(args) -> int:
-    from .train.loop import train
-    from .train.presets import preset_config
+    from .train.loop import resume_run, train
+    from .train.presets import get_preset, preset_config
 
-    if args.resume and not args.out:
-        raise SystemExit("--resume needs --out RUN_DIR")
     overrides = _overrides(args)
+    if args.resume:
+        # the run's own config.json, changed only by what the command line says (checked by train)
+        changes = dict(get_preset(args.preset).config) if args.preset else {}
+        changes.update(overrides)
+        if args.preset:
+            changes["preset"] = args.preset
+        resume_run(args.out, progress=not args.no_progress, **changes)
+        return 0
     overrides["out_dir"] = args.out
-    try:
-        cfg = preset_config(args.preset, overrides)
-        train(cfg, resume=args.resume, progress=not args.no_progress)
-    except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}") from None
+    train(preset_config(args.preset, overrides), progress=not args.no_progress)
     return 0
 
 
@@ -145,11 +153,8 @@ def _add_eval(sub) -> None:
 def _run_eval(args) -> int:
     from .train.evaluate import evaluate
 
-    try:
-        evaluate(args.run_dir, data_dir=args.data_dir, trials=args.trials, seed=args.seed,
-                 batch_size=args.batch_size, threads=args.threads or None)
-    except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}") from None
+    evaluate(args.run_dir, data_dir=args.data_dir, trials=args.trials, seed=args.seed,
+             batch_size=args.batch_size, threads=args.threads or None)
     return 0
 
 
@@ -172,7 +177,7 @@ def _run_compare(args) -> int:
 
     bad = [n for n in args.neurons if n not in NEURONS]
     if bad:
-        raise SystemExit(f"error: unknown neurons {bad}; choose from {list(NEURONS)}")
+        raise ValueError(f"unknown neurons {bad}; choose from {list(NEURONS)}")
     base = preset_config(args.preset, _overrides(args, skip=("neuron", "seed")))
     compare(args.neurons, args.seeds, args.out, base=base)
     return 0
@@ -222,12 +227,9 @@ def _run_export(args) -> int:
     from .export import write
     from .train.evaluate import load_run_model
 
-    try:
-        model, _cfg = load_run_model(args.run_dir)
-        out = Path(args.out) if args.out else Path(args.run_dir) / "network.nir"
-        write(out, model, spsn=args.spsn)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        raise SystemExit(f"error: {e}") from None
+    model, _cfg = load_run_model(args.run_dir)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "network.nir"
+    write(out, model, spsn=args.spsn)
     print(f"wrote {out}")
     return 0
 
@@ -245,24 +247,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_COMMANDS = {"train": _run_train, "presets": _run_presets, "eval": _run_eval, "compare": _run_compare,
+             "export": _run_export, "info": _run_info}
+
+
+def _run_bench(args) -> int:
+    args._bench_module.run(args)
+    return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe a problem with the user's request or files: one ``error:`` line, no traceback."""
+    from .distributed import PeerFailure, SpawnError
+    from .train.loop import TrainingDivergedError
+
+    return (ValueError, TypeError, OSError, ImportError, TrainingDivergedError, PeerFailure, SpawnError)
+
+
 def main(argv=None) -> int:
+    """Run one command; a user error prints ``error: ...`` on stderr and returns 1 (``SPIKESCAN_TRACEBACK=1``
+    re-raises it with its traceback)."""
+    import os
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "train":
-        return _run_train(args)
-    if args.command == "presets":
-        return _run_presets(args)
-    if args.command == "eval":
-        return _run_eval(args)
-    if args.command == "compare":
-        return _run_compare(args)
-    if args.command == "bench":
-        args._bench_module.run(args)
-        return 0
-    if args.command == "export":
-        return _run_export(args)
-    return _run_info(args)
+    if args.command == "train" and args.resume and not args.out:
+        parser.error("--resume needs --out RUN_DIR")
+    run = _run_bench if args.command == "bench" else _COMMANDS[args.command]
+    try:
+        return run(args)
+    except _user_errors() as e:
+        if os.environ.get("SPIKESCAN_TRACEBACK", "0") not in ("", "0"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

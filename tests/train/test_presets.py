@@ -73,10 +73,10 @@ def test_cli_train_with_preset_and_override(tmp_path):
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["train", "--preset", "spsn-shd-sb", "--data-dir", str(tmp_path / "SHD"), "--out", str(tmp_path / "r"),
-              "--no-progress"])
-    msg = str(e.value)
-    assert str(tmp_path / "SHD") in msg and "shd_train.h5" in msg
-    with pytest.raises(SystemExit, match="needs --data-dir"):
-        main(["train", "--dataset", "nmnist", "--out", str(tmp_path / "r2"), "--no-progress"])
+    assert main(["train", "--preset", "spsn-shd-sb", "--data-dir", str(tmp_path / "SHD"), "--out",
+                 str(tmp_path / "r"), "--no-progress"]) == 1
+    msg = capsys.readouterr().err
+    assert msg.startswith("error: ") and str(tmp_path / "SHD") in msg and "shd_train.h5" in msg
+    assert not (tmp_path / "r").exists()  # the failed start left no run folder
+    assert main(["train", "--dataset", "nmnist", "--out", str(tmp_path / "r2"), "--no-progress"]) == 1
+    assert "needs --data-dir" in capsys.readouterr().err
