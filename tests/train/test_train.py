@@ -47,9 +47,25 @@ def test_checkpoint_roundtrip_and_corrupt_file(tmp_path):
     state = load_checkpoint(path)
     assert state["epoch"] == 2 and state["w"].tolist() == [0.0, 1.0, 2.0]
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # truncated
+    with pytest.raises(ValueError, match="ck.pt"):
+        load_checkpoint(path)
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="ck.pt"):
         load_checkpoint(path)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"model": Evil()}, path)  # a malicious pickle: weights_only refuses to run it
+    with pytest.raises(ValueError, match="ck.pt"):
+        load_checkpoint(path)
+    assert not marker.exists()
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
 
@@ -162,3 +178,15 @@ def test_config_validation():
         TrainConfig(k_shift=1.5).validate()
     with pytest.raises(TypeError, match="neuron_kwargs"):
         TrainConfig(neuron_kwargs=[1]).validate()
+    for bad, match in [(dict(epochs=2.5), "epochs must be an int"), (dict(batch_size=True), "batch_size"),
+                       (dict(hidden=[16, 0]), "hidden"), (dict(hidden=[]), "hidden"), (dict(dropout=1.0), "dropout"),
+                       (dict(dropout=-0.1), "dropout"), (dict(reg_weight=float("nan")), "reg_weight"),
+                       (dict(weight_decay=-1.0), "weight_decay"), (dict(lr=float("inf")), "lr"),
+                       (dict(tau_syn=float("nan")), "tau_syn"), (dict(tau_mem=-0.02), "tau_mem"),
+                       (dict(dt=0.0), "dt"), (dict(seed=-1), "seed"), (dict(seed=2**64), "seed"),
+                       (dict(theta_reg=float("nan")), "theta_reg"), (dict(dtype="float16"), "dtype"),
+                       (dict(neuron="lif", backend="chunked"), "backend"), (dict(device="tpu:0"), "device"),
+                       (dict(threads=0), "threads")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            TrainConfig(**bad).validate()
+    TrainConfig(seed=2**64 - 1, dropout=0.5, neuron="psu", backend="matrix", threads=None).validate()
