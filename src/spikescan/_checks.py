@@ -9,6 +9,8 @@ per call (``check=True``) or globally (:func:`debug_mode`, or ``SPIKESCAN_DEBUG=
 from __future__ import annotations
 
 import contextlib
+import math
+import operator
 import os
 from typing import Iterator
 
@@ -46,6 +48,51 @@ def check_tensor(x, name: str) -> torch.Tensor:
     return x
 
 
+def check_has_data(x: torch.Tensor, name: str) -> None:
+    """Reject a meta tensor: it has a shape but no values, and every op here computes values."""
+    if x.is_meta:
+        raise ValueError(
+            f"{name} is a meta tensor (no data): spikescan computes values, so it needs a tensor on a "
+            f"device that holds them (cpu or cuda); create it there, or materialise it first "
+            f"(Tensor.to_empty / Module.to_empty, then fill it)"
+        )
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int ``>= 1`` (a size: features, time steps); bools and floats are refused."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive int, got bool {value!r}")
+    try:
+        n = operator.index(value)  # int, numpy integers, integer 0-dim tensors; not 2.5 or 8.0
+    except TypeError:
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}") from None
+    if n < 1:
+        raise ValueError(f"{name} must be a positive int (>= 1), got {n!r}")
+    return n
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the ops and modules compute in: float32 for float16/bfloat16, else ``dtype``."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def format_value(value) -> str:
+    """A float (or 0-dim tensor) with every digit its dtype holds: ``1.0000001`` stays visible.
+
+    float32/float16 tensors print their shortest round-trip repr in their own precision (a float32
+    ``1.0000001`` is ``1.0000001``, not ``1.00000011920929``); everything else the float64 repr.
+    """
+    if isinstance(value, torch.Tensor):
+        dtype = value.dtype
+        v = float(value.detach().cpu())
+        if dtype in (torch.float32, torch.float16) and math.isfinite(v):
+            import numpy as np
+
+            return str((np.float32 if dtype == torch.float32 else np.float16)(v))
+        return repr(v)
+    return repr(float(value))
+
+
 def check_float(x: torch.Tensor, name: str) -> None:
     if not x.is_floating_point():
         raise TypeError(
@@ -69,7 +116,9 @@ def check_time_first(x, name: str = "x", min_dim: int = 1) -> torch.Tensor:
 
 
 def check_finite(x: torch.Tensor, name: str, check: bool | None = None) -> None:
-    """Raise if ``x`` holds NaN or Inf; runs only when ``check`` is true or debug mode is on."""
+    """Raise if ``x`` is a meta tensor (always: free) or holds NaN or Inf (only when ``check`` is
+    true or debug mode is on: a full pass over ``x``)."""
+    check_has_data(x, name)
     if check is None:
         check = _DEBUG
     if check and not bool(torch.isfinite(x).all()):
@@ -83,60 +132,154 @@ def check_same_device(name_a: str, a: torch.Tensor, name_b: str, b) -> None:
         raise ValueError(f"{name_b} is on {b.device} but {name_a} is on {a.device}; move both to one device")
 
 
+def _bounds_text(low, high, low_inclusive: bool, high_inclusive: bool) -> str:
+    lb = "[" if low_inclusive else "("
+    hb = "]" if high_inclusive else ")"
+    lo = "-inf" if low is None else format_value(low)
+    hi = "inf" if high is None else format_value(high)
+    return f"{lb}{lo}, {hi}{hb}"
+
+
+def _bad_mask(t: torch.Tensor, low, high, low_inclusive: bool, high_inclusive: bool) -> torch.Tensor:
+    """Where ``t`` is non-finite or outside the bounds (one elementwise pass, no sync)."""
+    bad = ~torch.isfinite(t)
+    if low is not None:
+        bad = bad | ((t < low) if low_inclusive else (t <= low))
+    if high is not None:
+        bad = bad | ((t > high) if high_inclusive else (t >= high))
+    return bad
+
+
+def _bad_number(v: float, low, high, low_inclusive: bool, high_inclusive: bool) -> bool:
+    """:func:`_bad_mask` for one Python float."""
+    if not math.isfinite(v):
+        return True
+    if low is not None and (v < low if low_inclusive else v <= low):
+        return True
+    return high is not None and (v > high if high_inclusive else v >= high)
+
+
+def _range_error(name: str, t: torch.Tensor, low, high, low_inclusive: bool, high_inclusive: bool,
+                 given=None) -> ValueError:
+    """The message for a bad parameter ``t``: the offending extremes with all their digits.
+
+    ``given``: the Python number ``t`` was made from, when only its rounding to ``t.dtype`` is bad.
+    """
+    rounded = "" if given is None else f" ({given!r} rounds to {format_value(t)} in {t.dtype})"
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        if t.dim() == 0:
+            what = format_value(t)
+        else:
+            what = f"{int(torch.isnan(t).sum())} NaN and {int(torch.isinf(t).sum())} Inf of {t.numel()} values"
+        return ValueError(f"{name} must be finite, got {what}{rounded}")
+    parts = []
+    if low is not None:
+        below = (t < low) if low_inclusive else (t <= low)
+        if bool(below.any()):
+            parts.append(f"min {format_value(t[below].min())}")
+    if high is not None:
+        above = (t > high) if high_inclusive else (t >= high)
+        if bool(above.any()):
+            parts.append(f"max {format_value(t[above].max())}")
+    count = ""
+    if t.dim() > 0:
+        n_bad = int(_bad_mask(t, low, high, low_inclusive, high_inclusive).sum())
+        count = f" ({n_bad} of {t.numel()} values outside)"
+    return ValueError(f"{name} must lie in {_bounds_text(low, high, low_inclusive, high_inclusive)}, got "
+                      f"{' and '.join(parts)}{count}{rounded}")
+
+
 def as_param_tensor(value, name: str, like: torch.Tensor, *, low=None, high=None,
-                    low_inclusive: bool = True, high_inclusive: bool = True) -> torch.Tensor:
+                    low_inclusive: bool = True, high_inclusive: bool = True,
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
     """Turn a float or tensor parameter into a tensor broadcastable to ``like.shape[1:]``.
 
-    Checks: number or floating tensor, same device as ``like``, broadcastable to the
-    per-step shape, finite, and inside ``[low, high]`` (bounds optional, inclusivity
-    configurable).  The result keeps its autograd history.
+    Checks: number or floating tensor holding data (not meta), same device as ``like``,
+    broadcastable to the per-step shape, finite, and inside ``[low, high]`` (bounds optional,
+    inclusivity configurable).  A Python number becomes a 0-dim tensor of ``dtype`` (default
+    ``like.dtype``), checked on the host before it moves to ``like``'s device (no device sync),
+    both as given and as rounded to ``dtype``.  A tensor is checked by one reduction and one host
+    sync; the result keeps its autograd history.  Errors print the offending values with every
+    digit (``decay must lie in [0.0, 1.0], got max 1.0000001``).
     """
+    check_has_data(like, "the input")
+    bounds = (low, high, low_inclusive, high_inclusive)
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a float or a floating tensor, got bool")
     if isinstance(value, (int, float)):
-        t = torch.tensor(float(value), dtype=like.dtype, device=like.device)
-    elif isinstance(value, torch.Tensor):
-        if not value.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor, got dtype {value.dtype}")
-        if value.dim() > 0 and value.device != like.device:
-            raise ValueError(f"{name} is on {value.device} but the input is on {like.device}")
-        t = value if value.dim() > 0 else value.to(like.device)
-        try:
-            fits = torch.broadcast_shapes(t.shape, like.shape[1:]) == like.shape[1:]
-        except RuntimeError:
-            fits = False
-        if not fits:
-            raise ValueError(
-                f"{name} of shape {tuple(t.shape)} is not broadcastable to the per-step shape "
-                f"{tuple(like.shape[1:])} of the input (it may not enlarge it)"
-            )
-        if t.dim() > like.dim() - 1:
-            raise ValueError(
-                f"{name} of shape {tuple(t.shape)} has more dims than the per-step shape "
-                f"{tuple(like.shape[1:])}"
-            )
-    else:
+        # Checked in Python on the host: no device sync, and cheap on the hot path.
+        v = float(value)
+        t = torch.tensor(v, dtype=like.dtype if dtype is None else dtype)
+        if _bad_number(v, *bounds):
+            raise _range_error(name, torch.tensor(v, dtype=torch.float64), *bounds)
+        if _bad_number(t.item(), *bounds):  # e.g. threshold 1e-50 is 0 in float32, 1e5 is inf in float16
+            raise _range_error(name, t, *bounds, given=value)
+        return t.to(like.device)
+    if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a float or a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got dtype {value.dtype}")
+    if value.is_meta:
+        raise ValueError(f"{name} is on meta (a meta tensor: no data) but the input is on {like.device}; "
+                         f"give {name} values on {like.device}")
+    if value.dim() > 0 and value.device != like.device:
+        raise ValueError(f"{name} is on {value.device} but the input is on {like.device}")
+    t = value if value.dim() > 0 else value.to(like.device)
+    try:
+        fits = torch.broadcast_shapes(t.shape, like.shape[1:]) == like.shape[1:]
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{name} of shape {tuple(t.shape)} is not broadcastable to the per-step shape "
+            f"{tuple(like.shape[1:])} of the input (it may not enlarge it)"
+        )
+    if t.dim() > like.dim() - 1:
+        raise ValueError(
+            f"{name} of shape {tuple(t.shape)} has more dims than the per-step shape "
+            f"{tuple(like.shape[1:])}"
+        )
     with torch.no_grad():
         # One reduction and one host sync for all three checks (each bool() would stall a GPU).
-        finite = torch.isfinite(t)
-        bad = ~finite
-        if low is not None:
-            bad = bad | ((t < low) if low_inclusive else (t <= low))
-        if high is not None:
-            bad = bad | ((t > high) if high_inclusive else (t >= high))
-        if bool(bad.any()):
-            if not bool(finite.all()):
-                raise ValueError(f"{name} must be finite, got non-finite values")
-            lb = "[" if low_inclusive else "("
-            hb = "]" if high_inclusive else ")"
-            lo = "-inf" if low is None else low
-            hi = "inf" if high is None else high
-            raise ValueError(
-                f"{name} must lie in {lb}{lo}, {hi}{hb}, got values in "
-                f"[{float(t.min()):.6g}, {float(t.max()):.6g}]"
-            )
+        if bool(_bad_mask(t, *bounds).any()):
+            raise _range_error(name, t.detach(), *bounds)
     return t
+
+
+def check_module_tensors(module: torch.nn.Module, x: torch.Tensor, name: str = "x") -> None:
+    """A module's floating parameters and buffers hold data, sit on ``x``'s device and are finite.
+
+    Devices and meta are attributes (free); finiteness is one ``isfinite().all()`` flag per
+    tensor, stacked, and ONE host sync for all of them -- per forward, not per parameter.  The
+    message names the module, the parameter and both devices.
+    """
+    owner = type(module).__name__
+    tensors = [(n, t) for n, t in (*module.named_parameters(), *module.named_buffers())
+               if t.is_floating_point()]
+    for pname, t in tensors:
+        if t.is_meta:
+            raise ValueError(
+                f"{owner}'s parameters are on meta but {name} is on {x.device} ({pname} is a meta tensor: "
+                f"no data); materialise the module first, e.g. module.to_empty(device={str(x.device)!r}) "
+                f"then load_state_dict(...) or reset its parameters"
+            )
+        if t.device != x.device:
+            raise ValueError(
+                f"{owner}'s parameters are on {t.device} but {name} is on {x.device} ({pname}); move "
+                f"one to the other, e.g. module.to({name}.device)"
+            )
+    if not tensors:
+        return
+    with torch.no_grad():
+        flags = torch.stack([torch.isfinite(t).all() for _, t in tensors])
+        if bool(flags.all()):
+            return
+        for (pname, t), ok in zip(tensors, flags.tolist()):
+            if not ok:
+                n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+                raise ValueError(f"{owner} parameter {pname} must be finite, got {n_nan} NaN and {n_inf} Inf "
+                                 f"of {t.numel()} values")
 
 
 def check_choice(value, name: str, choices) -> None:

@@ -148,6 +148,26 @@ def check_spsn(device, T, firing, dtype=torch.float32, sum_loss=False):
     return None
 
 
+def check_empty(device):
+    """No neuron (an empty batch): empty outputs and grad_x, zero parameter gradients, no launch error."""
+    with _on(_triton_impl(device)):
+        for shape in ((5, 0, 7), (5, 3, 0)):
+            x = torch.randn(shape, device=device, requires_grad=True)
+            d = torch.full(shape[2:], 0.8, device=device, requires_grad=True)
+            s, v, st = F.lif_fused(x, d, 0.5, return_membrane=True, return_state=True)
+            u = F.leaky_integrate_fused(x, d, scale=0.5, v0=0.2)
+            z = F.fused_spsn(x, d, d, seed=1)
+            outs = (s, v, u, z)
+            if any(o.shape != x.shape for o in outs) or st.shape != shape[1:]:
+                return f"wrong output shapes for input {shape}"
+            gx, gd = torch.autograd.grad(sum(o.sum() for o in outs) + st.sum(), [x, d])
+            if gx.shape != x.shape or not torch.equal(gd, torch.zeros_like(d)):
+                return f"wrong gradients for input {shape}"
+            if F.spsn_uniforms(3, shape, device=device).shape != shape:
+                return f"wrong uniforms shape for {shape}"
+    return None
+
+
 CHECKS = {
     "lif_subtract_T1": lambda dev: check_lif(dev, 1, "subtract", FastSigmoid(), False),
     "lif_subtract_T2_atan": lambda dev: check_lif(dev, 2, "subtract", ATan(2.0), False),
@@ -168,6 +188,7 @@ CHECKS = {
     "spsn_gs_T21": lambda dev: check_spsn(dev, 21, "gs"),
     "spsn_sb_T3_float64": lambda dev: check_spsn(dev, 3, "sb", torch.float64),
     "spsn_gs_T9_sum_loss": lambda dev: check_spsn(dev, 9, "gs", sum_loss=True),
+    "empty_batch": check_empty,
 }
 
 

@@ -66,6 +66,14 @@ def _gen(seed):
     return g
 
 
+def test_meta_input_is_a_clear_error():
+    """Before: the firing ops returned meta 'spikes' without values."""
+    u = torch.zeros(3, 2, device="meta")
+    for fire in (heaviside, sigmoid_bernoulli, gumbel_spike):
+        with pytest.raises(ValueError, match=r"u is a meta tensor \(no data\)"):
+            fire(u)
+
+
 def test_sb_fixed_noise_forward_and_hand_gradient():
     u = torch.tensor([0.0, 1.0, -1.0, 2.0], dtype=F64, requires_grad=True)
     noise = torch.tensor([0.49, 0.8, 0.2, 0.99], dtype=F64)

@@ -215,3 +215,12 @@ def test_bad_inputs():
         max_membrane_readout(x, -0.1)
     with debug_mode(), pytest.raises(ValueError, match="x contains non-finite"):
         single_spike_lif(torch.tensor([[float("inf")]]), 0.9)
+
+
+def test_meta_input_is_a_clear_error():
+    """Before: "Tensor.item() cannot be called on meta tensors" (spikes: meta output, no values)."""
+    x = torch.rand(5, 2, 3, device="meta")
+    for call, name in ((lambda: single_spike_lif(x, 0.9), "x"), (lambda: max_membrane_readout(x, 0.9), "x"),
+                       (lambda: first_spike(x), "spikes")):
+        with pytest.raises(ValueError, match=rf"{name} is a meta tensor \(no data\)"):
+            call()

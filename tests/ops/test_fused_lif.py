@@ -290,6 +290,28 @@ def test_bad_x():
         lif_fused(torch.ones(5, 3, device="meta"), 0.9)
 
 
+@pytest.mark.parametrize("shape", [(6, 0, 3), (6, 2, 0), (6, 0)])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_empty_batch(shape, reset):
+    """No neuron (B = 0 or N = 0): empty outputs, an empty grad_x and zero parameter gradients.
+
+    Before: the kernels' thread split raised "range() arg 3 must not be zero"."""
+    x = torch.randn(shape, requires_grad=True)
+    per = shape[2:]
+    decay = torch.full(per, 0.9, requires_grad=True)
+    threshold = torch.full(per, 0.5, requires_grad=True)
+    v_reset = torch.full(per, 0.1 if reset == "zero" else 0.0, requires_grad=reset == "zero")
+    v0 = torch.zeros(per, requires_grad=True)
+    s, v, state = lif_fused(x, decay, threshold, reset=reset, v_reset=v_reset, v0=v0, return_membrane=True,
+                            return_state=True)
+    assert s.shape == v.shape == x.shape and state.shape == shape[1:]
+    leaves = [x, decay, threshold, v0] + ([v_reset] if reset == "zero" else [])
+    grads = torch.autograd.grad(s.sum() + v.sum() + state.sum(), leaves)
+    assert grads[0].shape == x.shape
+    for g, p in zip(grads[1:], leaves[1:]):
+        assert torch.equal(g, torch.zeros_like(p))
+
+
 # ------------------------------------------------------------------ large output buffers (_cpu)
 
 

@@ -115,3 +115,19 @@ def test_dtypes(dtype):
 def test_bad_input(call, err, match):
     with pytest.raises(err, match=match):
         call(torch.randn(5, 2, 3))
+
+
+@pytest.mark.parametrize("shape", [(7, 0, 3), (7, 2, 0), (7, 0)])
+def test_empty_batch(shape):
+    """No neuron (B = 0 or N = 0): an empty output and grad_x, zero parameter gradients; also the
+    bare forward kernel.  Before: "range() arg 3 must not be zero" from the kernels' thread split."""
+    x = torch.randn(shape, requires_grad=True)
+    per = shape[2:]
+    decay, scale, v0 = (torch.full(per, 0.5, requires_grad=True) for _ in range(3))
+    u = leaky_integrate_fused(x, decay, scale=scale, v0=v0)
+    assert u.shape == x.shape
+    grads = torch.autograd.grad(u.sum(), [x, decay, scale, v0])
+    assert grads[0].shape == x.shape
+    for g, p in zip(grads[1:], (decay, scale, v0)):
+        assert torch.equal(g, torch.zeros_like(p))
+    assert scan_kernel(x.detach(), decay.detach(), None).shape == x.shape

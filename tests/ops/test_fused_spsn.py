@@ -175,3 +175,18 @@ def test_bad_x_and_shapes():
         spsn_uniforms(0, (0, 3))
     with pytest.raises(TypeError, match="float32 or float64"):
         spsn_uniforms(0, (2, 3), dtype=torch.float16)
+
+
+@pytest.mark.parametrize("shape", [(9, 0, 4), (9, 3, 0), (9, 0)])
+@pytest.mark.parametrize("firing", ["sb", "gs"])
+def test_empty_batch(shape, firing):
+    """No neuron (B = 0 or N = 0): empty spikes and grad_x, zero gradients for alpha and beta, and
+    empty uniforms.  Before: "range() arg 3 must not be zero" from the kernels' thread split."""
+    x = torch.randn(shape, requires_grad=True)
+    alpha = torch.full(shape[2:], 0.8, requires_grad=True)
+    beta = torch.full(shape[2:], 0.9, requires_grad=True)
+    s = fused_spsn(x, alpha, beta, seed=3, firing=firing)
+    assert s.shape == x.shape
+    gx, ga, gb = torch.autograd.grad(s.sum(), [x, alpha, beta])
+    assert gx.shape == x.shape and torch.equal(ga, torch.zeros_like(alpha)) and torch.equal(gb, torch.zeros_like(beta))
+    assert spsn_uniforms(3, shape).shape == shape

@@ -284,5 +284,37 @@ def test_validation_errors():
         lif(x, 0.5, surrogate="step")
 
 
+def test_range_errors_show_the_offending_values():
+    """Before: decay=1.0000001 reported "got values in [1, 1]", hiding the bad value."""
+    x = torch.rand(4, 2, 3)
+    with pytest.raises(ValueError, match=r"decay must lie in \[0\.0, 1\.0\], got max 1\.0000001$"):
+        lif(x, 1.0000001)
+    with pytest.raises(ValueError, match=r"got min -0\.25 and max 1\.0000001 \(2 of 3 values outside\)$"):
+        lif(x, torch.tensor([0.5, 1.0000001, -0.25]))  # float32: its own shortest repr
+    with pytest.raises(ValueError, match=r"got max 1\.0000000000000002 \(1 of 3 values outside\)$"):
+        lif(x.double(), torch.tensor([0.5, 1 + 2**-52, 0.2], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"threshold must lie in \(0\.0, inf\], got min -1e-300$"):
+        lif(x, 0.5, -1e-300)
+    # inside the range as given, but 0 once rounded to the compute dtype
+    with pytest.raises(ValueError, match=r"threshold must lie in \(0\.0, inf\], got min 0\.0 "
+                                         r"\(1e-50 rounds to 0\.0 in torch\.float32\)$"):
+        lif(x, 0.5, 1e-50)
+    with pytest.raises(ValueError, match=r"decay must be finite, got nan$"):
+        lif(x, float("nan"))
+
+
+def test_meta_tensors_are_a_clear_error(default_backend):
+    """Before: "Tensor.item() cannot be called on meta tensors" / "Cannot copy out of meta tensor".
+    (Asked for explicitly, the fused kernel first says that it cannot run on meta.)"""
+    x = torch.rand(4, 2, 3)
+    match = r"x is a meta tensor \(no data\)" if default_backend == "sequential" else "cannot run on meta"
+    with pytest.raises(ValueError, match=match):
+        lif(x.to("meta"), 0.5)
+    with pytest.raises(ValueError, match=r"decay is on meta \(a meta tensor: no data\) but the input is on cpu"):
+        lif(x, torch.tensor(0.5, device="meta"))
+    with pytest.raises(ValueError, match=r"v0 is on meta \(a meta tensor: no data\) but the input is on cpu"):
+        lif(x, 0.5, v0=torch.zeros(3, device="meta"))
+
+
 def test_backend_registry():
     assert {"sequential", "fused"} <= set(_BACKENDS)

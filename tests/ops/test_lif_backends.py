@@ -186,11 +186,16 @@ def test_bad_input(call, err, match):
         call(torch.rand(5, 2, 3))
 
 
-def test_empty_per_step_shape():
-    """Zero neurons: nothing to compute; the fused backend hands the case to the reference."""
-    x = torch.randn(4, 0, 3, requires_grad=True)
-    s, v, st = lif(x, 0.5, backend="fused", return_membrane=True, return_state=True)
-    assert s.shape == v.shape == x.shape and st.shape == (0, 3)
+@pytest.mark.parametrize("backend", ["auto", "fused", "sequential"])
+@pytest.mark.parametrize("shape", [(4, 0, 3), (4, 2, 0)])
+def test_empty_per_step_shape(backend, shape):
+    """Zero neurons (an empty batch): empty outputs and grad_x, zero parameter gradients."""
+    x = torch.randn(shape, requires_grad=True)
+    decay = torch.full(shape[2:], 0.5, requires_grad=True)
+    s, v, st = lif(x, decay, backend=backend, return_membrane=True, return_state=True)
+    assert s.shape == v.shape == x.shape and st.shape == shape[1:]
+    gx, gd = torch.autograd.grad(s.sum() + v.sum() + st.sum(), [x, decay])
+    assert gx.shape == x.shape and torch.equal(gd, torch.zeros_like(decay))
 
 
 def test_spikes_only_skips_the_membrane_but_matches():

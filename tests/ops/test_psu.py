@@ -312,6 +312,30 @@ def test_bad_inputs():
         P.psu(torch.tensor([[float("nan")]]))
 
 
+@pytest.mark.parametrize("name", ["ipsu", "rpsu"])
+@pytest.mark.parametrize("which", [0, 1])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_learned_operator_is_rejected(name, which, bad):
+    """Before: a NaN time-mixing matrix or bias gave NaN membranes and silently no spikes."""
+    x = torch.randn(4, 2, 3)
+    params = list(_params(4))
+    params[which] = params[which].clone()
+    params[which].view(-1)[-1] = bad
+    arg = ("weight_" if which == 0 else "bias_") + name[0]
+    with pytest.raises(ValueError, match=rf"{arg} must be finite, got"):
+        getattr(P, name)(x, *params)
+
+
+def test_meta_input_is_a_clear_error():
+    W, b = _params(4)
+    x = torch.randn(4, 2, 3).to("meta")
+    for call in (lambda: P.psu(x), lambda: P.ipsu(x, W, b), lambda: P.rpsu(x, W, b)):
+        with pytest.raises(ValueError, match=r"x is a meta tensor \(no data\)"):
+            call()
+    with pytest.raises(ValueError, match=r"weight_i is on meta \(a meta tensor: no data\) but x is on cpu"):
+        P.ipsu(torch.randn(4, 2), W.to("meta"), b)
+
+
 def test_auto_backend_materializes_at_most_one_TxT_at_T1024(monkeypatch):
     """At T = 1024 "auto" builds the Toeplitz P for no variant (IPSU folds it into its one operator)."""
     built = []

@@ -340,11 +340,13 @@ def test_one_dim_and_noncontiguous_inputs(backend):
 
 @pytest.mark.parametrize("shape", [(5, 0, 3), (1, 0), (3, 2, 0)])
 def test_empty_per_step_shape(backend, shape):
+    """An empty batch: empty output and grad_x; the parameters' gradients are sums over nothing."""
     x = torch.randn(shape, requires_grad=True)
-    u = leaky_integrate(x, 0.5, v0=torch.zeros(shape[1:]), backend=backend)
+    decay, scale = torch.full(shape[2:], 0.5, requires_grad=True), torch.full(shape[2:], 2.0, requires_grad=True)
+    u = leaky_integrate(x, decay, scale=scale, v0=torch.zeros(shape[1:]), backend=backend)
     assert u.shape == x.shape
-    u.sum().backward()
-    assert x.grad.shape == x.shape
+    gx, gd, gs = torch.autograd.grad(u.sum(), [x, decay, scale])
+    assert gx.shape == x.shape and torch.equal(gd, torch.zeros_like(decay)) and torch.equal(gs, torch.zeros_like(scale))
 
 
 def test_auto_uses_a_registered_backend():
@@ -491,6 +493,15 @@ def test_wrong_device():
     x = torch.ones(4, 3)
     _raises(ValueError, "decay", x, torch.full((3,), 0.5, device="meta"))
     _raises(ValueError, "v0", x, 0.5, v0=torch.zeros(3, device="meta"))
+    _raises(ValueError, r"x is a meta tensor \(no data\)", x.to("meta"), 0.5)  # was Tensor.item() on meta
+    _raises(ValueError, r"decay is on meta \(a meta tensor: no data\)", x, torch.tensor(0.5, device="meta"))
+
+
+def test_range_error_shows_the_offending_value():
+    """Before: "got values in [1, 1]"; now every digit (the number as given, not rounded to float16)."""
+    _raises(ValueError, r"decay must lie in \[0\.0, 1\.0\], got max 1\.0000001$", torch.ones(4, 3).half(), 1.0000001)
+    _raises(ValueError, r"got min -1e-09 \(1 of 3 values outside\)$", torch.ones(4, 3, dtype=torch.float64),
+            torch.tensor([0.5, -1e-9, 0.2], dtype=torch.float64))
 
 
 def test_bad_backend_and_chunk_size():

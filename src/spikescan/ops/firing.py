@@ -20,15 +20,11 @@ import torch
 from torch import Tensor
 
 from .. import surrogate as _surrogate
-from .._checks import check_finite, check_float, check_tensor
+from .._checks import check_finite, check_float, check_tensor, compute_dtype
 
 __all__ = ["heaviside", "sigmoid_bernoulli", "gumbel_spike"]
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
+_compute_dtype = compute_dtype  # float32 for float16/bfloat16, else the input's dtype
 
 
 def _check_input(u, name: str, check) -> Tensor:

@@ -215,6 +215,10 @@ _LIF_BACKWARD_BLOCK = 1024
 
 
 def _run_cpu(N: int, T: int, fn, max_block: int = 4096) -> None:
+    """Run a numba kernel over neurons ``0 .. N-1``; an empty batch (``N = 0``) has nothing to run
+    (its outputs are empty and its parameter gradients, sums over no neuron, zero)."""
+    if N == 0:
+        return
     from ._kernels._cpu import parallel_for
 
     parallel_for(N, T * N, fn, max_block)
@@ -341,7 +345,7 @@ def lif_fused(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_res
     ``kind`` and ``param``), both resets, per-neuron ``decay``/``threshold``/``v_reset``/``v0``
     with gradients, ``detach_reset``.
     """
-    from .lif import _RESETS, _param
+    from .lif import _RESETS, _param, _check_v_reset
 
     check_time_first(x, "x")
     _impl_for(x)  # unsupported device: fail before the parameter checks touch it
@@ -349,9 +353,9 @@ def lif_fused(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_res
     check_choice(reset, "reset", _RESETS)
     decay = _param(decay, "decay", x, low=0.0, high=1.0)
     threshold = _param(threshold, "threshold", x, low=0.0, low_inclusive=False)
-    v_reset = _param(v_reset, "v_reset", x)
-    if reset == "subtract" and bool((v_reset != 0).any()):
-        raise ValueError("v_reset is used only with reset='zero'; with reset='subtract' leave it at 0")
+    v_reset_t = _param(v_reset, "v_reset", x)
+    _check_v_reset(reset, v_reset)  # after _param: v_reset is a number or a floating tensor
+    v_reset = v_reset_t
     if v0 is not None:
         v0 = _param(v0, "v0", x)
     surrogate = _surrogate.get(surrogate)

@@ -56,8 +56,8 @@ import torch
 from torch import Tensor
 
 from .. import surrogate as _surrogate
-from .._checks import as_param_tensor, check_choice, check_finite, check_time_first
-from .firing import _Heaviside, _compute_dtype
+from .._checks import as_param_tensor, check_choice, check_finite, check_time_first, compute_dtype
+from .firing import _Heaviside
 
 __all__ = ["lif"]
 
@@ -70,7 +70,7 @@ def _lif_sequential(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor
 
     ``need_membrane`` is ignored: the membranes are graph nodes of the loop anyway.
     """
-    dtype = _compute_dtype(x.dtype)
+    dtype = compute_dtype(x.dtype)
     xs = x.to(dtype)
     decay, threshold, v_reset = decay.to(dtype), threshold.to(dtype), v_reset.to(dtype)
     v_post = xs.new_zeros(()) if v0 is None else v0.to(dtype)
@@ -94,9 +94,6 @@ def _lif_sequential(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor
 def _lif_fused(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: Tensor | None, *,
                reset: str, surrogate: _surrogate.Surrogate, detach_reset: bool, need_membrane: bool = True):
     """The time-fused kernel (:func:`spikescan.ops.fused.lif_backend`), imported on first use."""
-    if x.numel() == 0:  # the kernels reject zero neurons; the reference handles the empty case
-        return _lif_sequential(x, decay, threshold, v_reset, v0, reset=reset, surrogate=surrogate,
-                               detach_reset=detach_reset)
     from .fused import lif_backend
 
     return lif_backend(x, decay, threshold, v_reset, v0, reset=reset, surrogate=surrogate,
@@ -104,6 +101,18 @@ def _lif_fused(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0:
 
 
 _BACKENDS: dict[str, Callable] = {"sequential": _lif_sequential, "fused": _lif_fused}
+
+
+def _check_v_reset(reset: str, v_reset) -> None:
+    """``v_reset`` must be 0 with ``reset="subtract"`` (a Python number is checked without a device sync)."""
+    if reset != "subtract":
+        return
+    if isinstance(v_reset, torch.Tensor):
+        nonzero = bool((v_reset.detach() != 0).any())
+    else:
+        nonzero = v_reset != 0
+    if nonzero:
+        raise ValueError("v_reset is used only with reset='zero'; with reset='subtract' leave it at 0")
 
 
 def _fused_unsupported(x: Tensor, surrogate: _surrogate.Surrogate) -> str | None:
@@ -139,7 +148,8 @@ def _resolve_backend(backend: str, x: Tensor, surrogate: _surrogate.Surrogate) -
 
 
 def _param(value, name: str, x: Tensor, **bounds) -> Tensor:
-    t = as_param_tensor(value, name, x, **bounds)
+    """Validated parameter; a Python number is built in the compute dtype (0.999 must not round to float16)."""
+    t = as_param_tensor(value, name, x, dtype=compute_dtype(x.dtype), **bounds)
     if torch.broadcast_shapes(t.shape, x.shape[1:]) != x.shape[1:]:
         raise ValueError(
             f"{name} of shape {tuple(t.shape)} would enlarge the per-step shape {tuple(x.shape[1:])} "
@@ -183,15 +193,15 @@ def lif(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_reset=0.0
         in the order ``(s, v, state)``.
     """
     check_time_first(x, "x")
-    check_finite(x, "x", check)
     check_choice(reset, "reset", _RESETS)
     surrogate = _surrogate.get(surrogate)
-    fn = _BACKENDS[_resolve_backend(backend, x, surrogate)]  # before the parameter checks touch x's device
+    fn = _BACKENDS[_resolve_backend(backend, x, surrogate)]  # before the data checks touch x's device
+    check_finite(x, "x", check)
     decay = _param(decay, "decay", x, low=0.0, high=1.0)
     threshold = _param(threshold, "threshold", x, low=0.0, low_inclusive=False)
-    v_reset = _param(v_reset, "v_reset", x)
-    if reset == "subtract" and bool((v_reset != 0).any()):
-        raise ValueError("v_reset is used only with reset='zero'; with reset='subtract' leave it at 0")
+    v_reset_t = _param(v_reset, "v_reset", x)
+    _check_v_reset(reset, v_reset)  # after _param: v_reset is a number or a floating tensor
+    v_reset = v_reset_t
     if v0 is not None:
         v0 = _param(v0, "v0", x)  # always checked finite, like the other parameters
 

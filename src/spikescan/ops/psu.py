@@ -137,7 +137,8 @@ def _check_square(weight, bias, T: int, x: Tensor, wname: str, bname: str) -> tu
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a floating tensor, got dtype {t.dtype}")
         if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+            what = " (a meta tensor: no data)" if t.is_meta else ""
+            raise ValueError(f"{name} is on {t.device}{what} but x is on {x.device}")
     if weight.shape != (T, T):
         raise ValueError(
             f"{wname} must be the [T, T] = [{T}, {T}] time-mixing matrix for an input with "
@@ -145,6 +146,12 @@ def _check_square(weight, bias, T: int, x: Tensor, wname: str, bname: str) -> tu
         )
     if bias.shape != (T,):
         raise ValueError(f"{bname} must be a [T] = [{T}] vector, got shape {tuple(bias.shape)}")
+    with torch.no_grad():  # one host sync for both
+        finite = torch.stack([torch.isfinite(weight).all(), torch.isfinite(bias).all()]).tolist()
+    for ok, t, name in zip(finite, (weight, bias), (wname, bname)):
+        if not ok:
+            raise ValueError(f"{name} must be finite, got {int(torch.isnan(t).sum())} NaN and "
+                             f"{int(torch.isinf(t).sum())} Inf of {t.numel()} values")
     return weight.to(x.dtype), bias.to(x.dtype)
 
 

@@ -62,7 +62,7 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
-from .._checks import as_param_tensor, check_choice, check_finite, check_time_first
+from .._checks import as_param_tensor, check_choice, check_finite, check_time_first, compute_dtype
 
 __all__ = ["leaky_integrate"]
 
@@ -241,8 +241,6 @@ def _scan_fused(y: torch.Tensor, decay: torch.Tensor, v0: Optional[torch.Tensor]
     Only the bare forward kernel: :func:`leaky_integrate` runs ``backend="fused"`` through the
     kernel's own autograd function (see :data:`_OWN_BACKWARD`), not through this entry.
     """
-    if y.numel() == 0:  # the kernels reject zero neurons; there is nothing to compute
-        return y.clone()
     from .fused import scan_kernel
 
     return scan_kernel(y, decay, v0, chunk_size)
@@ -264,9 +262,6 @@ _AUTOGRAD_NATIVE = frozenset({"sequential"})
 
 def _leaky_fused(x: torch.Tensor, decay: torch.Tensor, scale: Optional[torch.Tensor],
                  v0: Optional[torch.Tensor]) -> torch.Tensor:
-    if x.numel() == 0:  # the kernels reject zero neurons; the reference handles the empty case
-        y = x.to(decay.dtype) if scale is None else x.to(decay.dtype) * scale
-        return _scan_sequential(y, decay, v0).to(x.dtype)
     from .fused import leaky_integrate_backend
 
     return leaky_integrate_backend(x, decay, scale, v0)
@@ -407,18 +402,16 @@ def _check_fused_device(x: torch.Tensor) -> None:
                          f"or 'auto'")
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for the half types, else the input's own dtype."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+_compute_dtype = compute_dtype  # float32 for the half types, else the input's own dtype
 
 
 def _param(value, name: str, x: torch.Tensor, compute: torch.dtype, **bounds) -> torch.Tensor:
-    """Validated parameter tensor in the compute dtype, aligned to ``x.shape[1:]``'s rank."""
+    """Validated parameter tensor in the compute dtype, aligned to ``x.shape[1:]``'s rank.
+
+    Python numbers are built directly in the compute dtype (0.999 must not round to float16).
+    """
     rest = x.shape[1:]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        # Build Python numbers directly in the compute dtype (0.999 must not round to float16).
-        value = torch.tensor(float(value), dtype=compute, device=x.device)
-    t = as_param_tensor(value, name, x, **bounds)  # also rejects shapes that would enlarge x's
+    t = as_param_tensor(value, name, x, dtype=compute, **bounds)  # also rejects shapes that would enlarge x's
     return t.to(compute).reshape((1,) * (len(rest) - t.dim()) + tuple(t.shape))
 
 
