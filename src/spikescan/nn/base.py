@@ -1,4 +1,5 @@
-"""Shared pieces of the module layer: time-constant parameterisation and the spiking-neuron marker."""
+"""Shared pieces of the module layer: input checks and the dtype rule, time-constant
+parameterisation, and the spiking-neuron marker."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 
 import torch
 from torch import nn
+
+from .._checks import check_has_data, check_module_tensors, check_time_first, compute_dtype
 
 
 class SpikingNeuron(nn.Module):
@@ -16,13 +19,60 @@ class SpikingNeuron(nn.Module):
     """
 
 
+def check_input(module: nn.Module, x, features: int | None = None) -> torch.Tensor:
+    """The checks every module's ``forward`` makes once, returning ``x`` in the compute dtype.
+
+    ``x`` is a floating time-first tensor ``[T, B, ...]`` holding data (not meta) with
+    ``features`` in its last dim; the module's parameters sit on ``x``'s device and are finite
+    (one host sync for all of them, see :func:`spikescan._checks.check_module_tensors`).  The
+    result is ``x`` in the compute dtype of the dtype rule (module docstring of
+    :mod:`spikescan.nn`): float32 for float16/bfloat16, else ``x.dtype``.
+    """
+    check_time_first(x, "x", min_dim=2)
+    check_has_data(x, "x")
+    if features is not None and x.shape[-1] != features:
+        raise ValueError(f"x must have {features} features in its last dim, got shape {tuple(x.shape)}")
+    check_module_tensors(module, x)
+    return x.to(compute_dtype(x.dtype))
+
+
+def as_dtype(value, dtype: torch.dtype):
+    """A parameter (tensor or Python float) in ``dtype``; floats stay floats (kernels specialise on them)."""
+    return value.to(dtype) if isinstance(value, torch.Tensor) else value
+
+
+def as_output(out, dtype: torch.dtype):
+    """An output tensor, or a tuple of them, cast to the input's ``dtype`` (a no-op when it already is)."""
+    if isinstance(out, tuple):
+        return tuple(o.to(dtype) for o in out)
+    return out.to(dtype)
+
+
+# exp(-r) in float64 is exactly 0 for r >= _EXP_ZERO and exactly 1 for r <= _EXP_ONE = 2**-54.
+_EXP_ZERO = 745.1332191019412
+_EXP_ONE = 2.0**-54
+
+
 def decay_from_tau(tau: float, dt: float, name: str = "tau") -> float:
-    """``exp(-dt / tau)``: the per-step decay of a leak with time constant ``tau`` (Euler, SPSN eq. 5)."""
-    if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
-        raise ValueError(f"{name} must be a positive finite number of seconds, got {tau!r}")
-    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be a positive finite number of seconds, got {dt!r}")
-    return math.exp(-dt / tau)
+    """``exp(-dt / tau)``: the per-step decay of a leak with time constant ``tau`` (Euler, SPSN eq. 5).
+
+    The decay must lie strictly inside (0, 1) in float64: a ``tau`` so small that it is exactly
+    0 (``tau <~ dt / 745``), or so large that it is exactly 1 (``tau >~ dt * 1.8e16``), is
+    almost certainly a unit mistake, and the learnable parameterisations (``log tau``, PLIF's
+    ``logit(decay)``) could not represent it.
+    """
+    for value, what in ((tau, name), (dt, "dt")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{what} must be a positive finite number of seconds, got {value!r}")
+    d = math.exp(-dt / tau)
+    if not 0.0 < d < 1.0:
+        effect = "0 (the state forgets everything each step)" if d == 0.0 else "1 (no leak at all)"
+        raise ValueError(
+            f"{name}={tau!r} with dt={dt!r} gives the decay exp(-dt/{name}) = {d!r}, which is exactly "
+            f"{effect} in float64; use about {dt / _EXP_ZERO:.4g} < {name} < {dt / _EXP_ONE:.4g} seconds "
+            f"for this dt (a time constant in milliseconds instead of seconds?)"
+        )
+    return d
 
 
 class Decay(nn.Module):
@@ -48,3 +98,19 @@ class Decay(nn.Module):
 
     def extra_repr(self) -> str:
         return f"tau={self._tau}, dt={self.dt}, learn={self.learn}"
+
+
+class SigmoidDecay(nn.Module):
+    """``decay = sigmoid(w)`` with one learnable ``w`` per neuron (PLIF, Fang et al. 2021).
+
+    ``w`` starts at ``logit(exp(-dt/tau))``, finite because :func:`decay_from_tau` keeps the
+    decay strictly inside (0, 1).
+    """
+
+    def __init__(self, features: int, tau: float, dt: float, name: str = "tau_mem"):
+        super().__init__()
+        d = decay_from_tau(tau, dt, name)
+        self.w = nn.Parameter(torch.full((features,), math.log(d / (1.0 - d))))
+
+    def forward(self) -> torch.Tensor:
+        return torch.sigmoid(self.w)

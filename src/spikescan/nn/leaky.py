@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from .. import surrogate as surrogate_lib
-from .._checks import as_param_tensor, check_choice, check_time_first
+from .._checks import as_param_tensor, check_choice, check_finite, check_positive_int
 from ..ops.firing import heaviside
 from ..ops.lif import lif
 from ..ops.scan import leaky_integrate
-from .base import Decay, SpikingNeuron, decay_from_tau
-
-
-def _check_features(x: torch.Tensor, features: int) -> None:
-    check_time_first(x, "x", min_dim=2)
-    if x.shape[-1] != features:
-        raise ValueError(f"x must have {features} features in its last dim, got shape {tuple(x.shape)}")
+from .base import Decay, SigmoidDecay, SpikingNeuron, as_dtype, as_output, check_input
 
 
 class LI(nn.Module):
@@ -31,16 +23,17 @@ class LI(nn.Module):
     def __init__(self, features: int, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
                  dt: float = 1e-3, learn_tau: bool = False, backend: str = "auto"):
         super().__init__()
-        self.features = int(features)
+        self.features = check_positive_int(features, "features")
         self.backend = backend
         self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn") if tau_syn is not None else None
         self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_features(x, self.features)
-        current = x if self.syn is None else leaky_integrate(x, self.syn(), backend=self.backend)
-        b = self.mem()
-        return leaky_integrate(current, b, scale=1.0 - b, backend=self.backend)
+        xc = check_input(self, x, self.features)
+        current = xc if self.syn is None else leaky_integrate(xc, as_dtype(self.syn(), xc.dtype),
+                                                              backend=self.backend)
+        b = as_dtype(self.mem(), xc.dtype)
+        return as_output(leaky_integrate(current, b, scale=1.0 - b, backend=self.backend), x.dtype)
 
 
 # Backends of the LIF modules; the same names are valid for ``leaky_integrate`` (the current).
@@ -78,8 +71,8 @@ class LIF(SpikingNeuron):
         check_choice(reset, "reset", ("zero", "subtract"))
         check_choice(backend, "backend", LIF_BACKENDS)
         if not (threshold > 0):
-            raise ValueError(f"threshold must be > 0, got {threshold}")
-        self.features = int(features)
+            raise ValueError(f"threshold must be > 0, got {threshold!r}")
+        self.features = check_positive_int(features, "features")
         self.reset = reset
         self.v_reset = float(v_reset)
         self.surrogate = surrogate_lib.get(surrogate if surrogate is not None else surrogate_lib.FastSigmoid(100.0))
@@ -97,33 +90,24 @@ class LIF(SpikingNeuron):
         return Decay(features, tau_mem, dt, learn_tau, "tau_mem")
 
     def _input(self, x: torch.Tensor, b) -> torch.Tensor:
-        current = x if self.syn is None else leaky_integrate(x, self.syn(), backend=self.backend)
+        """The scaled current ``(1 - b) i`` (or ``input_scale * i``), in ``x``'s (compute) dtype."""
+        a = None if self.syn is None else as_dtype(self.syn(), x.dtype)
+        current = x if a is None else leaky_integrate(x, a, backend=self.backend)
         if self.input_scale == "one_minus_decay":
             return current * (1.0 - b)
         return current * float(self.input_scale)
 
     def forward(self, x: torch.Tensor, v0: torch.Tensor | None = None) -> torch.Tensor:
-        _check_features(x, self.features)
-        b = self.mem()
-        return lif(self._input(x, b), b, self.threshold, reset=self.reset, v_reset=self.v_reset,
-                   surrogate=self.surrogate, v0=v0, detach_reset=self.detach_reset,
-                   backend=self.backend)
+        xc = check_input(self, x, self.features)
+        b = as_dtype(self.mem(), xc.dtype)
+        s = lif(self._input(xc, b), b, as_dtype(self.threshold, xc.dtype), reset=self.reset,
+                v_reset=self.v_reset, surrogate=self.surrogate, v0=v0, detach_reset=self.detach_reset,
+                backend=self.backend)
+        return as_output(s, x.dtype)
 
     def extra_repr(self) -> str:
         return (f"features={self.features}, reset={self.reset!r}, surrogate={self.surrogate}, "
                 f"backend={self.backend!r}")
-
-
-class _SigmoidDecay(nn.Module):
-    """``decay = sigmoid(w)`` with one learnable ``w`` per neuron (PLIF, Fang et al. 2021)."""
-
-    def __init__(self, features: int, tau: float, dt: float):
-        super().__init__()
-        d = decay_from_tau(tau, dt, "tau_mem")
-        self.w = nn.Parameter(torch.full((features,), math.log(d / (1.0 - d))))
-
-    def forward(self) -> torch.Tensor:
-        return torch.sigmoid(self.w)
 
 
 class PLIF(LIF):
@@ -134,7 +118,7 @@ class PLIF(LIF):
     """
 
     def _make_decay(self, features, tau_mem, dt, learn_tau):
-        return _SigmoidDecay(features, tau_mem, dt)
+        return SigmoidDecay(features, tau_mem, dt, "tau_mem")
 
 
 class RLIF(LIF):
@@ -177,14 +161,17 @@ class RLIF(LIF):
         self.recurrent = nn.Linear(self.features, self.features, bias=bool(recurrent_bias))
 
     def forward(self, x: torch.Tensor, v0: torch.Tensor | None = None, return_membrane: bool = False):
-        _check_features(x, self.features)
-        b = self.mem()
-        a = None if self.syn is None else self.syn()
+        x_in = x
+        x = check_input(self, x, self.features)
+        check_finite(x, "x")  # NaN/Inf scan in debug mode (no op below does it for this loop)
+        dt = x.dtype
+        b = as_dtype(self.mem(), dt)
+        a = None if self.syn is None else as_dtype(self.syn(), dt)
         scale = (1.0 - b) if self.input_scale == "one_minus_decay" else float(self.input_scale)
-        threshold = as_param_tensor(self.threshold, "threshold", x, low=0.0, low_inclusive=False)
-        v_post = x.new_zeros(()) if v0 is None else as_param_tensor(v0, "v0", x)
-        w = self.recurrent.weight.to(x.dtype)
-        bias = None if self.recurrent.bias is None else self.recurrent.bias.to(x.dtype)
+        threshold = as_param_tensor(self.threshold, "threshold", x, low=0.0, low_inclusive=False).to(dt)
+        v_post = x.new_zeros(()) if v0 is None else as_param_tensor(v0, "v0", x).to(dt)
+        w = self.recurrent.weight.to(dt)
+        bias = None if self.recurrent.bias is None else self.recurrent.bias.to(dt)
         s = x.new_zeros(x.shape[1:])
         i = None
         spikes, membrane = [], []
@@ -201,7 +188,7 @@ class RLIF(LIF):
             spikes.append(s)
             membrane.append(v)
         out = torch.stack(spikes)
-        return (out, torch.stack(membrane)) if return_membrane else out
+        return as_output((out, torch.stack(membrane)) if return_membrane else out, x_in.dtype)
 
     def extra_repr(self) -> str:
         return (f"features={self.features}, reset={self.reset!r}, surrogate={self.surrogate}, "

@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from .. import surrogate as surrogate_lib
-from .._checks import check_choice, check_time_first
+from .._checks import check_choice, check_positive_int
 from ..ops import psu as psu_ops
-from .base import SpikingNeuron
+from ..ops.firing import heaviside
+from .base import SpikingNeuron, as_output, check_input
 
 __all__ = ["PSU", "IPSU", "RPSU"]
 
@@ -53,24 +54,22 @@ class _PSUBase(SpikingNeuron):
         else:
             self.surrogate = surrogate_lib.ATan(2.0) if surrogate is None else surrogate_lib.get(surrogate)
 
-    def _check_x(self, x: torch.Tensor) -> None:
-        check_time_first(x, "x", min_dim=2)
+    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` checked (with the layer's parameters) and in the compute dtype."""
+        return check_input(self, x)
 
     def _membrane(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, return_membrane: bool = False):
-        """Spikes ``[T, B, *features]`` (and the membrane ``V`` with ``return_membrane=True``)."""
-        self._check_x(x)
-        v = self._membrane(x)
+        """Spikes ``[T, B, *features]`` (and the membrane ``V`` with ``return_membrane=True``), in ``x.dtype``."""
+        v = self._membrane(self._check_x(x))
         u = v - self.threshold
         if self.learn_alpha:
             s = psu_ops.atan_heaviside(u, self.alpha.to(u.dtype))
         else:
-            from ..ops.firing import heaviside
-
             s = heaviside(u, self.surrogate)
-        return (s, v) if return_membrane else s
+        return as_output((s, v) if return_membrane else s, x.dtype)
 
     def extra_repr(self) -> str:
         sur = "atan(alpha learnable)" if self.learn_alpha else repr(self.surrogate)
@@ -95,9 +94,7 @@ class PSU(_PSUBase):
 class _LearnedTimeMatrix(_PSUBase):
     def __init__(self, T: int, tau, threshold, leak, surrogate, learn_alpha, backend):
         super().__init__(tau, threshold, leak, surrogate, learn_alpha, backend)
-        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-            raise ValueError(f"T (number of time steps) must be a positive int, got {T!r}")
-        self.T = T
+        self.T = check_positive_int(T, "T (number of time steps)")
         self.weight = nn.Parameter(torch.empty(T, T))
         self.bias = nn.Parameter(torch.empty(T))
         self.reset_parameters()
@@ -107,13 +104,14 @@ class _LearnedTimeMatrix(_PSUBase):
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
         nn.init.zeros_(self.bias)
 
-    def _check_x(self, x: torch.Tensor) -> None:
-        super()._check_x(x)
+    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
+        xc = super()._check_x(x)
         if x.shape[0] != self.T:
             raise ValueError(
                 f"{type(self).__name__} was built for T = {self.T} time steps (its T×T matrix), "
                 f"but x has T = {x.shape[0]} (shape {tuple(x.shape)})"
             )
+        return xc
 
     def masked_weight(self) -> torch.Tensor:
         """The causal matrix actually applied: ``A ⊙ L`` (lower triangle, diagonal included)."""
@@ -131,8 +129,8 @@ class IPSU(_LearnedTimeMatrix):
         super().__init__(T, tau, threshold, leak, surrogate, learn_alpha, backend)
 
     def _membrane(self, x):
-        return psu_ops.ipsu_membrane(x, self.weight, self.bias, self.tau, leak=self.leak,
-                                     backend=self.backend)
+        return psu_ops.ipsu_membrane(x, self.weight.to(x.dtype), self.bias.to(x.dtype), self.tau,
+                                     leak=self.leak, backend=self.backend)
 
 
 class RPSU(_LearnedTimeMatrix):
@@ -143,5 +141,5 @@ class RPSU(_LearnedTimeMatrix):
         super().__init__(T, tau, threshold, leak, surrogate, learn_alpha, backend)
 
     def _membrane(self, x):
-        return psu_ops.rpsu_membrane(x, self.weight, self.bias, self.tau, leak=self.leak,
-                                     backend=self.backend)
+        return psu_ops.rpsu_membrane(x, self.weight.to(x.dtype), self.bias.to(x.dtype), self.tau,
+                                     leak=self.leak, backend=self.backend)

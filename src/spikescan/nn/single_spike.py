@@ -15,17 +15,11 @@ import torch
 from torch import nn
 
 from .. import surrogate as surrogate_lib
-from .._checks import check_time_first
+from .._checks import check_positive_int
 from ..ops.first_spike import DEFAULT_SURROGATE, max_membrane_readout, single_spike_lif
-from .base import Decay, SpikingNeuron
+from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input
 
 __all__ = ["SingleSpikeLIF", "MaxMembraneReadout"]
-
-
-def _check_features(x: torch.Tensor, features: int) -> None:
-    check_time_first(x, "x", min_dim=2)
-    if x.shape[-1] != features:
-        raise ValueError(f"x must have {features} features in its last dim, got shape {tuple(x.shape)}")
 
 
 def _input_scale(input_scale):
@@ -60,7 +54,7 @@ class SingleSpikeLIF(SpikingNeuron):
         super().__init__()
         if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
             raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
-        self.features = int(features)
+        self.features = check_positive_int(features, "features")
         self.mem = Decay(features, tau, dt, learn_tau, "tau")
         self.threshold = float(threshold)
         self.surrogate = DEFAULT_SURROGATE if surrogate is None else surrogate_lib.get(surrogate)
@@ -71,10 +65,11 @@ class SingleSpikeLIF(SpikingNeuron):
 
     def forward(self, x: torch.Tensor, return_membrane: bool = False):
         """Spikes ``[T, B, *, features]`` (at most one per neuron), and ``V~`` with ``return_membrane``."""
-        _check_features(x, self.features)
-        return single_spike_lif(x, self.mem(), self.threshold, scale=self._scale,
-                                surrogate=self.surrogate, straight_through=self.straight_through,
-                                backend=self.backend, return_membrane=return_membrane)
+        xc = check_input(self, x, self.features)
+        out = single_spike_lif(xc, as_dtype(self.mem(), xc.dtype), self.threshold, scale=self._scale,
+                               surrogate=self.surrogate, straight_through=self.straight_through,
+                               backend=self.backend, return_membrane=return_membrane)
+        return as_output(out, x.dtype)
 
     def extra_repr(self) -> str:
         return (f"features={self.features}, threshold={self.threshold}, surrogate={self.surrogate}, "
@@ -90,15 +85,16 @@ class MaxMembraneReadout(nn.Module):
     def __init__(self, features: int, tau: float = 0.02, dt: float = 1e-3, *,
                  input_scale="one_minus_decay", learn_tau: bool = False, backend: str = "auto"):
         super().__init__()
-        self.features = int(features)
+        self.features = check_positive_int(features, "features")
         self.mem = Decay(features, tau, dt, learn_tau, "tau")
         self.input_scale = input_scale
         self._scale = _input_scale(input_scale)
         self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_features(x, self.features)
-        return max_membrane_readout(x, self.mem(), scale=self._scale, backend=self.backend)
+        xc = check_input(self, x, self.features)
+        out = max_membrane_readout(xc, as_dtype(self.mem(), xc.dtype), scale=self._scale, backend=self.backend)
+        return as_output(out, x.dtype)
 
     def extra_repr(self) -> str:
         return f"features={self.features}, input_scale={self.input_scale!r}"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_choice, check_time_first
+from .._checks import check_choice, check_positive_int
 from ..ops import fused
 from ..ops.firing import gumbel_spike, sigmoid_bernoulli
 from ..ops.scan import _BACKENDS as _SCAN_BACKENDS
 from ..ops.scan import leaky_integrate
-from .base import Decay, SpikingNeuron
+from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input
 
 FIRING_MODES = ("sb", "gs")
 
@@ -57,11 +57,9 @@ class SPSN(SpikingNeuron):
         super().__init__()
         check_choice(firing, "firing", FIRING_MODES)
         check_choice(backend, "backend", ("auto", *_SCAN_BACKENDS))
-        if not features >= 1:
-            raise ValueError(f"features must be >= 1, got {features}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        self.features = int(features)
+        self.features = check_positive_int(features, "features")
         self.firing = firing
         self.backend = backend
         self.gs_tau = float(gs_tau)
@@ -70,16 +68,15 @@ class SPSN(SpikingNeuron):
         self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn") if tau_syn is not None else None
         self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem")
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        check_time_first(x, "x", min_dim=2)
-        if x.shape[-1] != self.features:
-            raise ValueError(f"x must have {self.features} features in its last dim, got shape {tuple(x.shape)}")
-
     def membrane(self, x: torch.Tensor) -> torch.Tensor:
-        """The membrane potential ``u`` (before firing), ``[T, B, *, features]``."""
-        self._check_input(x)
-        current = x if self.syn is None else leaky_integrate(x, self.syn(), backend=self.backend)
-        b = self.mem()
+        """The membrane potential ``u`` (before firing), ``[T, B, *, features]``, in ``x.dtype``."""
+        return as_output(self._membrane(check_input(self, x, self.features)), x.dtype)
+
+    def _membrane(self, x: torch.Tensor) -> torch.Tensor:
+        """``u`` of a checked ``x`` (already in the compute dtype)."""
+        a = None if self.syn is None else as_dtype(self.syn(), x.dtype)
+        current = x if a is None else leaky_integrate(x, a, backend=self.backend)
+        b = as_dtype(self.mem(), x.dtype)
         return leaky_integrate(current, b, scale=1.0 - b, backend=self.backend)
 
     def uses_fused_step(self, x: torch.Tensor) -> bool:
@@ -93,17 +90,19 @@ class SPSN(SpikingNeuron):
         return int(torch.randint(0, 2**62, (1,), generator=g, device=g.device if g is not None else "cpu").item())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.uses_fused_step(x):
-            self._check_input(x)
-            seed = self._seed(x.device)
+        xc = check_input(self, x, self.features)
+        if self.uses_fused_step(xc):
+            seed = self._seed(xc.device)
             # tau_syn=None is alpha = 0: i[t] = 0 * i[t-1] + x[t] = x[t] exactly.
-            alpha = 0.0 if self.syn is None else self.syn()
-            return fused.fused_spsn(x, alpha, self.mem(), seed=seed, firing=self.firing, tau=self.gs_tau,
-                                    logit_scale=self.logit_scale)
-        u = self.membrane(x)
-        if self.firing == "sb":
-            return sigmoid_bernoulli(u, generator=self.generator)
-        return gumbel_spike(u, tau=self.gs_tau, generator=self.generator, logit_scale=self.logit_scale)
+            alpha = 0.0 if self.syn is None else as_dtype(self.syn(), xc.dtype)
+            s = fused.fused_spsn(xc, alpha, as_dtype(self.mem(), xc.dtype), seed=seed, firing=self.firing,
+                                 tau=self.gs_tau, logit_scale=self.logit_scale)
+        elif self.firing == "sb":
+            s = sigmoid_bernoulli(self._membrane(xc), generator=self.generator)
+        else:
+            s = gumbel_spike(self._membrane(xc), tau=self.gs_tau, generator=self.generator,
+                             logit_scale=self.logit_scale)
+        return as_output(s, x.dtype)
 
     def extra_repr(self) -> str:
         return f"features={self.features}, firing={self.firing!r}, backend={self.backend!r}"
