@@ -78,6 +78,14 @@ def test_parameters_on_another_device_name_both_devices(name):
         m(x_for())
 
 
+def test_parameters_and_input_on_different_devices_name_both():
+    """The device check itself (CPU-only machines have no second real device: x on meta here)."""
+    from spikescan._checks import check_module_tensors
+
+    with pytest.raises(ValueError, match=r"LIF's parameters are on cpu but x is on meta \(mem.log_tau\)"):
+        check_module_tensors(LIF(4, learn_tau=True), torch.empty(3, 2, 4, device="meta"))
+
+
 # ---- non-finite parameters (7b) -----------------------------------------------------------------
 
 
@@ -157,6 +165,15 @@ def test_size_must_be_a_positive_int(cls):
             cls(bad)
     size = cls(np.int64(4)).T if cls in (IPSU, RPSU) else cls(np.int64(4)).features
     assert size == 4 and type(size) is int
+
+
+@pytest.mark.parametrize("cls", [LIF, PLIF, RLIF])
+def test_input_scale_is_checked_at_construction(cls):
+    """Before: LIF(4, input_scale="none") failed at the first forward, in float()."""
+    for bad in ("none", True, float("nan"), None):
+        with pytest.raises(ValueError, match="input_scale must be 'one_minus_decay' or a finite number"):
+            cls(4, input_scale=bad)
+    assert cls(4, input_scale=0.5)(x_for((3, 2, 4))).shape == (3, 2, 4)
 
 
 # ---- time constants (8) ----------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -78,6 +80,10 @@ class LIF(SpikingNeuron):
         self.surrogate = surrogate_lib.get(surrogate if surrogate is not None else surrogate_lib.FastSigmoid(100.0))
         self.detach_reset = bool(detach_reset)
         self.backend = backend
+        if not (input_scale == "one_minus_decay" or (isinstance(input_scale, (int, float))
+                                                     and not isinstance(input_scale, bool)
+                                                     and math.isfinite(input_scale))):
+            raise ValueError(f"input_scale must be 'one_minus_decay' or a finite number, got {input_scale!r}")
         self.input_scale = input_scale
         self.syn = Decay(features, tau_syn, dt, False, "tau_syn") if tau_syn is not None else None
         self.mem = self._make_decay(features, tau_mem, dt, learn_tau)
@@ -155,9 +161,6 @@ class RLIF(LIF):
                  recurrent_bias: bool = False):
         super().__init__(features, tau_syn, tau_mem, dt, threshold, reset, v_reset, surrogate, detach_reset,
                          learn_tau, learn_threshold, input_scale, backend="sequential")
-        if not (input_scale == "one_minus_decay" or (isinstance(input_scale, (int, float))
-                                                     and not isinstance(input_scale, bool))):
-            raise ValueError(f"input_scale must be 'one_minus_decay' or a number, got {input_scale!r}")
         self.recurrent = nn.Linear(self.features, self.features, bias=bool(recurrent_bias))
 
     def forward(self, x: torch.Tensor, v0: torch.Tensor | None = None, return_membrane: bool = False):
