@@ -4,7 +4,7 @@ The kernels are numba functions compiled with ``nogil=True``, so calls from diff
 threads really run at the same time; what they share is the compiled-kernel caches, the
 neuron-splitting thread pool (``_cpu.parallel_for``, used when torch has more than one thread)
 and the pool of large output buffers (``_cpu.empty``, for outputs of 8 MiB and more).  Each
-thread gets its own inputs (some sets twice, so that equal inputs also run concurrently), runs
+thread gets its own inputs (the small sets several times, so equal inputs also run at once), runs
 forward and backward, and every output and gradient must equal the serial call's exactly: a
 neuron's arithmetic does not depend on how the neurons are split, so any difference is a race.
 """
