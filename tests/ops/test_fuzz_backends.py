@@ -4,9 +4,8 @@ Ops: ``leaky_integrate`` (fft, chunked with both inner scans, fused), ``lif`` (f
 ``fused_spsn`` (sb, gs), ``psu`` / ``ipsu`` / ``rpsu`` (matrix, chunked), ``first_spike`` and
 ``single_spike_lif`` (every leaky backend).  Outputs and the gradients of the input and of every
 parameter that can require one are compared.  Runs are reproducible (``derandomize=True``) and
-sized for CI: ~65 s on 2 cores once numba has the module-level kernels cached (about
-45-55 s inside the whole suite, whose other kernel tests compile most variants first), most of
-it compiling the backward kernels' specialisations.
+sized for a 2-core CI machine; most of the file's time is numba compiling the backward kernels'
+specialisations, so the draws avoid combinations that only add compilations.
 
 How the tolerances are set (no tolerance is a guess):
 
