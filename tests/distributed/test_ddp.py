@@ -22,9 +22,12 @@ T, N, PER_RANK, F = 7, 24, 4, 6
 
 
 def _model():
+    # float64: DDP averages two per-rank gradients where one process sums the global batch in one
+    # matmul; in float32 that reassociation (whose last bits depend on the host's BLAS) can flip a
+    # LIF spike and the runs part.  In float64 it is ~1e-16 relative, hence the 1e-10 below.
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(5, F), LIF(F, learn_tau=True, threshold=0.5, backend="sequential"), nn.Linear(F, 3),
-                         LI(3, backend="sequential"))
+                         LI(3, backend="sequential")).double()
 
 
 def _train(model, loader, sampler):
@@ -44,7 +47,8 @@ def _train(model, loader, sampler):
 
 def _ddp_worker(rank, world):
     g = torch.Generator().manual_seed(7)
-    data = TensorDataset(torch.rand(N, T, 5, generator=g) * 3, torch.randint(0, 3, (N,), generator=g))
+    data = TensorDataset(torch.rand(N, T, 5, generator=g, dtype=torch.float64) * 3,
+                         torch.randint(0, 3, (N,), generator=g))
     env = init_from_env()  # inside spawn(): picks up the existing group
     assert env.distributed and (env.rank, env.world_size) == (rank, world) and is_distributed()
     assert is_main() == (rank == 0)
@@ -58,9 +62,10 @@ def _ddp_worker(rank, world):
     ref_sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=3, drop_last=True)
     ref_model = _model()
     ref = _train(ref_model, DataLoader(data, batch_size=PER_RANK * world, sampler=ref_sampler), ref_sampler)
-    torch.testing.assert_close(torch.tensor(global_losses), torch.tensor(ref), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(global_losses), torch.tensor(ref), rtol=1e-10, atol=1e-12)
     for p, q in zip(model.module.parameters(), ref_model.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        assert p.dtype == torch.float64
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
 
     sums = all_reduce_metrics({"correct": rank + 1, "n": 10}, op="sum")
     assert sums == {"correct": world * (world + 1) / 2, "n": 10.0 * world}

@@ -64,7 +64,9 @@ def test_dead_pipeline_predecessor_makes_the_successor_raise():
 
 def test_stuck_rank_hits_the_group_timeout():
     with pytest.raises(SpawnError) as info:
-        spawn(_stuck_rank, 2, timeout=60, pg_timeout_s=3, grace_s=3)
+        # the group timeout also bounds init_process_group: 10 s leaves room for a late start on a
+        # loaded host, while rank 1 sleeps far longer than that
+        spawn(_stuck_rank, 2, timeout=90, pg_timeout_s=10, grace_s=3)
     ranks = info.value.ranks
     assert ranks[0].status == "error" and "PeerFailure" in ranks[0].error, ranks[0].line()
     assert ranks[1].status == "killed"  # spawn() ended the stuck process after the grace period

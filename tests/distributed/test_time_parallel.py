@@ -65,6 +65,14 @@ def _check_leaky(rank, world):
     _close(full, leaky_integrate(x, 0.9, backend="sequential"), "gather_time")
 
 
+def _equal_where_decided(s, ref, noise, p, what):
+    # A draw within 1e-5 of its firing probability may fall either way: the split scan (segments
+    # plus a carry) rounds differently from the sequential one, ~1e-6 relative in float32.
+    decided = (noise - p).abs() > 1e-5
+    assert float(decided.float().mean()) > 0.99, what
+    assert torch.equal(s[decided], ref[decided]), what
+
+
 def _check_spsn(rank, world):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(T, B, F, generator=g) * 3
@@ -80,7 +88,8 @@ def _check_spsn(rank, world):
     sl, ul = spsn_split(xl, al, bl, noise=local_segment(noise), return_membrane=True)
     ((sl + ul) * local_segment(gw)).sum().backward()
     _close(ul, local_segment(u), "spsn u")
-    assert torch.equal(sl, local_segment(s)), "spsn spikes differ with the same noise"
+    _equal_where_decided(sl, local_segment(s), local_segment(noise), local_segment(torch.sigmoid(u.detach())),
+                         "spsn spikes differ with the same noise")
     _close(xl.grad, local_segment(xr.grad), "spsn grad x")
     _close(al.grad, ar.grad, "spsn grad a")
     _close(bl.grad, br.grad, "spsn grad b")
@@ -88,8 +97,10 @@ def _check_spsn(rank, world):
     local = spsn_split(local_segment(x), a, b, generator=torch.Generator().manual_seed(100 + rank))
     uniforms = torch.cat([torch.rand((stop - start, B, F), generator=torch.Generator().manual_seed(100 + r))
                           for r, (start, stop) in enumerate(segment_bounds(T, world))])
-    ref = sigmoid_bernoulli(leaky_integrate(leaky_integrate(x, a), b, scale=1 - b), noise=uniforms)
-    assert torch.equal(local, local_segment(ref)), "spsn with per-rank generators differs"
+    u_ref = leaky_integrate(leaky_integrate(x, a), b, scale=1 - b)
+    ref = sigmoid_bernoulli(u_ref, noise=uniforms)
+    _equal_where_decided(local, local_segment(ref), local_segment(uniforms), local_segment(torch.sigmoid(u_ref)),
+                         "spsn with per-rank generators differs")
 
 
 def _check_lif(rank, world):
@@ -118,10 +129,14 @@ def _check_lif(rank, world):
 
 
 def _check_timesplit(rank, world):
+    # float64: each rank's nn.Linear multiplies a different number of rows, so BLAS may round
+    # differently from the whole-sequence matmul; in float32 that can flip a spike (LIF threshold,
+    # SPSN draw) and the outputs part.  In float64 it is ~1e-16, far inside _close's 1e-5.
     torch.manual_seed(4)
-    net = nn.Sequential(nn.Linear(5, F), LIF(F, learn_tau=True, threshold=0.5), nn.Linear(F, 3), LI(3, learn_tau=True))
-    x = torch.rand(T, B, 5) * 4
-    gw = torch.randn(T, B, 3)
+    net = nn.Sequential(nn.Linear(5, F), LIF(F, learn_tau=True, threshold=0.5), nn.Linear(F, 3),
+                        LI(3, learn_tau=True)).double()
+    x = torch.rand(T, B, 5, dtype=torch.float64) * 4
+    gw = torch.randn(T, B, 3, dtype=torch.float64)
     out = net(x)
     (out * gw).sum().backward()
     split = TimeSplit(copy.deepcopy(net), micro_batches=2)
@@ -134,8 +149,8 @@ def _check_timesplit(rank, world):
 
     # SPSN network with fixed noise against the net written out by hand
     torch.manual_seed(5)
-    net = nn.Sequential(TimeDistributed(nn.Linear(5, F)), SPSN(F, learn_tau=True), nn.Linear(F, 3), LI(3))
-    noise = torch.rand(T, B, F)
+    net = nn.Sequential(TimeDistributed(nn.Linear(5, F)), SPSN(F, learn_tau=True), nn.Linear(F, 3), LI(3)).double()
+    noise = torch.rand(T, B, F, dtype=torch.float64)
     spsn, lin2, li = net[1], net[2], net[3]
     u = leaky_integrate(leaky_integrate(net[0](x), spsn.syn()), spsn.mem(), scale=1 - spsn.mem())
     out = li(lin2(sigmoid_bernoulli(u, noise=noise)))

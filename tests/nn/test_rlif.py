@@ -56,9 +56,11 @@ def test_zero_recurrent_weight_gradients_match_lif(reset):
 
 def test_recurrent_path_matters():
     """A nonzero W_rec changes the output, and the spike feedback equals the equation by hand."""
+    # float64: the loop below multiplies by W in another order than nn.Linear (BLAS), and in
+    # float32 a near-tie membrane could flip a spike on some hosts
     torch.manual_seed(2)
-    x = torch.rand(50, 2, 6) * 2.5
-    layer = RLIF(6, tau_syn=None, tau_mem=0.005, threshold=0.4, reset="subtract")
+    x = torch.rand(50, 2, 6, dtype=torch.float64) * 2.5
+    layer = RLIF(6, tau_syn=None, tau_mem=0.005, threshold=0.4, reset="subtract").double()
     with torch.no_grad():
         layer.recurrent.weight.copy_(torch.randn(6, 6))
     s = layer(x)
@@ -67,10 +69,10 @@ def test_recurrent_path_matters():
     # independent loop of the module docstring's equations
     b = math.exp(-0.2)
     W = layer.recurrent.weight
-    v_post, prev, out = torch.zeros(2, 6), torch.zeros(2, 6), []
+    v_post, prev, out = torch.zeros(2, 6, dtype=x.dtype), torch.zeros(2, 6, dtype=x.dtype), []
     for t in range(50):
         v = b * v_post + (x[t] + prev @ W.T) * (1 - b)
-        prev = (v >= 0.4).float()
+        prev = (v >= 0.4).to(x.dtype)
         v_post = v - 0.4 * prev
         out.append(prev)
     torch.testing.assert_close(s, torch.stack(out))

@@ -27,7 +27,8 @@ def runs(tmp_path_factory):
 def test_eval_trials_spread_for_stochastic_neurons_only(runs):
     sb = evaluate(runs / "spsn-sb", trials=3, log=_quiet)
     lif = evaluate(runs / "lif", trials=3, log=_quiet)
-    assert len(sb["acc"]) == 3 and sb["acc_std"] > 0 and sb["readout_std"] > 0
+    # the readout std, not the accuracy std: three trials may round to the same accuracy
+    assert len(sb["acc"]) == 3 and sb["readout_std"] > 0 and sb["spike_rate_std"] > 0
     assert lif["acc_std"] == 0 and lif["readout_std"] == 0 and lif["spike_rate_std"] == 0
     final = json.loads((runs / "lif" / "final.json").read_text())
     assert lif["acc_mean"] == pytest.approx(final["test_acc"])  # same weights, same test set
