@@ -1,7 +1,8 @@
 """LLVM-level helpers for the numba kernels.
 
 :func:`prefer_wide_vectors` lets LLVM use 512-bit vectors in one kernel on CPUs that have them
-(its default tuning for such CPUs stays at 256 bits).
+(its default tuning for such CPUs stays at 256 bits).  :func:`specialise` compiles one variant
+of a kernel template with its flags and the kernels it calls bound as constants, cached on disk.
 
 (Non-temporal "streaming" stores of the outputs were tried as well -- a row computed into a
 cache-resident buffer, then written out whole cache lines at a time without the read for
@@ -12,8 +13,33 @@ of a training step's arrays, they made the fused SPSN forward slower, 30.6 vs 27
 
 from __future__ import annotations
 
-from numba import types
+import types as pytypes
+
+from numba import njit, types
 from numba.extending import intrinsic
+
+
+def specialise(template, jit_options: dict, flags: dict, kernels: dict):
+    """``njit(**jit_options)`` of ``template`` with ``flags`` and ``kernels`` bound as its globals.
+
+    The compiled code sees each flag as a constant (as it would a closure's cell), so branches
+    on a flag vanish from the loops.  A closure would be the plain way to write this, but numba
+    keys a closure's disk cache on a pickle of its cells, and a numba dispatcher pickles with a
+    per-process uuid: a closure over the kernels it calls misses the cache in every new process
+    and adds a cache file each time.  Globals are not part of the key, so the variant is named
+    instead: the qualname ``<template>__<flag><value>...`` names its cache index, so ``flags``
+    must hold every value the kernels were specialised on (whether the template reads it or not).
+    """
+    for name in kernels:
+        if name not in template.__code__.co_names:
+            raise NameError(f"{template.__name__} does not use the global {name!r}")
+    suffix = "_".join(f"{name.strip('_').lower()}{int(value)}" for name, value in sorted(flags.items()))
+    fn = pytypes.FunctionType(template.__code__, {**template.__globals__, **flags, **kernels},
+                              f"{template.__name__}__{suffix}", template.__defaults__)
+    fn.__qualname__ = fn.__name__
+    fn.__module__ = template.__module__
+    fn.__doc__ = template.__doc__
+    return njit(**jit_options)(fn)
 
 
 @intrinsic

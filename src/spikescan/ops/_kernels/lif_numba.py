@@ -54,6 +54,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._numba_lowlevel import specialise
 from ._numba_math import exp1
 
 # Serial kernels over a range of neurons [lo0, hi0); the caller runs disjoint ranges on a thread
@@ -245,14 +246,71 @@ def _bstep(vv, pv, prev_post, gsk, gvk, a, dk, tk, rk, zero_reset, keep, code, c
     return dv, dk * dv, inc_d, inc_th, inc_vr
 
 
+# Bound per variant by specialise(): the two-step and one-step reverse kernels of _make_backward.
+_bwd2 = _bwd1 = None
+
+
+def _lif_backward_template(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset, detach, consts, ec, lo0, hi0,
+                           block, seg, gx, gd, gth, gvr, gv0):
+    """The reverse-time driver; :func:`_make_backward` binds ``_bwd2``/``_bwd1`` per variant."""
+    T = x.shape[0]
+    gs_step = 1 if gs.shape[0] == T else 0
+    gv_step = 1 if gv.shape[0] == T else 0
+    one = consts[0]
+    keep = one - one if detach else one  # weight of the reset path through the spike
+    nseg = (T + seg - 1) // seg
+    for lo in range(lo0, hi0, block):
+        hi = min(lo + block, hi0)
+        m = hi - lo
+        d = decay[lo:hi]
+        th = thr[lo:hi]
+        vr = vreset[lo:hi]
+        # separate allocations (rows of one array would defeat LLVM's alias analysis)
+        buf = np.empty((seg + 1, m), x.dtype)  # buf[0]: checkpoint (post-reset), buf[j+1]: v[t0+j]
+        vp = np.empty(m, x.dtype)
+        unused = np.empty(m, x.dtype)  # spike row of the recomputation (not written)
+        a_r = glast[lo:hi].copy()  # dL/dvp[t], carried backwards
+        ad_r = np.zeros(m, x.dtype)
+        at_r = np.zeros(m, x.dtype)
+        av_r = np.zeros(m, x.dtype)
+        for g in range(nseg - 1, -1, -1):
+            t0 = g * seg
+            n = min(T, t0 + seg) - t0
+            buf[0] = ck[g, lo:hi]
+            vp[:] = buf[0]
+            j = 0
+            while j + _U <= n:
+                _membrane4(x[t0 + j, lo:hi], x[t0 + j + 1, lo:hi], x[t0 + j + 2, lo:hi], x[t0 + j + 3, lo:hi],
+                           buf[j + 1], buf[j + 2], buf[j + 3], buf[j + 4], d, th, vr, vp, zero_reset)
+                j += _U
+            while j < n:
+                _fwd1(x[t0 + j, lo:hi], unused, buf[j + 1], d, th, vr, vp, zero_reset, False, True, one, one)
+                j += 1
+            r = n % 2  # the segment's first step alone when n is odd, after the pairs
+            for j in range(n - 2, r - 1, -2):  # steps t0+j, t0+j+1
+                t = t0 + j
+                _bwd2(buf[j + 1], buf[j + 2], buf[j], gs[t * gs_step, lo:hi], gs[(t + 1) * gs_step, lo:hi],
+                     gv[t * gv_step, lo:hi], gv[(t + 1) * gv_step, lo:hi], gx[t, lo:hi], gx[t + 1, lo:hi], d,
+                     th, vr, a_r, ad_r, at_r, av_r, j == 0, zero_reset, keep, consts, ec)
+            if r:
+                _bwd1(buf[1], buf[0], gs[t0 * gs_step, lo:hi], gv[t0 * gv_step, lo:hi], gx[t0, lo:hi], d, th,
+                     vr, a_r, ad_r, at_r, av_r, True, zero_reset, keep, consts, ec)
+        gd[lo:hi] = ad_r
+        gth[lo:hi] = at_r
+        gvr[lo:hi] = av_r
+        gv0[lo:hi] = a_r
+
+
 def _make_backward(code: int, fast: bool, pgrad: bool, has_gv: bool):
     """The backward kernel specialised to one surrogate ``code``, exp flavour (``fast``), and
     whether parameter sums (``pgrad``) and a membrane gradient (``has_gv``) are needed.
 
     These are compile-time constants of the closures, so the surrogate's other branches, the
     unused sums and the ``gv`` loads vanish from the inner loops (with the surrogate branch left
-    in, the loop versions multiply and LLVM gives up vectorizing).  numba caches each closure
-    under a hash of its captured values.
+    in, the loop versions multiply and LLVM gives up vectorizing).  The step kernels are
+    closures over those constants; the driver is :func:`_lif_backward_template` with the step
+    kernels bound by :func:`~._numba_lowlevel.specialise` (a closure over them would miss numba's
+    disk cache in every new process).
     """
 
     @njit(**_JIT)
@@ -296,57 +354,8 @@ def _make_backward(code: int, fast: bool, pgrad: bool, has_gv: bool):
                 at_r[k] -= i_t
                 av_r[k] += i_v
 
-    @njit(**_JIT)
-    def lif_backward(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset, detach, consts, ec, lo0, hi0, block,
-                     seg, gx, gd, gth, gvr, gv0):
-        T = x.shape[0]
-        gs_step = 1 if gs.shape[0] == T else 0
-        gv_step = 1 if gv.shape[0] == T else 0
-        one = consts[0]
-        keep = one - one if detach else one  # weight of the reset path through the spike
-        nseg = (T + seg - 1) // seg
-        for lo in range(lo0, hi0, block):
-            hi = min(lo + block, hi0)
-            m = hi - lo
-            d = decay[lo:hi]
-            th = thr[lo:hi]
-            vr = vreset[lo:hi]
-            # separate allocations (rows of one array would defeat LLVM's alias analysis)
-            buf = np.empty((seg + 1, m), x.dtype)  # buf[0]: checkpoint (post-reset), buf[j+1]: v[t0+j]
-            vp = np.empty(m, x.dtype)
-            unused = np.empty(m, x.dtype)  # spike row of the recomputation (not written)
-            a_r = glast[lo:hi].copy()  # dL/dvp[t], carried backwards
-            ad_r = np.zeros(m, x.dtype)
-            at_r = np.zeros(m, x.dtype)
-            av_r = np.zeros(m, x.dtype)
-            for g in range(nseg - 1, -1, -1):
-                t0 = g * seg
-                n = min(T, t0 + seg) - t0
-                buf[0] = ck[g, lo:hi]
-                vp[:] = buf[0]
-                j = 0
-                while j + _U <= n:
-                    _membrane4(x[t0 + j, lo:hi], x[t0 + j + 1, lo:hi], x[t0 + j + 2, lo:hi], x[t0 + j + 3, lo:hi],
-                               buf[j + 1], buf[j + 2], buf[j + 3], buf[j + 4], d, th, vr, vp, zero_reset)
-                    j += _U
-                while j < n:
-                    _fwd1(x[t0 + j, lo:hi], unused, buf[j + 1], d, th, vr, vp, zero_reset, False, True, one, one)
-                    j += 1
-                r = n % 2  # the segment's first step alone when n is odd, after the pairs
-                for j in range(n - 2, r - 1, -2):  # steps t0+j, t0+j+1
-                    t = t0 + j
-                    bwd2(buf[j + 1], buf[j + 2], buf[j], gs[t * gs_step, lo:hi], gs[(t + 1) * gs_step, lo:hi],
-                         gv[t * gv_step, lo:hi], gv[(t + 1) * gv_step, lo:hi], gx[t, lo:hi], gx[t + 1, lo:hi], d,
-                         th, vr, a_r, ad_r, at_r, av_r, j == 0, zero_reset, keep, consts, ec)
-                if r:
-                    bwd1(buf[1], buf[0], gs[t0 * gs_step, lo:hi], gv[t0 * gv_step, lo:hi], gx[t0, lo:hi], d, th,
-                         vr, a_r, ad_r, at_r, av_r, True, zero_reset, keep, consts, ec)
-            gd[lo:hi] = ad_r
-            gth[lo:hi] = at_r
-            gvr[lo:hi] = av_r
-            gv0[lo:hi] = a_r
-
-    return lif_backward
+    flags = {"_CODE": code, "_FAST": fast, "_PGRAD": pgrad, "_HAS_GV": has_gv}
+    return specialise(_lif_backward_template, _JIT, flags, {"_bwd2": bwd2, "_bwd1": bwd1})
 
 
 _BACKWARD: dict = {}

@@ -45,7 +45,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ._numba_lowlevel import prefer_wide_vectors
+from ._numba_lowlevel import prefer_wide_vectors, specialise
 from ._numba_math import exp1, exp_row, u32_to_float
 
 _JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
@@ -227,9 +227,92 @@ def _recompute_row(xt, ip, up, ic, uc, a, b, omb):
         ic[k], uc[k] = _integrate(xt[k], ip[k], up[k], a[k], b[k], omb[k])
 
 
+# Bound per variant by specialise(): the flags and the row kernels of _make_backward.
+_FAST = _PGRAD = _recompute4 = _sb_grad_row = _sb_rows2 = _back_row = None
+
+
+def _spsn_backward_template(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, hi0, block, seg, ck_i, ck_u, gx,
+                            ga, gb):
+    """The reverse-time driver; :func:`_make_backward` binds the flags and the row kernels per variant."""
+    T = x.shape[0]
+    g_step = 1 if gs.shape[0] == T else 0
+    one = consts[0]
+    inv24 = consts[1]
+    c = consts[2]
+    tau = consts[3]
+    ct = consts[4]
+    nseg = (T + seg - 1) // seg
+    for lo in range(lo0, hi0, block):
+        hi = min(lo + block, hi0)
+        m = hi - lo
+        a = alpha[lo:hi]
+        b = beta[lo:hi]
+        omb = one - b
+        ibuf = np.empty((seg + 1, m), x.dtype)
+        ubuf = np.empty((seg + 1, m), x.dtype)
+        ub = np.empty(m, x.dtype)
+        gu = np.empty(m, x.dtype)
+        eb = np.empty(m, x.dtype)
+        ru = np.zeros(m, x.dtype)
+        ri = np.zeros(m, x.dtype)
+        ii = np.empty(m, x.dtype)
+        uu = np.empty(m, x.dtype)
+        acc_a = np.zeros(m, x.dtype)
+        acc_b = np.zeros(m, x.dtype)
+        for g in range(nseg - 1, -1, -1):
+            t0 = g * seg
+            n_t = min(T, t0 + seg) - t0
+            ibuf[0] = ck_i[g, lo:hi]
+            ubuf[0] = ck_u[g, lo:hi]
+            # recompute the segment's states (the forward's operations, so bit-identical)
+            ii[:] = ibuf[0]
+            uu[:] = ubuf[0]
+            j = 0
+            while j + 4 <= n_t:
+                _recompute4(x[t0 + j, lo:hi], x[t0 + j + 1, lo:hi], x[t0 + j + 2, lo:hi], x[t0 + j + 3, lo:hi],
+                           ibuf[j + 1], ibuf[j + 2], ibuf[j + 3], ibuf[j + 4], ubuf[j + 1], ubuf[j + 2],
+                           ubuf[j + 3], ubuf[j + 4], ii, uu, a, b, omb)
+                j += 4
+            while j < n_t:  # (the buffers' currents are not all stored: start from the state)
+                _recompute_row(x[t0 + j, lo:hi], ii, uu, ibuf[j + 1], ubuf[j + 1], a, b, omb)
+                ii[:] = ibuf[j + 1]
+                uu[:] = ubuf[j + 1]
+                j += 1
+            top = n_t - 1
+            if not gs_mode:  # steps two at a time from the end, the first one alone if n_t is odd
+                while top >= 1:
+                    t = t0 + top - 1
+                    _sb_rows2(gs[t * g_step, lo:hi], gs[(t + 1) * g_step, lo:hi], gx[t, lo:hi], gx[t + 1, lo:hi],
+                             ibuf[top - 1], ibuf[top], ibuf[top + 1], ubuf[top - 1], ubuf[top], ubuf[top + 1], a,
+                             b, omb, ru, ri, acc_a, acc_b, one, ec)
+                    top -= 2
+            for j in range(top, -1, -1):
+                t = t0 + j
+                gst = gs[t * g_step, lo:hi]
+                uc = ubuf[j + 1]
+                if gs_mode:
+                    uniform_row(keys[t, 0], keys[t, 1], lo, ub)
+                    for k in range(m):
+                        U = ub[k] * inv24
+                        gu[k] = (c * uc[k] + math.log(U / (one - U))) / tau
+                    exp_row(gu, -one, eb, ec, _FAST)
+                    for k in range(m):
+                        q = one / (one + eb[k])
+                        gu[k] = gst[k] * (ct * q * (one - q))
+                else:
+                    _sb_grad_row(gst, uc, gu, one, ec)
+                _back_row(gu, gx[t, lo:hi], ibuf[j], ubuf[j], ibuf[j + 1], a, b, omb, ru, ri, acc_a, acc_b)
+        if _PGRAD:
+            ga[lo:hi] = acc_a
+            gb[lo:hi] = acc_b
+
+
 def _make_backward(fast: bool, pgrad: bool):
     """The backward kernel with the exp flavour (``fast``) and whether ``alpha``/``beta`` need
-    gradients (``pgrad``; otherwise their sums are not computed) as compile-time constants."""
+    gradients (``pgrad``; otherwise their sums are not computed) as compile-time constants: the
+    row kernels are closures over them, the driver is :func:`_spsn_backward_template` with both
+    bound by :func:`~._numba_lowlevel.specialise` (a closure over the row kernels would miss
+    numba's disk cache in every new process)."""
 
     @njit(**_JIT)
     def recompute4(x0, x1, x2, x3, i0, i1, i2, i3, u0, u1, u2, u3, ii, uu, a, b, omb):
@@ -309,82 +392,9 @@ def _make_backward(fast: bool, pgrad: bool):
                 acc_b[k] += r_u * (up[k] - ic[k])
                 acc_a[k] += r_i * ip[k]
 
-    @njit(**_JIT)
-    def spsn_backward(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, hi0, block, seg, ck_i, ck_u, gx, ga,
-                      gb):
-        T = x.shape[0]
-        g_step = 1 if gs.shape[0] == T else 0
-        one = consts[0]
-        inv24 = consts[1]
-        c = consts[2]
-        tau = consts[3]
-        ct = consts[4]
-        nseg = (T + seg - 1) // seg
-        for lo in range(lo0, hi0, block):
-            hi = min(lo + block, hi0)
-            m = hi - lo
-            a = alpha[lo:hi]
-            b = beta[lo:hi]
-            omb = one - b
-            ibuf = np.empty((seg + 1, m), x.dtype)
-            ubuf = np.empty((seg + 1, m), x.dtype)
-            ub = np.empty(m, x.dtype)
-            gu = np.empty(m, x.dtype)
-            eb = np.empty(m, x.dtype)
-            ru = np.zeros(m, x.dtype)
-            ri = np.zeros(m, x.dtype)
-            ii = np.empty(m, x.dtype)
-            uu = np.empty(m, x.dtype)
-            acc_a = np.zeros(m, x.dtype)
-            acc_b = np.zeros(m, x.dtype)
-            for g in range(nseg - 1, -1, -1):
-                t0 = g * seg
-                n_t = min(T, t0 + seg) - t0
-                ibuf[0] = ck_i[g, lo:hi]
-                ubuf[0] = ck_u[g, lo:hi]
-                # recompute the segment's states (the forward's operations, so bit-identical)
-                ii[:] = ibuf[0]
-                uu[:] = ubuf[0]
-                j = 0
-                while j + 4 <= n_t:
-                    recompute4(x[t0 + j, lo:hi], x[t0 + j + 1, lo:hi], x[t0 + j + 2, lo:hi], x[t0 + j + 3, lo:hi],
-                               ibuf[j + 1], ibuf[j + 2], ibuf[j + 3], ibuf[j + 4], ubuf[j + 1], ubuf[j + 2],
-                               ubuf[j + 3], ubuf[j + 4], ii, uu, a, b, omb)
-                    j += 4
-                while j < n_t:  # (the buffers' currents are not all stored: start from the state)
-                    _recompute_row(x[t0 + j, lo:hi], ii, uu, ibuf[j + 1], ubuf[j + 1], a, b, omb)
-                    ii[:] = ibuf[j + 1]
-                    uu[:] = ubuf[j + 1]
-                    j += 1
-                top = n_t - 1
-                if not gs_mode:  # steps two at a time from the end, the first one alone if n_t is odd
-                    while top >= 1:
-                        t = t0 + top - 1
-                        sb_rows2(gs[t * g_step, lo:hi], gs[(t + 1) * g_step, lo:hi], gx[t, lo:hi], gx[t + 1, lo:hi],
-                                 ibuf[top - 1], ibuf[top], ibuf[top + 1], ubuf[top - 1], ubuf[top], ubuf[top + 1], a,
-                                 b, omb, ru, ri, acc_a, acc_b, one, ec)
-                        top -= 2
-                for j in range(top, -1, -1):
-                    t = t0 + j
-                    gst = gs[t * g_step, lo:hi]
-                    uc = ubuf[j + 1]
-                    if gs_mode:
-                        uniform_row(keys[t, 0], keys[t, 1], lo, ub)
-                        for k in range(m):
-                            U = ub[k] * inv24
-                            gu[k] = (c * uc[k] + math.log(U / (one - U))) / tau
-                        exp_row(gu, -one, eb, ec, fast)
-                        for k in range(m):
-                            q = one / (one + eb[k])
-                            gu[k] = gst[k] * (ct * q * (one - q))
-                    else:
-                        sb_grad_row(gst, uc, gu, one, ec)
-                    back_row(gu, gx[t, lo:hi], ibuf[j], ubuf[j], ibuf[j + 1], a, b, omb, ru, ri, acc_a, acc_b)
-            if pgrad:
-                ga[lo:hi] = acc_a
-                gb[lo:hi] = acc_b
-
-    return spsn_backward
+    flags = {"_FAST": fast, "_PGRAD": pgrad}
+    return specialise(_spsn_backward_template, _JIT, flags, {"_recompute4": recompute4, "_sb_grad_row": sb_grad_row,
+                                                             "_sb_rows2": sb_rows2, "_back_row": back_row})
 
 
 _BACKWARD: dict = {}
