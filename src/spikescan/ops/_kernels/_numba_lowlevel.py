@@ -23,12 +23,15 @@ def specialise(template, jit_options: dict, flags: dict, kernels: dict):
     """``njit(**jit_options)`` of ``template`` with ``flags`` and ``kernels`` bound as its globals.
 
     The compiled code sees each flag as a constant (as it would a closure's cell), so branches
-    on a flag vanish from the loops.  A closure would be the plain way to write this, but numba
-    keys a closure's disk cache on a pickle of its cells, and a numba dispatcher pickles with a
-    per-process uuid: a closure over the kernels it calls misses the cache in every new process
-    and adds a cache file each time.  Globals are not part of the key, so the variant is named
-    instead: the qualname ``<template>__<flag><value>...`` names its cache index, so ``flags``
-    must hold every value the kernels were specialised on (whether the template reads it or not).
+    on a flag vanish from the loops.  Closures would be the plain way to write this, but (1)
+    numba keys a closure's disk cache on a pickle of its cells, and a numba dispatcher pickles
+    with a per-process uuid, so a closure over the kernels it calls misses the cache in every new
+    process and adds a cache file each time; (2) the variants of one closure share a qualname,
+    hence a cache index that concurrent processes overwrite, and symbol names that can clash
+    when variants compiled in different processes meet in one.  Each variant is therefore a
+    function of its own name, ``<template>__<flag><value>...``, which names its cache index and
+    its symbols: ``flags`` must hold every value the kernels were specialised on (whether the
+    template reads it or not).
     """
     for name in kernels:
         if name not in template.__code__.co_names:

@@ -246,8 +246,9 @@ def _bstep(vv, pv, prev_post, gsk, gvk, a, dk, tk, rk, zero_reset, keep, code, c
     return dv, dk * dv, inc_d, inc_th, inc_vr
 
 
-# Bound per variant by specialise(): the two-step and one-step reverse kernels of _make_backward.
-_bwd2 = _bwd1 = None
+# Bound per variant by specialise() (_make_backward): the surrogate code, the flags, and in the
+# driver the two-step and one-step reverse kernels.
+_CODE = _FAST = _PGRAD = _HAS_GV = _bwd2 = _bwd1 = None
 
 
 def _lif_backward_template(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset, detach, consts, ec, lo0, hi0,
@@ -301,60 +302,59 @@ def _lif_backward_template(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset,
         gv0[lo:hi] = a_r
 
 
+def _bwd2_template(v0, v1, vm, gs0, gs1, gv0, gv1, gx0, gx1, d, th, vr, a_r, ad_r, at_r, av_r, prev_post,
+                   zero_reset, keep, consts, ec):
+    # steps t+1, t in reverse; vm = v[t-1] (or the checkpoint when prev_post); a_r: dL/dvp
+    # carried backwards, ad_r/at_r/av_r: the sums for decay, threshold, v_reset.  (Four
+    # steps at a time would need more runtime alias checks than LLVM accepts.)
+    zero = consts[0] - consts[0]
+    for k in range(d.shape[0]):
+        dk = d[k]
+        tk = th[k]
+        rk = vr[k]
+        w0 = v0[k]
+        dv, a, i_d, i_t, i_v = _bstep(v1[k], w0, False, gs1[k], gv1[k] if _HAS_GV else zero, a_r[k], dk, tk,
+                                      rk, zero_reset, keep, _CODE, consts, ec, _FAST)
+        gx1[k] = dv
+        if _PGRAD:
+            ad = ad_r[k] + i_d
+            at = at_r[k] - i_t
+            av = av_r[k] + i_v
+        dv, a, i_d, i_t, i_v = _bstep(w0, vm[k], prev_post, gs0[k], gv0[k] if _HAS_GV else zero, a, dk, tk,
+                                      rk, zero_reset, keep, _CODE, consts, ec, _FAST)
+        gx0[k] = dv
+        a_r[k] = a
+        if _PGRAD:
+            ad_r[k] = ad + i_d
+            at_r[k] = at - i_t
+            av_r[k] = av + i_v
+
+def _bwd1_template(v0, vm, gs0, gv0, gx0, d, th, vr, a_r, ad_r, at_r, av_r, prev_post, zero_reset, keep, consts, ec):
+    zero = consts[0] - consts[0]
+    for k in range(d.shape[0]):
+        dv, a, i_d, i_t, i_v = _bstep(v0[k], vm[k], prev_post, gs0[k], gv0[k] if _HAS_GV else zero, a_r[k],
+                                      d[k], th[k], vr[k], zero_reset, keep, _CODE, consts, ec, _FAST)
+        gx0[k] = dv
+        a_r[k] = a
+        if _PGRAD:
+            ad_r[k] += i_d
+            at_r[k] -= i_t
+            av_r[k] += i_v
+
+
 def _make_backward(code: int, fast: bool, pgrad: bool, has_gv: bool):
     """The backward kernel specialised to one surrogate ``code``, exp flavour (``fast``), and
     whether parameter sums (``pgrad``) and a membrane gradient (``has_gv``) are needed.
 
-    These are compile-time constants of the closures, so the surrogate's other branches, the
+    These are compile-time constants of the kernels, so the surrogate's other branches, the
     unused sums and the ``gv`` loads vanish from the inner loops (with the surrogate branch left
-    in, the loop versions multiply and LLVM gives up vectorizing).  The step kernels are
-    closures over those constants; the driver is :func:`_lif_backward_template` with the step
-    kernels bound by :func:`~._numba_lowlevel.specialise` (a closure over them would miss numba's
-    disk cache in every new process).
+    in, the loop versions multiply and LLVM gives up vectorizing).  Each kernel is a template
+    compiled by :func:`~._numba_lowlevel.specialise` with those constants (and, for the driver,
+    the step kernels) bound: one uniquely named, disk-cached function per variant.
     """
-
-    @njit(**_JIT)
-    def bwd2(v0, v1, vm, gs0, gs1, gv0, gv1, gx0, gx1, d, th, vr, a_r, ad_r, at_r, av_r, prev_post, zero_reset,
-             keep, consts, ec):
-        # steps t+1, t in reverse; vm = v[t-1] (or the checkpoint when prev_post); a_r: dL/dvp
-        # carried backwards, ad_r/at_r/av_r: the sums for decay, threshold, v_reset.  (Four
-        # steps at a time would need more runtime alias checks than LLVM accepts.)
-        zero = consts[0] - consts[0]
-        for k in range(d.shape[0]):
-            dk = d[k]
-            tk = th[k]
-            rk = vr[k]
-            w0 = v0[k]
-            dv, a, i_d, i_t, i_v = _bstep(v1[k], w0, False, gs1[k], gv1[k] if has_gv else zero, a_r[k], dk, tk,
-                                          rk, zero_reset, keep, code, consts, ec, fast)
-            gx1[k] = dv
-            if pgrad:
-                ad = ad_r[k] + i_d
-                at = at_r[k] - i_t
-                av = av_r[k] + i_v
-            dv, a, i_d, i_t, i_v = _bstep(w0, vm[k], prev_post, gs0[k], gv0[k] if has_gv else zero, a, dk, tk,
-                                          rk, zero_reset, keep, code, consts, ec, fast)
-            gx0[k] = dv
-            a_r[k] = a
-            if pgrad:
-                ad_r[k] = ad + i_d
-                at_r[k] = at - i_t
-                av_r[k] = av + i_v
-
-    @njit(**_JIT)
-    def bwd1(v0, vm, gs0, gv0, gx0, d, th, vr, a_r, ad_r, at_r, av_r, prev_post, zero_reset, keep, consts, ec):
-        zero = consts[0] - consts[0]
-        for k in range(d.shape[0]):
-            dv, a, i_d, i_t, i_v = _bstep(v0[k], vm[k], prev_post, gs0[k], gv0[k] if has_gv else zero, a_r[k],
-                                          d[k], th[k], vr[k], zero_reset, keep, code, consts, ec, fast)
-            gx0[k] = dv
-            a_r[k] = a
-            if pgrad:
-                ad_r[k] += i_d
-                at_r[k] -= i_t
-                av_r[k] += i_v
-
     flags = {"_CODE": code, "_FAST": fast, "_PGRAD": pgrad, "_HAS_GV": has_gv}
+    bwd2 = specialise(_bwd2_template, _JIT, flags, {})
+    bwd1 = specialise(_bwd1_template, _JIT, flags, {})
     return specialise(_lif_backward_template, _JIT, flags, {"_bwd2": bwd2, "_bwd1": bwd1})
 
 

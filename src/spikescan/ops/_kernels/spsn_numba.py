@@ -122,48 +122,46 @@ def _sb_step(xk, ip, up, ak, bk, ok, n, k1, k2, inv24, one, ec, fast):
     return w * inv24 * (one + e) < one, iv, uv
 
 
-def _make_sb_forward(fast: bool):
-    """The Sigmoid-Bernoulli forward kernel with ``fast`` (the exp flavour) a compile-time
-    constant: with a runtime flag the ``math.exp`` call of the other branch stays in the loop
-    and blocks vectorization.  numba caches each closure under a hash of ``fast``."""
-
-    @njit(**_JIT)
-    def fwd4(x0, x1, x2, x3, s0, s1, s2, s3, ii, uu, a, b, omb, keys, t, lo, consts, ec):
-        """Steps t .. t+3 of Sigmoid-Bernoulli firing for one block, state in registers across them.
-        (A separate function with the rows as arguments: that is what lets LLVM vectorize it.)"""
-        prefer_wide_vectors()
-        one = consts[0]
-        zero = one - one
-        inv24 = consts[1]
-        k10 = keys[t, 0]
-        k20 = keys[t, 1]
-        k11 = keys[t + 1, 0]
-        k21 = keys[t + 1, 1]
-        k12 = keys[t + 2, 0]
-        k22 = keys[t + 2, 1]
-        k13 = keys[t + 3, 0]
-        k23 = keys[t + 3, 1]
-        for k in range(ii.shape[0]):
-            ak = a[k]
-            bk = b[k]
-            ok = omb[k]
-            n = lo + k
-            f, iv, uv = _sb_step(x0[k], ii[k], uu[k], ak, bk, ok, n, k10, k20, inv24, one, ec, fast)
-            s0[k] = one if f else zero
-            f, iv, uv = _sb_step(x1[k], iv, uv, ak, bk, ok, n, k11, k21, inv24, one, ec, fast)
-            s1[k] = one if f else zero
-            f, iv, uv = _sb_step(x2[k], iv, uv, ak, bk, ok, n, k12, k22, inv24, one, ec, fast)
-            s2[k] = one if f else zero
-            f, iv, uv = _sb_step(x3[k], iv, uv, ak, bk, ok, n, k13, k23, inv24, one, ec, fast)
-            s3[k] = one if f else zero
-            ii[k] = iv
-            uu[k] = uv
-
-    return fwd4
+# Bound per variant by specialise(): the exp flavour of the templates below.
+_FAST = None
 
 
-_sb_fwd4_fast = _make_sb_forward(True)
-_sb_fwd4_exact = _make_sb_forward(False)
+def _sb_fwd4_template(x0, x1, x2, x3, s0, s1, s2, s3, ii, uu, a, b, omb, keys, t, lo, consts, ec):
+    """Steps t .. t+3 of Sigmoid-Bernoulli firing for one block, state in registers across them.
+    (A separate function with the rows as arguments: that is what lets LLVM vectorize it.)"""
+    prefer_wide_vectors()
+    one = consts[0]
+    zero = one - one
+    inv24 = consts[1]
+    k10 = keys[t, 0]
+    k20 = keys[t, 1]
+    k11 = keys[t + 1, 0]
+    k21 = keys[t + 1, 1]
+    k12 = keys[t + 2, 0]
+    k22 = keys[t + 2, 1]
+    k13 = keys[t + 3, 0]
+    k23 = keys[t + 3, 1]
+    for k in range(ii.shape[0]):
+        ak = a[k]
+        bk = b[k]
+        ok = omb[k]
+        n = lo + k
+        f, iv, uv = _sb_step(x0[k], ii[k], uu[k], ak, bk, ok, n, k10, k20, inv24, one, ec, _FAST)
+        s0[k] = one if f else zero
+        f, iv, uv = _sb_step(x1[k], iv, uv, ak, bk, ok, n, k11, k21, inv24, one, ec, _FAST)
+        s1[k] = one if f else zero
+        f, iv, uv = _sb_step(x2[k], iv, uv, ak, bk, ok, n, k12, k22, inv24, one, ec, _FAST)
+        s2[k] = one if f else zero
+        f, iv, uv = _sb_step(x3[k], iv, uv, ak, bk, ok, n, k13, k23, inv24, one, ec, _FAST)
+        s3[k] = one if f else zero
+        ii[k] = iv
+        uu[k] = uv
+
+
+# The Sigmoid-Bernoulli forward with the exp flavour a compile-time constant (with a runtime flag
+# the math.exp call of the other branch stays in the loop and blocks vectorization).
+_sb_fwd4_fast = specialise(_sb_fwd4_template, _JIT, {"_FAST": True}, {})
+_sb_fwd4_exact = specialise(_sb_fwd4_template, _JIT, {"_FAST": False}, {})
 
 
 @njit(**_JIT)
@@ -227,8 +225,8 @@ def _recompute_row(xt, ip, up, ic, uc, a, b, omb):
         ic[k], uc[k] = _integrate(xt[k], ip[k], up[k], a[k], b[k], omb[k])
 
 
-# Bound per variant by specialise(): the flags and the row kernels of _make_backward.
-_FAST = _PGRAD = _recompute4 = _sb_grad_row = _sb_rows2 = _back_row = None
+# Bound per variant by specialise() (_make_backward): the flags, and in the driver the row kernels.
+_PGRAD = _recompute4 = _sb_grad_row = _sb_rows2 = _back_row = None
 
 
 def _spsn_backward_template(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, hi0, block, seg, ck_i, ck_u, gx,
@@ -307,94 +305,92 @@ def _spsn_backward_template(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, 
             gb[lo:hi] = acc_b
 
 
+def _recompute4_template(x0, x1, x2, x3, i0, i1, i2, i3, u0, u1, u2, u3, ii, uu, a, b, omb):
+    """Four steps of the integrations (the forward's operations, so bit-identical) into the
+    segment buffers, the state ``ii``/``uu`` carried in registers across them; the currents
+    are stored only when the parameter sums need them."""
+    prefer_wide_vectors()
+    for k in range(ii.shape[0]):
+        ak = a[k]
+        bk = b[k]
+        ok = omb[k]
+        iv, uv = _integrate(x0[k], ii[k], uu[k], ak, bk, ok)
+        u0[k] = uv
+        if _PGRAD:
+            i0[k] = iv
+        iv, uv = _integrate(x1[k], iv, uv, ak, bk, ok)
+        u1[k] = uv
+        if _PGRAD:
+            i1[k] = iv
+        iv, uv = _integrate(x2[k], iv, uv, ak, bk, ok)
+        u2[k] = uv
+        if _PGRAD:
+            i2[k] = iv
+        iv, uv = _integrate(x3[k], iv, uv, ak, bk, ok)
+        u3[k] = uv
+        if _PGRAD:
+            i3[k] = iv
+        ii[k] = iv
+        uu[k] = uv
+
+def _sb_grad_row_template(gst, uc, gu, one, ec):
+    """Sigmoid-Bernoulli's gradient at the membrane of one step, ``gs * p^2 (1 - p)``."""
+    prefer_wide_vectors()
+    for k in range(gu.shape[0]):
+        p = one / (one + exp1(-uc[k], ec, _FAST))
+        gu[k] = gst[k] * (p * p * (one - p))
+
+def _sb_rows2_template(gs0, gs1, gx0, gx1, im, i0, i1, um, u0, u1, a, b, omb, ru, ri, acc_a, acc_b, one,
+                       ec):
+    """Reverse steps t+1 and t of Sigmoid-Bernoulli (rows ``*1`` and ``*0``; ``im``/``um``:
+    the states before step t), the carried gradients in registers across both."""
+    prefer_wide_vectors()
+    for k in range(ru.shape[0]):
+        ak = a[k]
+        bk = b[k]
+        ok = omb[k]
+        p = one / (one + exp1(-u1[k], ec, _FAST))
+        r_u = gs1[k] * (p * p * (one - p)) + bk * ru[k]
+        r_i = ok * r_u + ak * ri[k]
+        gx1[k] = r_i
+        if _PGRAD:
+            db = acc_b[k] + r_u * (u0[k] - i1[k])
+            da = acc_a[k] + r_i * i0[k]
+        p = one / (one + exp1(-u0[k], ec, _FAST))
+        r_u = gs0[k] * (p * p * (one - p)) + bk * r_u
+        r_i = ok * r_u + ak * r_i
+        gx0[k] = r_i
+        ru[k] = r_u
+        ri[k] = r_i
+        if _PGRAD:
+            acc_b[k] = db + r_u * (um[k] - i0[k])
+            acc_a[k] = da + r_i * im[k]
+
+def _back_row_template(gu, gxt, ip, up, ic, a, b, omb, ru, ri, acc_a, acc_b):
+    """The two recurrences of one reverse step, given the gradient ``gu`` at the membrane
+    (:func:`sb_rows2` does the same for two steps)."""
+    prefer_wide_vectors()
+    for k in range(ru.shape[0]):
+        r_u = gu[k] + b[k] * ru[k]
+        ru[k] = r_u
+        r_i = omb[k] * r_u + a[k] * ri[k]
+        ri[k] = r_i
+        gxt[k] = r_i
+        if _PGRAD:
+            acc_b[k] += r_u * (up[k] - ic[k])
+            acc_a[k] += r_i * ip[k]
+
+
 def _make_backward(fast: bool, pgrad: bool):
     """The backward kernel with the exp flavour (``fast``) and whether ``alpha``/``beta`` need
-    gradients (``pgrad``; otherwise their sums are not computed) as compile-time constants: the
-    row kernels are closures over them, the driver is :func:`_spsn_backward_template` with both
-    bound by :func:`~._numba_lowlevel.specialise` (a closure over the row kernels would miss
-    numba's disk cache in every new process)."""
-
-    @njit(**_JIT)
-    def recompute4(x0, x1, x2, x3, i0, i1, i2, i3, u0, u1, u2, u3, ii, uu, a, b, omb):
-        """Four steps of the integrations (the forward's operations, so bit-identical) into the
-        segment buffers, the state ``ii``/``uu`` carried in registers across them; the currents
-        are stored only when the parameter sums need them."""
-        prefer_wide_vectors()
-        for k in range(ii.shape[0]):
-            ak = a[k]
-            bk = b[k]
-            ok = omb[k]
-            iv, uv = _integrate(x0[k], ii[k], uu[k], ak, bk, ok)
-            u0[k] = uv
-            if pgrad:
-                i0[k] = iv
-            iv, uv = _integrate(x1[k], iv, uv, ak, bk, ok)
-            u1[k] = uv
-            if pgrad:
-                i1[k] = iv
-            iv, uv = _integrate(x2[k], iv, uv, ak, bk, ok)
-            u2[k] = uv
-            if pgrad:
-                i2[k] = iv
-            iv, uv = _integrate(x3[k], iv, uv, ak, bk, ok)
-            u3[k] = uv
-            if pgrad:
-                i3[k] = iv
-            ii[k] = iv
-            uu[k] = uv
-
-    @njit(**_JIT)
-    def sb_grad_row(gst, uc, gu, one, ec):
-        """Sigmoid-Bernoulli's gradient at the membrane of one step, ``gs * p^2 (1 - p)``."""
-        prefer_wide_vectors()
-        for k in range(gu.shape[0]):
-            p = one / (one + exp1(-uc[k], ec, fast))
-            gu[k] = gst[k] * (p * p * (one - p))
-
-    @njit(**_JIT)
-    def sb_rows2(gs0, gs1, gx0, gx1, im, i0, i1, um, u0, u1, a, b, omb, ru, ri, acc_a, acc_b, one, ec):
-        """Reverse steps t+1 and t of Sigmoid-Bernoulli (rows ``*1`` and ``*0``; ``im``/``um``:
-        the states before step t), the carried gradients in registers across both."""
-        prefer_wide_vectors()
-        for k in range(ru.shape[0]):
-            ak = a[k]
-            bk = b[k]
-            ok = omb[k]
-            p = one / (one + exp1(-u1[k], ec, fast))
-            r_u = gs1[k] * (p * p * (one - p)) + bk * ru[k]
-            r_i = ok * r_u + ak * ri[k]
-            gx1[k] = r_i
-            if pgrad:
-                db = acc_b[k] + r_u * (u0[k] - i1[k])
-                da = acc_a[k] + r_i * i0[k]
-            p = one / (one + exp1(-u0[k], ec, fast))
-            r_u = gs0[k] * (p * p * (one - p)) + bk * r_u
-            r_i = ok * r_u + ak * r_i
-            gx0[k] = r_i
-            ru[k] = r_u
-            ri[k] = r_i
-            if pgrad:
-                acc_b[k] = db + r_u * (um[k] - i0[k])
-                acc_a[k] = da + r_i * im[k]
-
-    @njit(**_JIT)
-    def back_row(gu, gxt, ip, up, ic, a, b, omb, ru, ri, acc_a, acc_b):
-        """The two recurrences of one reverse step, given the gradient ``gu`` at the membrane
-        (:func:`sb_rows2` does the same for two steps)."""
-        prefer_wide_vectors()
-        for k in range(ru.shape[0]):
-            r_u = gu[k] + b[k] * ru[k]
-            ru[k] = r_u
-            r_i = omb[k] * r_u + a[k] * ri[k]
-            ri[k] = r_i
-            gxt[k] = r_i
-            if pgrad:
-                acc_b[k] += r_u * (up[k] - ic[k])
-                acc_a[k] += r_i * ip[k]
-
+    gradients (``pgrad``; otherwise their sums are not computed) as compile-time constants: each
+    kernel is a template compiled by :func:`~._numba_lowlevel.specialise` with the flags (and,
+    for the driver, the row kernels) bound, one uniquely named, disk-cached function per variant."""
     flags = {"_FAST": fast, "_PGRAD": pgrad}
-    return specialise(_spsn_backward_template, _JIT, flags, {"_recompute4": recompute4, "_sb_grad_row": sb_grad_row,
-                                                             "_sb_rows2": sb_rows2, "_back_row": back_row})
+    rows = {f"_{name}": specialise(template, _JIT, flags, {}) for name, template in (
+        ("recompute4", _recompute4_template), ("sb_grad_row", _sb_grad_row_template),
+        ("sb_rows2", _sb_rows2_template), ("back_row", _back_row_template))}
+    return specialise(_spsn_backward_template, _JIT, flags, rows)
 
 
 _BACKWARD: dict = {}
