@@ -1,0 +1,246 @@
+"""Spikes as events, and the dense layer ``W s[t] + b`` computed at a cost proportional to them.
+
+An input layer of a spiking network multiplies a weight matrix by a 0/1 tensor that is almost
+all zeros: a time-to-first-spike image fires at most once per pixel over hundreds of steps, an
+N-MNIST recording fills about 1 % of its (step, channel) cells.  :class:`SpikeEvents` holds
+such a batch by its nonzero entries only, and :func:`event_linear` computes::
+
+    y[t, b, :] = bias + sum_{c : x[t, b, c] != 0} x[t, b, c] * W[:, c]
+
+with work proportional to the number of events (plus writing ``y``) instead of ``T B C O``,
+forward and the weight/bias gradient backward.  The input gets no gradient: this serves the
+first layer of a network (its input is data); a hidden layer's spikes need one, so it stays a
+dense ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+import torch
+from torch import Tensor
+
+from .._checks import check_choice
+
+__all__ = ["SpikeEvents", "event_linear", "EVENT_LINEAR_BACKENDS"]
+
+#: ``"numba"`` (CPU kernels), ``"sparse"`` (torch's CSR matmul, any device), ``"dense"`` (the
+#: reference: the dense tensor times W), ``"auto"``: numba on the CPU when it is installed, else sparse.
+EVENT_LINEAR_BACKENDS = ("auto", "numba", "sparse", "dense")
+
+
+class SpikeEvents:
+    """A batch of spikes as events: the sparse form of a time-first tensor ``x`` ``[T, B, C]``.
+
+    Rows ``r = t * B + b`` are in CSR form: the events of row ``r`` are at channels
+    ``channels[crow[r]:crow[r + 1]]`` with values ``values[...]`` (all 1 when ``values`` is
+    None, the usual case of binary spikes); every other entry of ``x`` is 0.  ``dtype`` is the
+    floating dtype of the dense equivalent (what :meth:`dense` returns and what a layer
+    computes in).  Build one with :meth:`from_dense`, :meth:`from_coo`, or the data sets of
+    :mod:`spikescan.data.events`.  ``check=False`` skips the O(E) validation of the indices.
+    """
+
+    __slots__ = ("crow", "channels", "values", "shape", "dtype")
+
+    def __init__(self, crow: Tensor, channels: Tensor, shape, values: Tensor | None = None, *,
+                 dtype: torch.dtype = torch.float32, check: bool = True):
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 3 or min(shape) < 0:
+            raise ValueError(f"shape must be (T, B, C) with non-negative sizes, got {shape}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
+        for name, t in (("crow", crow), ("channels", channels)):
+            if not isinstance(t, Tensor) or t.dim() != 1 or t.dtype != torch.int64:
+                raise TypeError(f"{name} must be a 1-d int64 tensor, got "
+                                f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}")
+        T, B, C = shape
+        if crow.numel() != T * B + 1:
+            raise ValueError(f"crow must have T * B + 1 = {T * B + 1} entries for shape {shape}, got {crow.numel()}")
+        if values is not None and (not isinstance(values, Tensor) or values.shape != channels.shape
+                                   or not values.is_floating_point()):
+            raise ValueError("values must be None or a floating tensor with one entry per event")
+        if check:
+            if int(crow[0]) != 0 or int(crow[-1]) != channels.numel() or bool((crow[1:] < crow[:-1]).any()):
+                raise ValueError(f"crow must rise from 0 to the number of events {channels.numel()}")
+            if channels.numel() and (int(channels.min()) < 0 or int(channels.max()) >= C):
+                raise ValueError(f"channels must lie in [0, {C}), got [{int(channels.min())}, {int(channels.max())}]")
+            if values is not None and not bool(torch.isfinite(values).all()):
+                raise ValueError("values must be finite")
+        self.crow, self.channels, self.values, self.shape, self.dtype = crow, channels, values, shape, dtype
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dense(cls, x: Tensor) -> "SpikeEvents":
+        """The events of a dense ``[T, B, C]`` tensor (its nonzero entries; values kept unless all are 1)."""
+        if not isinstance(x, Tensor) or x.dim() != 3 or not x.is_floating_point():
+            raise ValueError(f"x must be a floating tensor [T, B, C], got "
+                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        T, B, C = x.shape
+        flat = x.detach().reshape(T * B, C)
+        rows, channels = flat.nonzero(as_tuple=True)  # row-major: already sorted by row
+        vals = flat[rows, channels]
+        values = None if bool((vals == 1).all()) else vals
+        crow = torch.zeros(T * B + 1, dtype=torch.int64, device=x.device)
+        crow[1:] = torch.bincount(rows, minlength=T * B).cumsum(0)
+        return cls(crow, channels, (T, B, C), values, dtype=x.dtype, check=False)
+
+    @classmethod
+    def from_coo(cls, t: Tensor, b: Tensor, c: Tensor, shape, values: Tensor | None = None, *,
+                 dtype: torch.dtype = torch.float32) -> "SpikeEvents":
+        """Events at ``(t[e], b[e], c[e])`` in any order (duplicates add up, as in the dense sum)."""
+        T, B, C = (int(s) for s in shape)
+        t, b, c = (torch.as_tensor(v, dtype=torch.int64) for v in (t, b, c))
+        if not (t.shape == b.shape == c.shape) or t.dim() != 1:
+            raise ValueError("t, b, c must be 1-d and of one length")
+        for name, v, hi in (("t", t, T), ("b", b, B), ("c", c, C)):
+            if v.numel() and (int(v.min()) < 0 or int(v.max()) >= hi):
+                raise ValueError(f"{name} must lie in [0, {hi}), got [{int(v.min())}, {int(v.max())}]")
+        rows = t * B + b
+        order = torch.argsort(rows, stable=True)
+        crow = torch.zeros(T * B + 1, dtype=torch.int64, device=rows.device)
+        crow[1:] = torch.bincount(rows, minlength=T * B).cumsum(0)
+        vals = None if values is None else torch.as_tensor(values)[order]
+        return cls(crow, c[order], (T, B, C), vals, dtype=dtype, check=False)
+
+    # -- views --------------------------------------------------------------------------------
+    @property
+    def num_events(self) -> int:
+        return self.channels.numel()
+
+    @property
+    def density(self) -> float:
+        """Events per entry of the dense tensor."""
+        n = self.shape[0] * self.shape[1] * self.shape[2]
+        return self.num_events / n if n else 0.0
+
+    @property
+    def device(self) -> torch.device:
+        return self.channels.device
+
+    def dense(self) -> Tensor:
+        """The dense ``[T, B, C]`` tensor (in :attr:`dtype`)."""
+        T, B, C = self.shape
+        rows = torch.repeat_interleave(torch.arange(T * B, device=self.device), self.crow.diff())
+        out = torch.zeros(T * B, C, dtype=self.dtype, device=self.device)
+        vals = torch.ones(self.num_events, dtype=self.dtype, device=self.device) if self.values is None \
+            else self.values.to(self.dtype)
+        out.index_put_((rows, self.channels), vals, accumulate=True)
+        return out.reshape(T, B, C)
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "SpikeEvents":
+        """On ``device`` and/or with dense dtype ``dtype`` (as ``Tensor.to(device, dtype)``)."""
+        if isinstance(device, torch.dtype) and dtype is None:
+            device, dtype = None, device
+        dtype = self.dtype if dtype is None else dtype
+        dev = self.device if device is None else torch.device(device)
+        values = None if self.values is None else self.values.to(dev, dtype)
+        return SpikeEvents(self.crow.to(dev), self.channels.to(dev), self.shape, values, dtype=dtype, check=False)
+
+    def counts_by_channel(self) -> Tensor:
+        """Events per input channel, ``[C]`` (the nonzero inputs each weight column sees)."""
+        return torch.bincount(self.channels, minlength=self.shape[2])
+
+    def __repr__(self) -> str:
+        return (f"SpikeEvents(shape={self.shape}, events={self.num_events}, density={self.density:.3%}, "
+                f"dtype={self.dtype}, device={self.device})")
+
+
+def _numba_available() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def _resolve(backend: str, device: torch.device) -> str:
+    check_choice(backend, "backend", EVENT_LINEAR_BACKENDS)
+    if backend == "numba" and (device.type != "cpu" or not _numba_available()):
+        raise ValueError(f"backend 'numba' runs on the CPU with numba installed; the events are on {device}"
+                         + ("" if _numba_available() else " and numba is not installed"))
+    if backend == "auto":
+        return "numba" if device.type == "cpu" and _numba_available() else "sparse"
+    return backend
+
+
+def _csr(x: SpikeEvents, dtype: torch.dtype) -> Tensor:
+    T, B, C = x.shape
+    vals = torch.ones(x.num_events, dtype=dtype, device=x.device) if x.values is None else x.values.to(dtype)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": it is what this backend uses
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(x.crow, x.channels, vals, (T * B, C), check_invariants=False)
+
+
+class _EventLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: SpikeEvents, weight: Tensor, bias: Tensor, impl: str):
+        T, B, C = x.shape
+        O = weight.shape[0]
+        ctx.x, ctx.impl = x, impl
+        if impl == "numba":
+            from ._kernels import event_numba as K
+            from ._kernels._cpu import empty, parallel_for
+
+            wt = weight.detach().t().contiguous()
+            b = bias.detach().contiguous()
+            out = empty((T * B, O), weight)  # pooled: no page faults on a fresh 80 MB every step
+            vals = x.values.to(weight.dtype).numpy() if x.values is not None else wt.new_empty(0).numpy()
+            args = (x.crow.numpy(), x.channels.numpy(), vals, x.values is not None, wt.numpy(), b.numpy(),
+                    out.numpy())
+            parallel_for(T * B, x.num_events * O + T * B * O,
+                         lambda lo, hi, _block: K.event_linear_forward(*args, lo, hi))
+        else:
+            out = torch.sparse.mm(_csr(x, weight.dtype), weight.detach().t()) + bias.detach()
+        return out.reshape(T, B, O)
+
+    @staticmethod
+    def backward(ctx, gout: Tensor):
+        x, impl = ctx.x, ctx.impl
+        T, B, C = x.shape
+        g = gout.reshape(T * B, gout.shape[-1])
+        gw = gb = None
+        if ctx.needs_input_grad[1]:
+            if impl == "numba":
+                from ._kernels import event_numba as K
+                from ._kernels._cpu import parallel_for
+
+                g = g.contiguous()
+                gwt = torch.empty(C, g.shape[1], dtype=g.dtype)
+                vals = x.values.to(g.dtype).numpy() if x.values is not None else g.new_empty(0).numpy()
+                args = (x.crow.numpy(), x.channels.numpy(), vals, x.values is not None, g.numpy(), gwt.numpy())
+                # columns split over threads: each thread walks every event for its own columns
+                parallel_for(g.shape[1], x.num_events * g.shape[1],
+                             lambda lo, hi, _block: K.event_linear_weight_grad(*args, lo, hi))
+                gw = gwt.t()
+            else:
+                gw = torch.sparse.mm(_csr(x, g.dtype).t(), g).t()
+        if ctx.needs_input_grad[2]:
+            gb = g.sum(0)
+        return None, gw, gb, None
+
+
+def event_linear(x, weight: Tensor, bias: Tensor | None = None, *, backend: str = "auto") -> Tensor:
+    """``y[t, b] = W x[t, b] + bias`` for events ``x`` (:class:`SpikeEvents`, ``[T, B, C]``) -> ``[T, B, O]``.
+
+    ``weight`` ``[O, C]`` and ``bias`` ``[O]`` (or None) get gradients; ``x`` gets none.  The
+    result has ``weight``'s dtype; ``x.values`` (if any) are cast to it.  Every backend sums
+    each output's terms in a fixed order, so results do not depend on the thread count; they
+    equal the dense ``x.dense() @ W.T + bias`` up to float reassociation.
+    """
+    if not isinstance(x, SpikeEvents):
+        raise TypeError(f"x must be SpikeEvents (see SpikeEvents.from_dense), got {type(x).__name__}")
+    if not isinstance(weight, Tensor) or weight.dim() != 2 or not weight.is_floating_point():
+        raise TypeError("weight must be a floating tensor [out_features, in_features]")
+    if weight.shape[1] != x.shape[2]:
+        raise ValueError(f"weight has {weight.shape[1]} input features but the events have C = {x.shape[2]} "
+                         f"channels (shape {x.shape})")
+    if weight.device != x.device:
+        raise ValueError(f"weight is on {weight.device} but the events are on {x.device}")
+    if bias is None:
+        bias = weight.new_zeros(weight.shape[0])
+    elif not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],):
+        raise ValueError(f"bias must be None or a tensor of shape ({weight.shape[0]},)")
+    impl = _resolve(backend, x.device)
+    if impl == "dense":
+        return torch.nn.functional.linear(x.dense().to(weight.dtype), weight, bias)
+    if impl == "numba" and weight.dtype not in (torch.float32, torch.float64):
+        dtype = weight.dtype  # half weights: compute in float32, return in theirs
+        return _EventLinear.apply(x, weight.float(), bias.float(), impl).to(dtype)
+    return _EventLinear.apply(x, weight, bias.to(weight.dtype), impl)
