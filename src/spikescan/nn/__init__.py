@@ -19,9 +19,10 @@ Rules every module here follows (one shared implementation, :func:`spikescan.nn.
 from .base import SpikingNeuron
 from .container import TimeDistributed
 from .leaky import LI, LIF, PLIF, RLIF
+from .linear import EventLinear
 from .psu import IPSU, PSU, RPSU
 from .single_spike import MaxMembraneReadout, SingleSpikeLIF
 from .spsn import SPSN
 
-__all__ = ["IPSU", "LI", "LIF", "MaxMembraneReadout", "PLIF", "PSU", "RLIF", "RPSU", "SPSN", "SingleSpikeLIF",
+__all__ = ["EventLinear", "IPSU", "LI", "LIF", "MaxMembraneReadout", "PLIF", "PSU", "RLIF", "RPSU", "SPSN", "SingleSpikeLIF",
            "SpikingNeuron", "TimeDistributed"]

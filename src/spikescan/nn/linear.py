@@ -1,0 +1,64 @@
+"""The input layer of a spiking network: ``nn.Linear`` that runs event-driven on sparse spike input."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import check_choice
+from ..ops.events import EVENT_LINEAR_BACKENDS, SpikeEvents, event_linear
+
+__all__ = ["EventLinear", "EVENT_DENSITY_THRESHOLD"]
+
+#: Dense inputs at or below this density (nonzero entries / all entries) run event-driven in
+#: ``mode="auto"``.  From ``spikescan bench event-linear`` on the 2-core development CPU (Xeon,
+#: AVX-512; T=784, B=128, C=784, O=200, float32, forward + weight gradient, conversion from the
+#: dense tensor included): events won at 0.1 %, 1 % and 10 % and lost at 50 % -- see the
+#: README's table; 0.2 leaves a margin on the side of the dense kernel.
+EVENT_DENSITY_THRESHOLD = 0.2
+
+MODES = ("auto", "events", "dense")
+
+
+class EventLinear(nn.Linear):
+    """``y[t, b] = W x[t, b] + bias`` over time-first input, event-driven where the input is sparse.
+
+    A drop-in ``nn.Linear`` (same parameters and state-dict keys) for the first layer of a
+    network, whose input is data and needs no gradient:
+
+    - a :class:`~spikescan.ops.events.SpikeEvents` input always runs
+      :func:`~spikescan.ops.events.event_linear` (cost proportional to the events);
+    - a dense tensor ``[T, B, C]`` that does not require grad runs event-driven when
+      ``mode="events"``, or with ``mode="auto"`` when its density is at most
+      ``density_threshold`` (one counting pass decides; :data:`EVENT_DENSITY_THRESHOLD`);
+    - anything else (``mode="dense"``, an input that requires grad -- a hidden layer --, other
+      shapes) is plain ``F.linear``.
+
+    ``backend`` is :func:`~spikescan.ops.events.event_linear`'s.  Outputs equal ``nn.Linear``'s
+    up to float reassociation.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, mode: str = "auto",
+                 density_threshold: float = EVENT_DENSITY_THRESHOLD, backend: str = "auto", device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        check_choice(mode, "mode", MODES)
+        check_choice(backend, "backend", EVENT_LINEAR_BACKENDS)
+        if isinstance(density_threshold, bool) or not isinstance(density_threshold, (int, float)) \
+                or not 0.0 <= density_threshold <= 1.0:
+            raise ValueError(f"density_threshold must be a number in [0, 1], got {density_threshold!r}")
+        self.mode, self.density_threshold, self.backend = mode, float(density_threshold), backend
+
+    def forward(self, x):
+        if isinstance(x, SpikeEvents):
+            if self.mode == "dense":
+                return F.linear(x.dense().to(self.weight.dtype), self.weight, self.bias)
+            return event_linear(x, self.weight, self.bias, backend=self.backend)
+        if (self.mode != "dense" and isinstance(x, torch.Tensor) and x.dim() == 3 and x.is_floating_point()
+                and not x.requires_grad and x.numel()):
+            if self.mode == "events" or int(torch.count_nonzero(x)) <= self.density_threshold * x.numel():
+                return event_linear(SpikeEvents.from_dense(x), self.weight, self.bias, backend=self.backend)
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", mode={self.mode!r}, density_threshold={self.density_threshold}"
