@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DATASETS", "DatasetSpec", "build_datasets", "dataset_spec"]
+__all__ = ["DATASETS", "DatasetSpec", "build_datasets", "dataset_spec", "supports_events"]
 
 
 @dataclass(frozen=True)
@@ -161,9 +161,27 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+def supports_events(name: str, encoding: str | None = None, train_transform: Callable | None = None) -> bool:
+    """Whether :func:`build_datasets` can serve ``name`` with ``encoding`` as :class:`~spikescan.data.events.EncodedSpikes`.
+
+    The samples must be spikes encoded deterministically (TTFS / latency images, N-MNIST, SHD,
+    SSC and the digits' fixed-seed code; not rate-coded images, drawn anew each epoch, nor
+    CIFAR / DVS frames), and there must be no on-the-fly training transform.
+    """
+    from .events import ENCODINGS_AS_EVENTS
+
+    spec = dataset_spec(name)
+    encoding = spec.encoding if encoding is None else encoding
+    if train_transform is not None:
+        return False
+    if name in ("mnist", "fmnist"):
+        return encoding in ENCODINGS_AS_EVENTS
+    return name in ("nmnist", "shd", "ssc", "digits")
+
+
 def build_datasets(name: str, data_dir=None, *, num_steps: int | None = None, dt: float | None = None,
                    encoding: str | None = None, seed: int = 0, train_transform: Callable | None = None,
-                   test_only: bool = False):
+                   test_only: bool = False, events: bool = False):
     """``(train, test, n_in, n_classes)`` for data set ``name``; samples are ``([T, n_in], label)``.
 
     ``None`` for ``num_steps`` / ``dt`` / ``encoding`` takes the data set's default (table above).
@@ -171,7 +189,34 @@ def build_datasets(name: str, data_dir=None, *, num_steps: int | None = None, dt
     ``seed`` draws the digits' rate code (the other data sets encode per item, from torch's RNG).
     A missing ``data_dir`` or missing files raise ``FileNotFoundError`` naming the path and the
     files expected there.  ``test_only`` skips building the training split (returned as ``None``).
+    ``events=True`` returns both splits encoded once as :class:`~spikescan.data.events.EncodedSpikes`
+    (batched as events, same samples) where :func:`supports_events` allows it, else raises.
     """
+    if events and not supports_events(name, encoding, train_transform):
+        raise ValueError(f"dataset {name!r} with encoding {encoding!r}" +
+                         (" and a training transform" if train_transform is not None else "") +
+                         " cannot be served as events (see supports_events)")
+    out = _build_datasets(name, data_dir, num_steps, dt, encoding, seed, train_transform, test_only)
+    if not events:
+        return out
+    from .events import EncodedSpikes
+
+    train, test, n_in, n_classes = out
+    enc = dataset_spec(name).encoding if encoding is None else encoding
+
+    def encode(ds, split):
+        if ds is None:
+            return None
+        source = f"{name} {split}"
+        if name in ("mnist", "fmnist"):  # the loader's own images, encoder and its arguments
+            return EncodedSpikes.from_images(ds.images.numpy(), ds.labels.numpy(), enc, ds.num_steps,
+                                             num_classes=n_classes, source=source, **ds.encoding_kwargs)
+        return EncodedSpikes.from_dataset(ds, num_classes=n_classes, source=source)
+
+    return encode(train, "train"), encode(test, "test"), n_in, n_classes
+
+
+def _build_datasets(name, data_dir, num_steps, dt, encoding, seed, train_transform, test_only):
     spec = dataset_spec(name)
     num_steps = spec.num_steps if num_steps is None else int(num_steps)
     dt = spec.dt if dt is None else float(dt)
