@@ -92,7 +92,9 @@ def test_cli_backend_is_what_runs(tmp_path, neuron, backend):
                  *_SMALL]) == 0
     model, cfg = load_run_model(out)
     assert cfg.backend == backend
-    hidden = [m for m in model if hasattr(m, "backend") and type(m).__name__ not in ("LI",)]
+    from spikescan.nn import SpikingNeuron
+
+    hidden = [m for m in model if isinstance(m, SpikingNeuron)]
     assert hidden and all(m.backend == backend for m in hidden)
     readout = model[-1]
     assert readout.backend == (backend if backend in ("sequential", "fft") else "auto")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, write_json
-from .loop import DTYPES, TrainConfig, _collate, build_model
+from .loop import DTYPES, TrainConfig, _collate, build_datasets, build_model
 from .losses import readout_logits
 from .recorder import record_spikes
 
@@ -39,8 +39,6 @@ def evaluate(run_dir, *, data_dir=None, trials: int = 1, seed: int = 0, batch_si
     each sample's logit, averaged over samples and classes), ``readout_abs_mean`` (for scale) and
     ``ensemble_acc`` (accuracy of the logits averaged over trials).
     """
-    from ..data.registry import build_datasets
-
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be an int >= 1, got {trials!r}")
     run_dir = Path(run_dir)
@@ -54,8 +52,7 @@ def evaluate(run_dir, *, data_dir=None, trials: int = 1, seed: int = 0, batch_si
     state = load_checkpoint(run_dir / "checkpoint.pt")
     if threads is not None:
         torch.set_num_threads(int(threads))
-    _, test_set, n_in, n_out = build_datasets(cfg.dataset, cfg.data_dir, num_steps=cfg.num_steps, dt=cfg.dt,
-                                              encoding=cfg.encoding, seed=cfg.seed, test_only=True)
+    _, test_set, n_in, n_out = build_datasets(cfg, test_only=True)
     model = build_model(cfg, n_in, n_out).to(cfg.device, DTYPES[cfg.dtype])
     model.load_state_dict(state["model"])
     model.eval()

@@ -33,7 +33,8 @@ from .checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
 from .rundir import RunFolder
 from ..data.augment import Compose, RandomChannelShift, RandomScale
 from ..data.collate import pad_collate
-from ..data.registry import DATASETS, build_datasets as _build_data, dataset_spec
+from ..data.events import EventBatch
+from ..data.registry import DATASETS, build_datasets as _build_data, dataset_spec, supports_events
 from .losses import READOUTS, readout_cross_entropy, readout_logits
 from .models import NEURONS, FeedForwardSNN, check_backend
 from .plots import plot_spike_raster, plot_training_curves
@@ -44,8 +45,11 @@ OPTIMIZERS = ("adam", "adamw", "adamax")
 SCHEDULES = ("none", "cosine", "step")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: fields ``resume`` may change: ``epochs`` (train longer), where the data is, and how to run it
-RESUMABLE_FIELDS = ("epochs", "data_dir", "device", "threads", "eval_batch_size")
+RESUMABLE_FIELDS = ("epochs", "data_dir", "device", "threads", "eval_batch_size", "event_input")
 _SEED_LIMIT = 2**64  # torch generators take seeds in [0, 2**64)
+
+
+_ETA_BATCHES = 20  # batches timed before the run's duration is estimated
 
 
 class TrainingDivergedError(RuntimeError):
@@ -85,6 +89,9 @@ class TrainConfig:
     dropout: float = 0.0
     backend: str = "auto"
     dtype: str = "float32"
+    # "auto": data sets encodable once (TTFS/latency images, N-MNIST, SHD, digits) are kept and
+    # batched as events, and the first layer runs event-driven; "off": dense [T, B, n_in] batches.
+    event_input: str = "auto"
     epochs: int = 30
     batch_size: int = 32
     lr: float = 3e-3
@@ -128,6 +135,7 @@ class TrainConfig:
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         check_choice(self.schedule, "schedule", SCHEDULES)
         check_choice(self.dtype, "dtype", tuple(DTYPES))
+        check_choice(self.event_input, "event_input", ("auto", "off"))
         if not isinstance(self.backend, str):
             raise TypeError(f"backend must be a string, got {type(self.backend).__name__}")
         check_backend(self.neuron, self.backend)
@@ -216,13 +224,22 @@ def train_transform(cfg: TrainConfig):
     return Compose(ts) if ts else None
 
 
-def build_datasets(cfg: TrainConfig):
+def uses_events(cfg: TrainConfig) -> bool:
+    """Whether ``cfg``'s data come as :class:`~spikescan.data.events.EncodedSpikes` (``event_input="auto"``
+    and a data set / encoding encodable once, without a training transform)."""
+    return cfg.event_input == "auto" and supports_events(cfg.dataset, cfg.encoding, train_transform(cfg))
+
+
+def build_datasets(cfg: TrainConfig, *, test_only: bool = False):
     """``(train, test, n_in, n_classes)`` for ``cfg.dataset`` (see :mod:`spikescan.data.registry`)."""
     return _build_data(cfg.dataset, cfg.data_dir, num_steps=cfg.num_steps, dt=cfg.dt, encoding=cfg.encoding,
-                       seed=cfg.seed, train_transform=train_transform(cfg))
+                       seed=cfg.seed, train_transform=train_transform(cfg), test_only=test_only,
+                       events=uses_events(cfg))
 
 
 def _collate(batch):
+    if isinstance(batch, EventBatch):  # built whole by EncodedSpikes.__getitems__
+        return batch.x, batch.y
     x, y, _lengths = pad_collate(batch)  # left padding: every sample ends at the last step
     return x, y
 
@@ -248,12 +265,14 @@ def _scheduler(cfg: TrainConfig, opt):
 
 
 def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = False, desc: str = "",
-              reduce: bool = False):
+              reduce: bool = False, on_first_batches=None):
     """One pass over ``loader``; trains when ``optimizer`` is given.  Returns mean loss/acc/spike rates
     (over every rank's samples with ``reduce=True``, for a data-parallel epoch).
 
     A training step whose loss (cross-entropy plus regulariser) is not finite on any rank raises
-    :class:`TrainingDivergedError` before the optimiser applies it.
+    :class:`TrainingDivergedError` before the optimiser applies it.  ``on_first_batches(k, n,
+    seconds)`` is called once, after the first ``k`` of the epoch's ``n`` batches (for a time
+    estimate).  Progress bars (``progress``) are drawn only on a terminal.
     """
     training = optimizer is not None
     model.train(training)
@@ -263,11 +282,17 @@ def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = 
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
+        iterator = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=None)  # None: not in a log file
+    n_batches = len(loader) if hasattr(loader, "__len__") else None
+    if n_batches is not None and cfg.max_batches is not None:
+        n_batches = min(n_batches, cfg.max_batches)
+    t_start = time.perf_counter()
     with torch.set_grad_enabled(training):
         for k, (x, y) in enumerate(iterator):
             if cfg.max_batches is not None and k >= cfg.max_batches:
                 break
+            if on_first_batches is not None and n_batches and k == min(_ETA_BATCHES, n_batches - 1) and k > 0:
+                on_first_batches(k, n_batches, time.perf_counter() - t_start)
             x, y = x.to(device, dtype), y.to(device)
             with record_spikes(model) as spikes:
                 u = model(x)
@@ -538,12 +563,19 @@ def _train_in_folder(cfg: TrainConfig, run_dir: Path, folder: RunFolder | None, 
     log(f"run {run_dir}: {cfg.neuron} {cfg.hidden} on {cfg.dataset} ({len(train_set)} train / "
         f"{len(test_set)} test, T={cfg.num_steps}), {n_params} parameters")
     t0 = time.perf_counter()
+
+    def estimate(k, n, seconds):
+        per_epoch = seconds / k * n
+        log(f"first {k} batches: {1e3 * seconds / k:.0f} ms per batch -> about {_duration(per_epoch)} of training "
+            f"per epoch, {_duration(per_epoch * (cfg.epochs - start_epoch))} for {cfg.epochs - start_epoch} epochs "
+            "(plus evaluation)")
+
     for epoch in range(start_epoch, cfg.epochs):
         e0 = time.perf_counter()
         if sampler is not None:
             sampler.set_epoch(epoch)
         tr = run_epoch(model, train_loader, cfg, opt, progress, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       reduce=sampler is not None)
+                       reduce=sampler is not None, on_first_batches=estimate if epoch == start_epoch else None)
         epoch_seconds = time.perf_counter() - e0
         te = run_epoch(model, test_loader, cfg)
         if sched is not None:
@@ -583,6 +615,14 @@ def _train_in_folder(cfg: TrainConfig, run_dir: Path, folder: RunFolder | None, 
         f"mean spike rate {final['test_spike_rate']:.3f} spikes/neuron/step "
         f"({final['test_spikes_per_ms']:.1f} spikes/ms)  -> {run_dir}")
     return final
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _quiet(*_args, **_kwargs) -> None:

@@ -25,6 +25,7 @@ from torch import nn
 
 from .. import nn as snn
 from ..nn.leaky import LI, LIF, LIF_BACKENDS, PLIF
+from ..nn.linear import EventLinear
 from ..nn.psu import IPSU, PSU, RPSU
 from ..ops.psu import BACKENDS as PSU_BACKENDS
 from ..ops.scan import _BACKENDS as _LEAKY
@@ -115,8 +116,9 @@ class FeedForwardSNN(nn.Sequential):
             raise ValueError(f"readout_layer must be one of {list(READOUT_LAYERS)}, got {readout_layer!r}")
         layers: list[nn.Module] = []
         width = n_in
-        for h in hidden:
-            layers.append(nn.Linear(width, h))
+        for i, h in enumerate(hidden):
+            # the first layer's input is data (often sparse spikes or SpikeEvents): event-driven
+            layers.append(EventLinear(width, h) if i == 0 else nn.Linear(width, h))
             layers.append(make_neuron(neuron, h, tau_syn=tau_syn, tau_mem=tau_mem, dt=dt, backend=backend,
                                       num_steps=num_steps, **(neuron_kwargs or {})))
             if dropout > 0:
