@@ -13,6 +13,7 @@ BENCHMARKS = {
     "psu": "psu",
     "lif": "lif",
     "scaling": "scaling",
+    "event-linear": "event_linear",
 }
 
 

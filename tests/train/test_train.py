@@ -192,3 +192,14 @@ def test_config_validation():
         with pytest.raises((ValueError, TypeError), match=match):
             TrainConfig(**bad).validate()
     TrainConfig(seed=2**64 - 1, dropout=0.5, neuron="psu", backend="matrix", threads=None).validate()
+
+
+def test_final_json_holds_neurobench_metrics(tmp_path):
+    out = tmp_path / "run"
+    train(_small_cfg(out, epochs=1, hidden=[16, 12]), progress=False, log=lambda *_: None)
+    nb = json.loads((out / "final.json").read_text())["neurobench"]
+    assert nb["parameter_count"] == (64 * 16 + 16) + (16 * 12 + 12) + (12 * 10 + 10)
+    assert set(nb["activation_sparsity"]) == {"1", "3"} and all(0 <= v <= 1 for v in nb["activation_sparsity"].values())
+    ops = nb["synaptic_ops_per_sample"]
+    # the rate-coded input is 0/1: the first layer accumulates; dense counts all T x in x out pairs
+    assert ops["effective_acs"] > 0 and ops["dense"] == 8 * (64 * 16 + 16 * 12 + 12 * 10)

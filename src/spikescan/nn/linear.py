@@ -27,8 +27,9 @@ class EventLinear(nn.Linear):
     A drop-in ``nn.Linear`` (same parameters and state-dict keys) for the first layer of a
     network, whose input is data and needs no gradient:
 
-    - a :class:`~spikescan.ops.events.SpikeEvents` input always runs
-      :func:`~spikescan.ops.events.event_linear` (cost proportional to the events);
+    - a :class:`~spikescan.ops.events.SpikeEvents` input runs
+      :func:`~spikescan.ops.events.event_linear` (cost proportional to the events), unless
+      ``mode="dense"``, or ``mode="auto"`` and its density exceeds ``density_threshold``;
     - a dense tensor ``[T, B, C]`` that does not require grad runs event-driven when
       ``mode="events"``, or with ``mode="auto"`` when its density is at most
       ``density_threshold`` (one counting pass decides; :data:`EVENT_DENSITY_THRESHOLD`);
@@ -51,7 +52,7 @@ class EventLinear(nn.Linear):
 
     def forward(self, x):
         if isinstance(x, SpikeEvents):
-            if self.mode == "dense":
+            if self.mode == "dense" or (self.mode == "auto" and x.density > self.density_threshold):
                 return F.linear(x.dense().to(self.weight.dtype), self.weight, self.bias)
             return event_linear(x, self.weight, self.bias, backend=self.backend)
         if (self.mode != "dense" and isinstance(x, torch.Tensor) and x.dim() == 3 and x.is_floating_point()

@@ -602,6 +602,8 @@ def _train_in_folder(cfg: TrainConfig, run_dir: Path, folder: RunFolder | None, 
         _write_metrics(run_dir, history)
     final = dict(history[-1])
     final["wall_seconds"] = elapsed_before + time.perf_counter() - t0
+    # NeuroBench-style metrics (train/metrics.py) of the trained network, over one test pass
+    final["neurobench"] = measure_workload(bare, test_loader, cfg)  # every rank evaluates the whole test set
     final["run_dir"] = str(run_dir)
     if env is not None and env.distributed:
         final["world_size"] = env.world_size
@@ -615,6 +617,24 @@ def _train_in_folder(cfg: TrainConfig, run_dir: Path, folder: RunFolder | None, 
         f"mean spike rate {final['test_spike_rate']:.3f} spikes/neuron/step "
         f"({final['test_spikes_per_ms']:.1f} spikes/ms)  -> {run_dir}")
     return final
+
+
+def measure_workload(model: torch.nn.Module, loader, cfg: TrainConfig) -> dict:
+    """:func:`spikescan.train.metrics.summarise` of ``model`` over one evaluation pass of ``loader``:
+    parameters, footprint, connection and activation sparsity, spikes and synaptic operations
+    per sample."""
+    from .metrics import WorkloadMeter, summarise
+
+    meter = WorkloadMeter(model)
+    model.eval()
+    device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
+    with torch.no_grad():
+        for k, (x, y) in enumerate(loader):
+            if cfg.max_batches is not None and k >= cfg.max_batches:
+                break
+            with meter.batch(samples=y.shape[0]):
+                model(x.to(device, dtype))
+    return summarise(model, meter.counts())
 
 
 def _duration(seconds: float) -> str:
