@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import surrogate as _surrogate
-from .._checks import as_param_tensor, check_finite, check_float, check_tensor, check_time_first, debug_enabled
+from .._checks import (as_param_tensor, check_choice, check_finite, check_float, check_tensor, check_time_first,
+                       compute_dtype, debug_enabled)
 
 __all__ = [
     "phi",
@@ -50,6 +51,7 @@ __all__ = [
     "single_spike_lif",
     "max_membrane_readout",
     "DEFAULT_SURROGATE",
+    "BACKENDS",
 ]
 
 DEFAULT_SURROGATE = _surrogate.FastSigmoid(slope=100.0)
@@ -118,6 +120,19 @@ def _check_decay(decay, x: Tensor) -> Tensor:
     return as_param_tensor(decay, "decay", x, low=0.0, high=1.0)
 
 
+# backend -> how single_spike_lif computes: "fused" the time-fused kernel
+# (ops/single_spike_fused.py, CPU), the others the composed op above with that leaky-integration
+# backend; "auto" is the fused kernel wherever it runs (CPU, a built-in surrogate), else the
+# composed op with leaky_integrate's own "auto".
+BACKENDS = ("auto", "fused", "sequential", "fft", "chunked")
+
+
+def _fused_ok(x: Tensor, sur) -> bool:
+    from .single_spike_fused import supports_single_spike
+
+    return supports_single_spike(x, sur)
+
+
 def single_spike_lif(x: Tensor, decay, threshold=1.0, *, scale=None, v0=None, surrogate=None,
                      straight_through: bool = False, backend: str = "auto",
                      return_membrane: bool = False):
@@ -136,20 +151,51 @@ def single_spike_lif(x: Tensor, decay, threshold=1.0, *, scale=None, v0=None, su
         v0: initial membrane ``V~[-1]`` (default 0).
         surrogate: default ``FastSigmoid(slope=100)`` (paper eq. 20).
         straight_through: see :func:`first_spike`.
-        backend: passed to :func:`spikescan.ops.scan.leaky_integrate`.
-        return_membrane: also return the no-reset membrane ``V~``.
+        backend: ``"fused"``: one time-fused kernel forward and one backward (CPU, numba;
+            built-in surrogates; no double backward), the same spikes and membranes and the
+            composed op's gradient (:mod:`spikescan.ops.single_spike_fused`).
+            ``"sequential"``, ``"fft"``, ``"chunked"``: the composed op above, its membrane by
+            that :func:`spikescan.ops.scan.leaky_integrate` backend.  ``"auto"``: ``"fused"``
+            where it runs, else the composed op with ``leaky_integrate``'s ``"auto"``.
+        return_membrane: also return the no-reset membrane ``V~`` (its gradient is used).
+
+    float16/bfloat16 inputs are computed in float32 by ``"fused"``; the composed op rounds the
+    membrane to the input dtype before the threshold, so their spikes can differ there.
     """
     check_time_first(x, "x")
+    check_choice(backend, "backend", BACKENDS)
+    sur = DEFAULT_SURROGATE if surrogate is None else _surrogate.get(surrogate)
+    if backend == "fused":
+        from .single_spike_fused import check_device
+
+        check_device(x)  # before the parameter checks touch x's device
     check_finite(x, "x")
+    if backend == "fused" or (backend == "auto" and _fused_ok(x, sur)):
+        return _single_spike_fused(x, decay, threshold, scale, v0, sur, straight_through, return_membrane)
     decay = _check_decay(decay, x)
     if scale is not None:
         scale = as_param_tensor(scale, "scale", x)
     thr = as_param_tensor(threshold, "threshold", x)
-    sur = DEFAULT_SURROGATE if surrogate is None else _surrogate.get(surrogate)
     from .firing import heaviside
 
-    v = _integrate(x, decay, scale, v0, backend)
+    v = _integrate(x, decay, scale, v0, "auto" if backend == "auto" else backend)
     s = first_spike(heaviside(v - thr, sur), straight_through=straight_through)
+    return (s, v) if return_membrane else s
+
+
+def _single_spike_fused(x, decay, threshold, scale, v0, sur, straight_through, return_membrane):
+    """Validate the parameters in the compute dtype and run the fused kernel."""
+    from .single_spike_fused import single_spike_backend
+
+    compute = compute_dtype(x.dtype)
+    decay = as_param_tensor(decay, "decay", x, low=0.0, high=1.0, dtype=compute)
+    # scale = 1 - decay formed here, as the composed op does, so autograd adds its dependence
+    scale = 1.0 - decay if scale is None else as_param_tensor(scale, "scale", x, dtype=compute)
+    thr = as_param_tensor(threshold, "threshold", x, dtype=compute)
+    if v0 is not None:
+        v0 = as_param_tensor(v0, "v0", x, dtype=compute)
+    s, v = single_spike_backend(x, decay, thr, scale, v0, surrogate=sur, straight_through=bool(straight_through),
+                                need_membrane=bool(return_membrane))
     return (s, v) if return_membrane else s
 
 

@@ -1,0 +1,377 @@
+"""Time-fused FastSNN single-spike LIF on the CPU (numba): forward and backward, one pass each.
+
+Equations (those of :func:`spikescan.ops.first_spike.single_spike_lif`), per neuron ``n`` and
+step ``t = 0 .. T-1``::
+
+    v[t] = d * v[t-1] + (c * x[t])        v[-1] = v0          no reset
+    tf   = min{t : v[t] >= th}            (T when there is none)
+    s[t] = (t == tf)                      the first spike only
+
+The forward does the reference's floating-point operations in the same order (``c * x`` and
+``d * v`` rounded, then their sum; ``fastmath=False``, no FMA), so membranes and spikes equal the
+composed op's and the sequential reference's bit for bit.  It writes ``s``, ``tf`` (int32 per
+neuron) and, when a gradient will be needed, a membrane checkpoint at the start of every segment
+of ``seg`` steps (``ck[g] = v[g*seg - 1]``, ``ck[0] = v0``); ``v`` itself only when asked for.
+
+Backward: the gradient autograd gives the composed op ``S = g(phi(H(v - th)))``, ``H`` with the
+surrogate derivative ``sg``.  ``g'(phi)`` is 1 before the first spike and 0 from it on (the
+identity with ``straight_through``), and phi's adjoint is two reversed cumulative sums, so one
+reverse-time sweep per neuron computes, with ``lim = tf`` (``T`` with ``straight_through``)::
+
+    gz     = gs[t] if t < lim else 0
+    A      = A + gz                       A[t] = sum_{u >= t} gz[u]
+    B      = B + A                        B[t] = sum_{u >= t} (u - t + 1) gz[u] = dL/dS~[t]
+    q      = B * sg(v[t] - th)
+    r      = (q + gv[t]) + d * r          dL/dv[t] (the leaky integration's adjoint)
+    gx[t]  = c * r
+    gd    += r * v[t-1]                   (v[-1] = v0)
+    gc    += r * x[t]
+    gth   += q                            the caller negates it: dL/dth = -sum q
+    gv0    = d * r                        after t = 0
+
+``A`` and ``B`` accumulate in float64 and are rounded to the kernel dtype at every step, which is
+what torch's CPU ``cumsum`` does (its accumulator type is double for float32 too), so ``B``
+equals the composed op's bit for bit; the per-neuron sums ``gd, gc, gth`` accumulate in reverse
+time order, as the fused leaky-integration backward does.  ``gs``/``gv`` may be a single row
+(``[1, N]``) when they are the same at every step (e.g. the gradient of ``s.sum()``).
+
+Without a membrane gradient every step from ``max(lim)`` of a block of neurons on has ``r = 0``:
+those segments are written as zeros without recomputing them.  The others are recomputed from
+their checkpoint and ``x`` into a small buffer (``(seg + 1) x block`` elements, cache resident;
+the forward's operations, so the same membranes), then walked in reverse, two steps per sweep
+over the block (state and sums in registers across both), as in ``lif_numba``.
+
+Memory kept for the backward: ``x`` (the caller's own tensor when it is a contiguous kernel
+dtype), ``tf`` and the checkpoints (``4 / seg`` bytes per (t, neuron) in float32).  Traffic of a
+training step per (t, neuron): forward reads ``x`` and writes ``s``; backward reads ``x`` (and a
+full ``gs``/``gv``) and writes ``gx``.
+
+The backward kernels are compiled per surrogate code, exp flavour, whether the parameter sums are
+needed (``pgrad``) and whether the membrane output has a gradient (``has_gv``), each a named
+variant from :func:`~._numba_lowlevel.specialise` (no closures: the disk cache works).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic
+
+from ._numba_lowlevel import prefer_wide_vectors, specialise
+from .lif_numba import _sg
+
+_JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
+_U = 4  # forward steps per sweep over a block
+
+
+@intrinsic
+def _like(typingctx, value, like):
+    """``value`` converted (rounded) to the float type of ``like``."""
+    if not (isinstance(value, types.Float) and isinstance(like, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.cast(builder, args[0], sig.args[0], sig.args[1])
+
+    return like(value, like), codegen
+
+
+# ------------------------------------------------------------------------------------------
+# forward
+# ------------------------------------------------------------------------------------------
+#
+# As in lif_numba: the U-step bodies are separate functions whose rows arrive as distinct
+# arguments (so LLVM vectorizes them with runtime alias checks), state and parameters stay in
+# registers across the U steps.
+
+
+@njit(inline="always")
+def _step(xk, p, dk, ck):
+    return dk * p + ck * xk
+
+
+@njit(inline="always")
+def _fire(p, tk, f, T, t):
+    """``(spike now, new first-spike time)`` for membrane ``p`` at step ``t``."""
+    hit = (p >= tk) & (f == T)
+    return hit, (t if hit else f)
+
+
+@njit(**_JIT)
+def _fwd4(x0, x1, x2, x3, s0, s1, s2, s3, d, c, th, vp, first, t, T, one, zero):
+    for k in range(vp.shape[0]):
+        dk = d[k]
+        ck = c[k]
+        tk = th[k]
+        f = first[k]
+        p = _step(x0[k], vp[k], dk, ck)
+        hit, f = _fire(p, tk, f, T, t)
+        s0[k] = one if hit else zero
+        p = _step(x1[k], p, dk, ck)
+        hit, f = _fire(p, tk, f, T, t + 1)
+        s1[k] = one if hit else zero
+        p = _step(x2[k], p, dk, ck)
+        hit, f = _fire(p, tk, f, T, t + 2)
+        s2[k] = one if hit else zero
+        p = _step(x3[k], p, dk, ck)
+        hit, f = _fire(p, tk, f, T, t + 3)
+        s3[k] = one if hit else zero
+        vp[k] = p
+        first[k] = f
+
+
+@njit(**_JIT)
+def _fwd4v(x0, x1, x2, x3, s0, s1, s2, s3, w0, w1, w2, w3, d, c, th, vp, first, t, T, one, zero):
+    for k in range(vp.shape[0]):
+        dk = d[k]
+        ck = c[k]
+        tk = th[k]
+        f = first[k]
+        p = _step(x0[k], vp[k], dk, ck)
+        hit, f = _fire(p, tk, f, T, t)
+        s0[k] = one if hit else zero
+        w0[k] = p
+        p = _step(x1[k], p, dk, ck)
+        hit, f = _fire(p, tk, f, T, t + 1)
+        s1[k] = one if hit else zero
+        w1[k] = p
+        p = _step(x2[k], p, dk, ck)
+        hit, f = _fire(p, tk, f, T, t + 2)
+        s2[k] = one if hit else zero
+        w2[k] = p
+        p = _step(x3[k], p, dk, ck)
+        hit, f = _fire(p, tk, f, T, t + 3)
+        s3[k] = one if hit else zero
+        w3[k] = p
+        vp[k] = p
+        first[k] = f
+
+
+@njit(**_JIT)
+def _fwd1(x0, s0, w0, d, c, th, vp, first, t, T, store_v, one, zero):
+    for k in range(vp.shape[0]):
+        p = _step(x0[k], vp[k], d[k], c[k])
+        hit, f = _fire(p, th[k], first[k], T, t)
+        s0[k] = one if hit else zero
+        if store_v:
+            w0[k] = p
+        vp[k] = p
+        first[k] = f
+
+
+@njit(**_JIT)
+def _membrane4(x0, x1, x2, x3, w0, w1, w2, w3, d, c, vp):
+    """Four steps writing only the membranes (the backward's recomputation)."""
+    for k in range(vp.shape[0]):
+        dk = d[k]
+        ck = c[k]
+        p = _step(x0[k], vp[k], dk, ck)
+        w0[k] = p
+        p = _step(x1[k], p, dk, ck)
+        w1[k] = p
+        p = _step(x2[k], p, dk, ck)
+        w2[k] = p
+        p = _step(x3[k], p, dk, ck)
+        w3[k] = p
+        vp[k] = p
+
+
+@njit(**_JIT)
+def _membrane1(x0, w0, d, c, vp):
+    for k in range(vp.shape[0]):
+        p = _step(x0[k], vp[k], d[k], c[k])
+        w0[k] = p
+        vp[k] = p
+
+
+@njit(**_JIT)
+def single_spike_forward(x, decay, scale, thr, v0, lo0, hi0, block, seg, store_v, store_ck, s, v, ck, tf):
+    """Fill ``s`` ([T, N]), ``tf`` ([N] int32) and, when asked, ``v`` ([T, N]) and the checkpoints
+    ``ck`` ([ceil(T / seg), N]) for neurons ``lo0 .. hi0-1``; ``seg`` is a multiple of 4.
+
+    ``v`` and ``ck`` are not touched when not asked for (pass any array of the dtype).
+    """
+    T = x.shape[0]
+    one = np.ones(1, x.dtype)[0]
+    zero = one - one
+    for lo in range(lo0, hi0, block):
+        hi = min(lo + block, hi0)
+        d = decay[lo:hi]
+        c = scale[lo:hi]
+        th = thr[lo:hi]
+        vp = v0[lo:hi].copy()
+        first = np.full(hi - lo, T, np.int64)
+        t = 0
+        while t + _U <= T:
+            if store_ck and t % seg == 0:
+                ck[t // seg, lo:hi] = vp
+            if store_v:
+                _fwd4v(x[t, lo:hi], x[t + 1, lo:hi], x[t + 2, lo:hi], x[t + 3, lo:hi],
+                       s[t, lo:hi], s[t + 1, lo:hi], s[t + 2, lo:hi], s[t + 3, lo:hi],
+                       v[t, lo:hi], v[t + 1, lo:hi], v[t + 2, lo:hi], v[t + 3, lo:hi], d, c, th, vp, first, t, T,
+                       one, zero)
+            else:
+                _fwd4(x[t, lo:hi], x[t + 1, lo:hi], x[t + 2, lo:hi], x[t + 3, lo:hi],
+                      s[t, lo:hi], s[t + 1, lo:hi], s[t + 2, lo:hi], s[t + 3, lo:hi], d, c, th, vp, first, t, T,
+                      one, zero)
+            t += _U
+        while t < T:
+            if store_ck and t % seg == 0:
+                ck[t // seg, lo:hi] = vp
+            _fwd1(x[t, lo:hi], s[t, lo:hi], v[t if store_v else 0, lo:hi], d, c, th, vp, first, t, T, store_v,
+                  one, zero)
+            t += 1
+        for k in range(hi - lo):
+            tf[lo + k] = first[k]
+
+
+# ------------------------------------------------------------------------------------------
+# backward
+# ------------------------------------------------------------------------------------------
+
+# Bound per variant by specialise() (_make_backward): the surrogate code, the flags, and in the
+# driver the two-step and one-step reverse kernels.
+_CODE = _FAST = _PGRAD = _HAS_GV = _bwd2 = _bwd1 = None
+
+
+@njit(inline="always")
+def _bstep(vv, tk, gsk, gvk, live, A, B, r, dk, code, consts, ec, fast, has_gv):
+    """One reverse step of one neuron (module docstring): ``(q, new A, new B, new r)``."""
+    zero = consts[0] - consts[0]
+    A = A + (gsk if live else zero)
+    B = B + _like(A, zero)
+    q = _like(B, zero) * _sg(code, vv - tk, consts, ec, fast)
+    dv = q + gvk if has_gv else q
+    return q, A, B, dv + dk * r
+
+
+def _bwd2_template(v0, v1, vm, x0, x1, gs0, gs1, gv0, gv1, gx0, gx1, d, c, th, lim, t, a_r, b_r, r_r, ad_r, ac_r,
+                   at_r, consts, ec):
+    # steps t+1, t in reverse; v0/v1 = v[t]/v[t+1], vm = v[t-1]; a_r/b_r (float64): the running
+    # sums A and B; r_r: dL/dv carried backwards; ad_r/ac_r/at_r: the decay, scale, threshold sums
+    prefer_wide_vectors()
+    zero = consts[0] - consts[0]
+    for k in range(d.shape[0]):
+        dk = d[k]
+        tk = th[k]
+        lk = lim[k]
+        w0 = v0[k]
+        q, A, B, r = _bstep(v1[k], tk, gs1[k], gv1[k] if _HAS_GV else zero, t + 1 < lk, a_r[k], b_r[k], r_r[k],
+                            dk, _CODE, consts, ec, _FAST, _HAS_GV)
+        gx1[k] = c[k] * r
+        if _PGRAD:
+            ad = ad_r[k] + r * w0
+            ac = ac_r[k] + r * x1[k]
+            at = at_r[k] + q
+        q, A, B, r = _bstep(w0, tk, gs0[k], gv0[k] if _HAS_GV else zero, t < lk, A, B, r, dk, _CODE, consts, ec,
+                            _FAST, _HAS_GV)
+        gx0[k] = c[k] * r
+        a_r[k] = A
+        b_r[k] = B
+        r_r[k] = r
+        if _PGRAD:
+            ad_r[k] = ad + r * vm[k]
+            ac_r[k] = ac + r * x0[k]
+            at_r[k] = at + q
+
+
+def _bwd1_template(v0, vm, x0, gs0, gv0, gx0, d, c, th, lim, t, a_r, b_r, r_r, ad_r, ac_r, at_r, consts, ec):
+    zero = consts[0] - consts[0]
+    for k in range(d.shape[0]):
+        q, A, B, r = _bstep(v0[k], th[k], gs0[k], gv0[k] if _HAS_GV else zero, t < lim[k], a_r[k], b_r[k],
+                            r_r[k], d[k], _CODE, consts, ec, _FAST, _HAS_GV)
+        gx0[k] = c[k] * r
+        a_r[k] = A
+        b_r[k] = B
+        r_r[k] = r
+        if _PGRAD:
+            ad_r[k] += r * vm[k]
+            ac_r[k] += r * x0[k]
+            at_r[k] += q
+
+
+def _backward_template(x, ck, gs, gv, decay, scale, thr, lim, consts, ec, lo0, hi0, block, seg, gx, gd, gc, gth,
+                       gv0):
+    """The reverse-time driver; :func:`_make_backward` binds ``_bwd2``/``_bwd1`` per variant."""
+    T = x.shape[0]
+    gs_step = 1 if gs.shape[0] == T else 0
+    gv_step = 1 if gv.shape[0] == T else 0
+    nseg = (T + seg - 1) // seg
+    for lo in range(lo0, hi0, block):
+        hi = min(lo + block, hi0)
+        m = hi - lo
+        d = decay[lo:hi]
+        c = scale[lo:hi]
+        th = thr[lo:hi]
+        lm = lim[lo:hi]
+        tmax = T if _HAS_GV else lm.max()  # from tmax on, r = 0 for the whole block
+        # separate allocations (rows of one array would defeat LLVM's alias analysis)
+        buf = np.empty((seg + 1, m), x.dtype)  # buf[0]: v[t0 - 1] (the checkpoint), buf[j+1]: v[t0+j]
+        vp = np.empty(m, x.dtype)
+        a_r = np.zeros(m, np.float64)
+        b_r = np.zeros(m, np.float64)
+        r_r = np.zeros(m, x.dtype)
+        ad_r = np.zeros(m, x.dtype)
+        ac_r = np.zeros(m, x.dtype)
+        at_r = np.zeros(m, x.dtype)
+        for g in range(nseg - 1, -1, -1):
+            t0 = g * seg
+            n = min(T, t0 + seg) - t0
+            if t0 >= tmax:
+                gx[t0:t0 + n, lo:hi] = 0
+                continue
+            buf[0] = ck[g, lo:hi]
+            vp[:] = buf[0]
+            j = 0
+            while j + _U <= n:
+                _membrane4(x[t0 + j, lo:hi], x[t0 + j + 1, lo:hi], x[t0 + j + 2, lo:hi], x[t0 + j + 3, lo:hi],
+                           buf[j + 1], buf[j + 2], buf[j + 3], buf[j + 4], d, c, vp)
+                j += _U
+            while j < n:
+                _membrane1(x[t0 + j, lo:hi], buf[j + 1], d, c, vp)
+                j += 1
+            odd = n % 2  # the segment's first step alone when n is odd, after the pairs
+            for j in range(n - 2, odd - 1, -2):  # steps t0+j, t0+j+1
+                t = t0 + j
+                _bwd2(buf[j + 1], buf[j + 2], buf[j], x[t, lo:hi], x[t + 1, lo:hi], gs[t * gs_step, lo:hi],
+                      gs[(t + 1) * gs_step, lo:hi], gv[t * gv_step, lo:hi], gv[(t + 1) * gv_step, lo:hi],
+                      gx[t, lo:hi], gx[t + 1, lo:hi], d, c, th, lm, t, a_r, b_r, r_r, ad_r, ac_r, at_r, consts, ec)
+            if odd:
+                _bwd1(buf[1], buf[0], x[t0, lo:hi], gs[t0 * gs_step, lo:hi], gv[t0 * gv_step, lo:hi], gx[t0, lo:hi],
+                      d, c, th, lm, t0, a_r, b_r, r_r, ad_r, ac_r, at_r, consts, ec)
+        if _PGRAD:
+            gd[lo:hi] = ad_r
+            gc[lo:hi] = ac_r
+            gth[lo:hi] = at_r
+        for k in range(m):
+            gv0[lo + k] = d[k] * r_r[k]
+
+
+def _make_backward(code: int, fast: bool, pgrad: bool, has_gv: bool):
+    """The backward kernel specialised to one surrogate ``code``, exp flavour (``fast``), and
+    whether parameter sums (``pgrad``) and a membrane gradient (``has_gv``) are needed: compile-time
+    constants, so unused branches, sums and loads vanish from the inner loops."""
+    flags = {"_CODE": code, "_FAST": fast, "_PGRAD": pgrad, "_HAS_GV": has_gv}
+    bwd2 = specialise(_bwd2_template, _JIT, flags, {})
+    bwd1 = specialise(_bwd1_template, _JIT, flags, {})
+    return specialise(_backward_template, _JIT, flags, {"_bwd2": bwd2, "_bwd1": bwd1})
+
+
+_BACKWARD: dict = {}
+
+
+def single_spike_backward(x, ck, gs, gv, decay, scale, thr, lim, code, consts, ec, fast, pgrad, has_gv, lo0, hi0,
+                          block, seg, gx, gd, gc, gth, gv0):
+    """Reverse-time pass for neurons ``lo0 .. hi0-1``, recomputing the membranes per segment.
+
+    ``gs``/``gv`` are ``[T, N]`` or one row ``[1, N]`` (``gv`` is not read unless ``has_gv``);
+    ``lim`` ([N] int32): steps ``t < lim`` pass the spike gradient (``tf``, or ``T`` for the
+    straight-through ``g``).  ``consts``/``ec``: tuples of scalars of ``x``'s dtype (surrogate and
+    exp constants, as for ``lif_numba``).  ``gd, gc, gth`` are written only when ``pgrad``;
+    ``gth`` is the sum of ``+q`` (negate it for the threshold's gradient).
+    """
+    key = (int(code), bool(fast), bool(pgrad), bool(has_gv))
+    kernel = _BACKWARD.get(key)
+    if kernel is None:
+        kernel = _BACKWARD.setdefault(key, _make_backward(*key))
+    kernel(x, ck, gs, gv, decay, scale, thr, lim, consts, ec, lo0, hi0, block, seg, gx, gd, gc, gth, gv0)

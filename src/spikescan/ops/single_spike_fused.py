@@ -1,0 +1,127 @@
+"""The time-fused FastSNN single-spike LIF: one kernel pass forward, one in reverse time backward.
+
+:func:`spikescan.ops.first_spike.single_spike_lif` composes a leaky integration, a Heaviside with
+a surrogate, two cumulative sums and ``g``: about ten passes over ``[T, N]`` tensors each way,
+plus the autograd graph.  ``backend="fused"`` computes the same function in one numba kernel
+each way (``_kernels/single_spike_numba.py``, equations in its docstring): the forward reads
+``x`` and writes the spikes, the backward reads ``x`` (and the incoming gradients) and writes
+``grad_x``; the membranes are recomputed from a checkpoint every 32 steps instead of being
+stored.  The forward equals the composed op bit for bit (spikes and membranes); the backward
+is the gradient autograd gives the composed op (phi's adjoint masked before the first spike, or
+not with ``straight_through``), computed with the same roundings where the composed op's are
+known (see the kernel's docstring), so it agrees to rounding.
+
+CPU only (numba); float32/float64 kernels, float16/bfloat16 computed in float32.  The backward
+is ``once_differentiable`` (no double backward; the composed backends support it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ._kernels import _common as KC
+from .fused import (_check_n, _compute_dtype, _empty, _exp_args, _flat, _grad_rows, _meta, _numpy, _param_grads,
+                    _run_cpu, _scalars, _vec, is_available)
+
+__all__ = ["single_spike_backend", "supports_single_spike"]
+
+# Neurons per block of the backward: its recomputation buffer, (SEGMENT + 1) x block elements,
+# stays in L2 (135 KiB in float32), as for the LIF backward.
+_BACKWARD_BLOCK = 1024
+
+
+def supports_single_spike(x: Tensor, surrogate) -> bool:
+    """Whether the fused kernel runs ``x`` with ``surrogate`` (for ``backend="auto"``)."""
+    return (x.device.type == "cpu" and getattr(surrogate, "kind", "") in KC.SURROGATE_CODES
+            and is_available(x.device))
+
+
+def check_device(x: Tensor) -> None:
+    """Raise unless the fused single-spike kernel can run on ``x``'s device."""
+    if x.device.type != "cpu":
+        raise ValueError(f"backend='fused' of single_spike_lif is a CPU (numba) kernel, x is on {x.device}; "
+                         f"use backend='auto' (the composed op there) or 'chunked'")
+    if not is_available(x.device):
+        raise ValueError("backend='fused' of single_spike_lif needs numba (pip install numba); "
+                         "use backend='auto' or 'chunked'")
+
+
+class _SingleSpikeFused(torch.autograd.Function):
+    """Inputs validated; ``x`` in a kernel dtype, ``scale`` a tensor (``1 - decay`` already formed
+    by the caller, so autograd carries that dependence).  Returns ``(s, v)``; ``v`` is empty unless
+    ``need_v``."""
+
+    @staticmethod
+    def forward(ctx, x, decay, threshold, scale, v0, code: int, param: float, straight: bool, need_v: bool):
+        ctx.set_materialize_grads(False)
+        T, rest = x.shape[0], x.shape[1:]
+        N = math.prod(rest)
+        _check_n(N)
+        dt = x.dtype
+        grad = any(ctx.needs_input_grad[:5])
+        xf = _flat(x, T, N, dt)
+        d, th, c = (_vec(p, rest, N, dt) for p in (decay, threshold, scale))
+        v0v = xf.new_zeros(N) if v0 is None else _vec(v0, rest, N, dt)
+        s = _empty((T, N), xf)
+        v = _empty((T, N), xf) if need_v else xf.new_empty(1, N)
+        seg = KC.SEGMENT
+        ck = xf.new_empty(-(-T // seg), N) if grad else xf.new_empty(1, N)
+        tf = torch.empty(N, dtype=torch.int32)
+        from ._kernels import single_spike_numba as K
+
+        args = _numpy(xf, d, c, th, v0v)
+        outs = _numpy(s, v, ck, tf)
+        flags = (bool(need_v), bool(grad))
+        _run_cpu(N, T, lambda lo, hi, bs: K.single_spike_forward(*args, lo, hi, bs, seg, *flags, *outs))
+        if grad:
+            ctx.save_for_backward(xf, d, c, th, ck, tf)
+        ctx.meta = (T, rest, code, param, straight)
+        ctx.param_meta = _meta(decay, threshold, scale, v0)
+        v_out = v.view(x.shape) if need_v else v.new_empty(0)
+        return s.view(x.shape), v_out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_s, g_v):
+        T, rest, code, param, straight = ctx.meta
+        xf, d, c, th, ck, tf = ctx.saved_tensors
+        N = d.shape[0]
+        dt = d.dtype
+        has_gv = g_v is not None and g_v.numel() > 0
+        gs = d.new_zeros(1, N) if g_s is None else _grad_rows(g_s, T, N, dt)
+        gv = _grad_rows(g_v, T, N, dt) if has_gv else d.new_zeros(1, N)
+        lim = torch.full_like(tf, T) if straight else tf
+        gx = _empty((T, N), d)
+        gd, gc, gth, gv0 = (d.new_empty(N) for _ in range(4))
+        from ._kernels import single_spike_numba as K
+
+        ec, fast = _exp_args(dt)
+        consts = _scalars(dt, (1.0, param, param / 2.0, math.pi / 2.0 * param, 1.0 / param))
+        pgrad = any(ctx.needs_input_grad[1:4])  # decay, threshold, scale
+        args = _numpy(xf, ck, gs, gv, d, c, th, lim)
+        flags = (int(code), consts, ec, fast, pgrad, has_gv)
+        outs = _numpy(gx, gd, gc, gth, gv0)
+        _run_cpu(N, T, lambda lo, hi, bs: K.single_spike_backward(*args, *flags, lo, hi, bs, KC.SEGMENT, *outs),
+                 _BACKWARD_BLOCK)
+        grads = _param_grads(ctx, (gd, gth.neg_() if pgrad else gth, gc, gv0), rest)
+        return (gx.view((T,) + tuple(rest)), *grads, None, None, None, None)
+
+
+def single_spike_backend(x: Tensor, decay: Tensor, threshold: Tensor, scale: Tensor, v0: Tensor | None, *,
+                         surrogate, straight_through: bool, need_membrane: bool):
+    """The ``"fused"`` backend of :func:`spikescan.ops.first_spike.single_spike_lif`.
+
+    Receives validated parameter tensors (``scale`` already ``1 - decay`` where the caller means
+    the paper's factor), returns ``(s, v)`` in ``x.dtype``; ``v`` is empty unless
+    ``need_membrane``.
+    """
+    check_device(x)
+    code, param = KC.surrogate_constants(surrogate.kind, surrogate.param)
+    dt = _compute_dtype(x.dtype)
+    s, v = _SingleSpikeFused.apply(x.to(dt), decay, threshold, scale, v0, code, param, bool(straight_through),
+                                   bool(need_membrane))
+    return s.to(x.dtype), v.to(x.dtype)
