@@ -58,6 +58,11 @@ def _train_flags():
                                            "sequential fft chunked; psu/ipsu/rpsu: auto matrix chunked "
                                            "sequential) and refuses the others")),
         ("--dtype", "dtype", dict(choices=["float32", "float64"], help="parameter and input float type")),
+        ("--bias-init", "bias_init", dict(choices=["uniform", "zero"],
+                                          help="Linear biases: PyTorch's uniform init or zero (FastSNN)")),
+        ("--event-input", "event_input", dict(choices=["auto", "off"],
+                                              help="keep spike data as events and run the first layer "
+                                                   "event-driven where the data set allows it")),
         ("--seed", "seed", dict(type=int)),
         ("--device", "device", dict()),
         ("--threads", "threads", dict(type=int, help="torch intra-op threads (0: torch's default)")),

@@ -36,7 +36,7 @@ from ..data.collate import pad_collate
 from ..data.events import EventBatch
 from ..data.registry import DATASETS, build_datasets as _build_data, dataset_spec, supports_events
 from .losses import READOUTS, readout_cross_entropy, readout_logits
-from .models import NEURONS, FeedForwardSNN, check_backend
+from .models import BIAS_INITS, NEURONS, FeedForwardSNN, check_backend
 from .plots import plot_spike_raster, plot_training_curves
 from .recorder import record_spikes
 from .regularizers import spike_rate_regularizer
@@ -89,6 +89,7 @@ class TrainConfig:
     dropout: float = 0.0
     backend: str = "auto"
     dtype: str = "float32"
+    bias_init: str = "uniform"  # or "zero" (FastSNN): see spikescan.train.models.BIAS_INITS
     # "auto": data sets encodable once (TTFS/latency images, N-MNIST, SHD, digits) are kept and
     # batched as events, and the first layer runs event-driven; "off": dense [T, B, n_in] batches.
     event_input: str = "auto"
@@ -136,6 +137,7 @@ class TrainConfig:
         check_choice(self.schedule, "schedule", SCHEDULES)
         check_choice(self.dtype, "dtype", tuple(DTYPES))
         check_choice(self.event_input, "event_input", ("auto", "off"))
+        check_choice(self.bias_init, "bias_init", BIAS_INITS)
         if not isinstance(self.backend, str):
             raise TypeError(f"backend must be a string, got {type(self.backend).__name__}")
         check_backend(self.neuron, self.backend)
@@ -248,7 +250,8 @@ def build_model(cfg: TrainConfig, n_in: int, n_out: int) -> torch.nn.Module:
     return FeedForwardSNN(n_in, cfg.hidden, n_out, cfg.neuron, tau_syn=cfg.tau_syn, tau_mem=cfg.tau_mem,
                           dt=cfg.dt, backend=cfg.backend, dropout=cfg.dropout, neuron_kwargs=cfg.neuron_kwargs,
                           num_steps=cfg.num_steps, readout_kwargs=cfg.readout_kwargs,
-                          readout_layer="max-membrane" if cfg.readout == "max-membrane" else "li")
+                          readout_layer="max-membrane" if cfg.readout == "max-membrane" else "li",
+                          bias_init=cfg.bias_init)
 
 
 def _optimizer(cfg: TrainConfig, params):

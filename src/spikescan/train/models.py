@@ -39,6 +39,10 @@ NEURONS = _BASE_NEURONS + (("rlif",) if HAS_RLIF else ())
 #: readout layers of :class:`FeedForwardSNN`: ``"li"`` (membrane ``[T, B, C]``, reduced over time by
 #: the loop's ``readout``) or ``"max-membrane"`` (FastSNN's :class:`MaxMembraneReadout`, logits ``[B, C]``).
 READOUT_LAYERS = ("li", "max-membrane")
+#: biases of the Linear layers: ``"uniform"`` (PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in))) or
+#: ``"zero"`` (FastSNN supplementary E).  Weights are always PyTorch's U(-1/sqrt(fan_in), ...),
+#: which is FastSNN's U(-sqrt(1/N), sqrt(1/N)).
+BIAS_INITS = ("uniform", "zero")
 
 LEAKY_BACKENDS = ("auto", *_LEAKY)
 #: the ``backend`` names each hidden neuron kind runs (relu has no dynamics: its name goes to the readout)
@@ -104,16 +108,19 @@ class FeedForwardSNN(nn.Sequential):
     readout membrane ``[T, B, n_out]`` (reduce it with :func:`spikescan.train.losses.reduce_time`);
     with ``"max-membrane"`` it is FastSNN's logits ``max_t V[t]``, ``[B, n_out]``.  ``dropout``
     (p) goes after each hidden layer; ``num_steps`` is needed by the IPSU/RPSU neurons;
-    ``readout_kwargs`` go to the readout layer's constructor.
+    ``readout_kwargs`` go to the readout layer's constructor; ``bias_init`` see :data:`BIAS_INITS`.
     """
 
     def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, neuron: str = "spsn-sb", *,
                  tau_syn: float | None = 0.02, tau_mem: float = 0.02, dt: float = 1e-3,
                  backend: str = "auto", dropout: float = 0.0, readout_tau_syn: float | None = 0.02,
                  readout_tau_mem: float = 0.02, neuron_kwargs: dict | None = None,
-                 num_steps: int | None = None, readout_layer: str = "li", readout_kwargs: dict | None = None):
+                 num_steps: int | None = None, readout_layer: str = "li", readout_kwargs: dict | None = None,
+                 bias_init: str = "uniform"):
         if readout_layer not in READOUT_LAYERS:
             raise ValueError(f"readout_layer must be one of {list(READOUT_LAYERS)}, got {readout_layer!r}")
+        if bias_init not in BIAS_INITS:
+            raise ValueError(f"bias_init must be one of {list(BIAS_INITS)}, got {bias_init!r}")
         layers: list[nn.Module] = []
         width = n_in
         for i, h in enumerate(hidden):
@@ -133,3 +140,7 @@ class FeedForwardSNN(nn.Sequential):
             layers.append(MaxMembraneReadout(n_out, readout_tau_mem, dt, backend=out_backend,
                                              **(readout_kwargs or {})))
         super().__init__(*layers)
+        if bias_init == "zero":
+            for m in self.modules():
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
