@@ -101,7 +101,8 @@ class LIF(SpikingNeuron):
         current = x if a is None else leaky_integrate(x, a, backend=self.backend)
         if self.input_scale == "one_minus_decay":
             return current * (1.0 - b)
-        return current * float(self.input_scale)
+        scale = float(self.input_scale)
+        return current if scale == 1.0 else current * scale  # no pass over [T, B, N] for a unit scale
 
     def forward(self, x: torch.Tensor, v0: torch.Tensor | None = None) -> torch.Tensor:
         xc = check_input(self, x, self.features)
