@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from spikescan.ops import single_spike_fused as SF
-from spikescan.ops.first_spike import _single_spike_lif_sequential, single_spike_lif
+from spikescan.ops.first_spike import _single_spike_lif_sequential, max_membrane_readout, single_spike_lif
 from spikescan.surrogate import ATan, FastSigmoid, Sigmoid, Surrogate, Triangle
 
 F32, F64 = torch.float32, torch.float64
@@ -472,3 +472,79 @@ def test_kernels_load_from_the_disk_cache_in_a_new_process():
     assert len(second) == 3  # forward and two backward variants
     for key, (hits, misses) in second.items():
         assert misses == 0 and hits >= 1, (key, hits, misses)
+
+
+# --------------------------------------------------------------------------------------------
+# max-membrane readout
+# --------------------------------------------------------------------------------------------
+
+
+def _readout_run(case, backend, seed=3):
+    c = {k: (t.detach().clone().requires_grad_(t.requires_grad) if torch.is_tensor(t) else t) for k, t in case.items()}
+    m = max_membrane_readout(c["x"], c["decay"], scale=c["scale"], v0=c["v0"], backend=backend)
+    w = torch.randn(m.shape, generator=torch.Generator().manual_seed(seed), dtype=F64).to(m.dtype)
+    names = [k for k in ("x", "decay", "scale", "v0") if torch.is_tensor(c[k]) and c[k].requires_grad]
+    grads = torch.autograd.grad((m * w).sum(), [c[k] for k in names])
+    return m.detach(), dict(zip(names, grads)), w
+
+
+def _readout_magnitudes(case, w):
+    """float64 sums of |terms|: the reverse recurrence on |w| at the maxima (ties included)."""
+    x = case["x"].detach().double()
+    T, rest = x.shape[0], x.shape[1:]
+    d = case["decay"].detach().double().expand(rest)
+    sc = case["scale"]
+    c = (1 - d) if sc is None else torch.as_tensor(sc, dtype=F64).detach().expand(rest)
+    v0 = torch.zeros(rest, dtype=F64) if case["v0"] is None else case["v0"].detach().double().expand(rest)
+    _, v = _single_spike_lif_sequential(x, d, 1e300, scale=c, v0=v0)  # never fires
+    gv = (v == v.amax(0)).double() * w.double().abs()
+    Mr = torch.empty_like(gv)
+    r = torch.zeros(rest, dtype=F64)
+    for k in range(T - 1, -1, -1):
+        r = gv[k] + d * r
+        Mr[k] = r
+    prev = torch.cat([v0.abs().unsqueeze(0), v.abs()[:-1]])
+    M = dict(x=c.abs() * Mr, decay=(Mr * prev).sum(0), scale=(Mr * x.abs()).sum(0), v0=d * Mr[0])
+    if sc is None:
+        M["decay"] = M["decay"] + M["scale"]
+    return M
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("scale", ["paper", "code", "tensor"])
+@pytest.mark.parametrize("T, rest, decay", [(1, (3, 4), 0.9), (33, (2, 7), 0.95), (784, (4, 10), 0.95),
+                                            (100, (5, 3), 0.0), (100, (5, 3), 1.0)])
+def test_readout_matches_composed(dtype, scale, T, rest, decay):
+    case = make_case(T, rest, dtype, decay=decay, scale=scale, seed=T)
+    m, got, w = _readout_run(case, "fused")
+    m_r, ref, _ = _readout_run(case, "sequential")
+    assert m.dtype == dtype and m.shape == rest
+    assert torch.equal(m, m_r)  # the same membranes: the same maxima
+    check_grads(got, ref, dtype=dtype, M=_readout_magnitudes(case, w), T=T, rest=rest)
+
+
+def test_readout_ties_split_the_gradient_as_amax():
+    """Ties at the maximum (exactly equal membranes) share the gradient evenly, as torch.amax's does."""
+    x = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0], [3.0, 0.0, 1.0], [-1.0, 0.0, 2.0]], dtype=F64)
+    w = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
+    for decay in (0.0, 1.0):  # v = x; v = cumsum(x)
+        xs = [x.clone().requires_grad_() for _ in range(2)]
+        ms = [max_membrane_readout(xi, decay, scale=1.0, backend=b) for xi, b in zip(xs, ("fused", "sequential"))]
+        assert torch.equal(ms[0], ms[1])
+        gs = [torch.autograd.grad((m * w).sum(), xi)[0] for m, xi in zip(ms, xs)]
+        assert torch.equal(gs[0], gs[1])
+        if decay == 0.0:  # gx = dL/dv: w / (number of ties) at each maximum
+            expect = torch.tensor([[0, 0.5, 1], [0.5, 0.5, 1], [0.5, 0.5, 0], [0, 0.5, 1]], dtype=F64)
+            assert torch.equal(gs[0], expect)
+
+
+def test_readout_auto_empty_and_low_precision():
+    x = torch.randn(30, 2, 4)
+    assert torch.equal(max_membrane_readout(x, 0.9), max_membrane_readout(x, 0.9, backend="fused"))
+    e = torch.zeros(5, 0, 4, requires_grad=True)
+    m = max_membrane_readout(e, 0.9, backend="fused")
+    assert m.shape == (0, 4)
+    (g,) = torch.autograd.grad(m.sum(), e)
+    assert g.shape == e.shape
+    h = max_membrane_readout(x.half(), 0.9, backend="fused")
+    assert h.dtype == torch.float16 and torch.equal(h, max_membrane_readout(x.half().float(), 0.9).half())

@@ -120,8 +120,8 @@ def _check_decay(decay, x: Tensor) -> Tensor:
     return as_param_tensor(decay, "decay", x, low=0.0, high=1.0)
 
 
-# backend -> how single_spike_lif computes: "fused" the time-fused kernel
-# (ops/single_spike_fused.py, CPU), the others the composed op above with that leaky-integration
+# backend -> how single_spike_lif and max_membrane_readout compute: "fused" the time-fused kernel
+# (ops/single_spike_fused.py, CPU), the others the composed op with that leaky-integration
 # backend; "auto" is the fused kernel wherever it runs (CPU, a built-in surrogate), else the
 # composed op with leaky_integrate's own "auto".
 BACKENDS = ("auto", "fused", "sequential", "fft", "chunked")
@@ -178,22 +178,28 @@ def single_spike_lif(x: Tensor, decay, threshold=1.0, *, scale=None, v0=None, su
     thr = as_param_tensor(threshold, "threshold", x)
     from .firing import heaviside
 
-    v = _integrate(x, decay, scale, v0, "auto" if backend == "auto" else backend)
+    v = _integrate(x, decay, scale, v0, backend)
     s = first_spike(heaviside(v - thr, sur), straight_through=straight_through)
     return (s, v) if return_membrane else s
+
+
+def _fused_params(x: Tensor, decay, scale, v0):
+    """``(decay, scale, v0)`` validated in the compute dtype; ``scale=None`` becomes ``1 - decay``,
+    formed here as the composed op does, so autograd carries that dependence."""
+    compute = compute_dtype(x.dtype)
+    decay = as_param_tensor(decay, "decay", x, low=0.0, high=1.0, dtype=compute)
+    scale = 1.0 - decay if scale is None else as_param_tensor(scale, "scale", x, dtype=compute)
+    if v0 is not None:
+        v0 = as_param_tensor(v0, "v0", x, dtype=compute)
+    return decay, scale, v0
 
 
 def _single_spike_fused(x, decay, threshold, scale, v0, sur, straight_through, return_membrane):
     """Validate the parameters in the compute dtype and run the fused kernel."""
     from .single_spike_fused import single_spike_backend
 
-    compute = compute_dtype(x.dtype)
-    decay = as_param_tensor(decay, "decay", x, low=0.0, high=1.0, dtype=compute)
-    # scale = 1 - decay formed here, as the composed op does, so autograd adds its dependence
-    scale = 1.0 - decay if scale is None else as_param_tensor(scale, "scale", x, dtype=compute)
-    thr = as_param_tensor(threshold, "threshold", x, dtype=compute)
-    if v0 is not None:
-        v0 = as_param_tensor(v0, "v0", x, dtype=compute)
+    decay, scale, v0 = _fused_params(x, decay, scale, v0)
+    thr = as_param_tensor(threshold, "threshold", x, dtype=compute_dtype(x.dtype))
     s, v = single_spike_backend(x, decay, thr, scale, v0, surrogate=sur, straight_through=bool(straight_through),
                                 need_membrane=bool(return_membrane))
     return (s, v) if return_membrane else s
@@ -203,10 +209,26 @@ def max_membrane_readout(x: Tensor, decay, *, scale=None, v0=None, backend: str 
     """Readout with an infinite threshold: ``max_t V[t]`` of the leaky membrane ``[T, B, C] -> [B, C]``.
 
     ``V = leaky_integrate(x, decay, scale)`` (``scale=None``: ``1 - decay``, as the hidden
-    layer); FastSNN feeds these maxima to softmax / cross-entropy (their eq. 18-19).
+    layer); FastSNN feeds these maxima to softmax / cross-entropy (their eq. 18-19).  The
+    gradient is ``torch.amax``'s: it reaches the steps where ``V`` equals its maximum, split
+    evenly among them when several do.
+
+    ``backend``: as for :func:`single_spike_lif`; ``"fused"`` (CPU) integrates and reduces in one
+    kernel pass and recomputes the membrane in its backward, the others compose
+    ``leaky_integrate`` with that backend and ``amax``.
     """
     check_time_first(x, "x")
+    check_choice(backend, "backend", BACKENDS)
+    if backend == "fused":
+        from .single_spike_fused import check_device
+
+        check_device(x)
     check_finite(x, "x")
+    if backend == "fused" or (backend == "auto" and _fused_ok(x, None)):
+        from .single_spike_fused import readout_backend
+
+        decay, scale, v0 = _fused_params(x, decay, scale, v0)
+        return readout_backend(x, decay, scale, v0)
     decay = _check_decay(decay, x)
     if scale is not None:
         scale = as_param_tensor(scale, "scale", x)

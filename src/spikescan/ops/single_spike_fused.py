@@ -27,7 +27,7 @@ from ._kernels import _common as KC
 from .fused import (_check_n, _compute_dtype, _empty, _exp_args, _flat, _grad_rows, _meta, _numpy, _param_grads,
                     _run_cpu, _scalars, _vec, is_available)
 
-__all__ = ["single_spike_backend", "supports_single_spike"]
+__all__ = ["single_spike_backend", "readout_backend", "supports_single_spike"]
 
 # Neurons per block of the backward: its recomputation buffer, (SEGMENT + 1) x block elements,
 # stays in L2 (135 KiB in float32), as for the LIF backward.
@@ -35,18 +35,19 @@ _BACKWARD_BLOCK = 1024
 
 
 def supports_single_spike(x: Tensor, surrogate) -> bool:
-    """Whether the fused kernel runs ``x`` with ``surrogate`` (for ``backend="auto"``)."""
-    return (x.device.type == "cpu" and getattr(surrogate, "kind", "") in KC.SURROGATE_CODES
-            and is_available(x.device))
+    """Whether the fused kernel runs ``x`` with ``surrogate`` (for ``backend="auto"``; ``None``:
+    the readout, which has none)."""
+    builtin = surrogate is None or getattr(surrogate, "kind", "") in KC.SURROGATE_CODES
+    return x.device.type == "cpu" and builtin and is_available(x.device)
 
 
 def check_device(x: Tensor) -> None:
     """Raise unless the fused single-spike kernel can run on ``x``'s device."""
     if x.device.type != "cpu":
-        raise ValueError(f"backend='fused' of single_spike_lif is a CPU (numba) kernel, x is on {x.device}; "
+        raise ValueError(f"backend='fused' of the FastSNN ops is a CPU (numba) kernel, x is on {x.device}; "
                          f"use backend='auto' (the composed op there) or 'chunked'")
     if not is_available(x.device):
-        raise ValueError("backend='fused' of single_spike_lif needs numba (pip install numba); "
+        raise ValueError("backend='fused' of the FastSNN ops needs numba (pip install numba); "
                          "use backend='auto' or 'chunked'")
 
 
@@ -125,3 +126,59 @@ def single_spike_backend(x: Tensor, decay: Tensor, threshold: Tensor, scale: Ten
     s, v = _SingleSpikeFused.apply(x.to(dt), decay, threshold, scale, v0, code, param, bool(straight_through),
                                    bool(need_membrane))
     return s.to(x.dtype), v.to(x.dtype)
+
+
+class _ReadoutFused(torch.autograd.Function):
+    """``max_t v[t]`` of the leaky membrane; inputs as for :class:`_SingleSpikeFused`."""
+
+    @staticmethod
+    def forward(ctx, x, decay, scale, v0):
+        T, rest = x.shape[0], x.shape[1:]
+        N = math.prod(rest)
+        _check_n(N)
+        dt = x.dtype
+        grad = any(ctx.needs_input_grad[:4])
+        xf = _flat(x, T, N, dt)
+        d, c = (_vec(p, rest, N, dt) for p in (decay, scale))
+        v0v = xf.new_zeros(N) if v0 is None else _vec(v0, rest, N, dt)
+        seg = KC.SEGMENT
+        ck = xf.new_empty(-(-T // seg), N) if grad else xf.new_empty(1, N)
+        mx, cnt = xf.new_empty(N), xf.new_empty(N)
+        from ._kernels import single_spike_numba as K
+
+        args = _numpy(xf, d, c, v0v)
+        outs = _numpy(ck, mx, cnt)
+        _run_cpu(N, T, lambda lo, hi, bs: K.readout_forward(*args, lo, hi, bs, seg, bool(grad), *outs),
+                 _BACKWARD_BLOCK)
+        if grad:
+            ctx.save_for_backward(xf, d, c, ck, mx, cnt)
+        ctx.meta = (T, rest)
+        ctx.param_meta = _meta(decay, scale, v0)
+        return mx.view(rest)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_m):
+        T, rest = ctx.meta
+        xf, d, c, ck, mx, cnt = ctx.saved_tensors
+        N = d.shape[0]
+        gm = g_m.detach().to(d.dtype).reshape(N).contiguous()
+        gx = _empty((T, N), d)
+        gd, gc, gv0 = (d.new_empty(N) for _ in range(3))
+        from ._kernels import single_spike_numba as K
+
+        pgrad = any(ctx.needs_input_grad[1:3])  # decay, scale
+        args = _numpy(xf, ck, gm, d, c, mx, cnt)
+        outs = _numpy(gx, gd, gc, gv0)
+        _run_cpu(N, T, lambda lo, hi, bs: K.readout_backward(*args, lo, hi, bs, KC.SEGMENT, pgrad, *outs),
+                 _BACKWARD_BLOCK)
+        grads = _param_grads(ctx, (gd, gc, gv0), rest)
+        return (gx.view((T,) + tuple(rest)), *grads)
+
+
+def readout_backend(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor | None) -> Tensor:
+    """The ``"fused"`` backend of :func:`spikescan.ops.first_spike.max_membrane_readout`:
+    validated parameters as for :func:`single_spike_backend`; returns ``[*x.shape[1:]]``."""
+    check_device(x)
+    dt = _compute_dtype(x.dtype)
+    return _ReadoutFused.apply(x.to(dt), decay, scale, v0).to(x.dtype)

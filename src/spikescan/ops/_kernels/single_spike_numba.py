@@ -375,3 +375,97 @@ def single_spike_backward(x, ck, gs, gv, decay, scale, thr, lim, code, consts, e
     if kernel is None:
         kernel = _BACKWARD.setdefault(key, _make_backward(*key))
     kernel(x, ck, gs, gv, decay, scale, thr, lim, consts, ec, lo0, hi0, block, seg, gx, gd, gc, gth, gv0)
+
+
+# ------------------------------------------------------------------------------------------
+# max-membrane readout
+# ------------------------------------------------------------------------------------------
+#
+# FastSNN's readout: the same membrane with an infinite threshold, reduced to ``m = max_t v[t]``.
+# Forward: ``m``, the number ``n`` of steps at which ``v[t] == m`` (ties) and the checkpoints.
+# Backward, the gradient of ``torch.amax`` (split evenly among the ties) through the leaky
+# integration: ``r = (gm / n if v[t] == m else 0) + d * r``, ``gx[t] = c * r``, sums as above.
+
+
+@njit(**_JIT)
+def _rfwd1(x0, d, c, vp, mx, cnt, one):
+    for k in range(vp.shape[0]):
+        p = _step(x0[k], vp[k], d[k], c[k])
+        m = mx[k]
+        cnt[k] = one if p > m else (cnt[k] + one if p == m else cnt[k])
+        mx[k] = max(m, p)
+        vp[k] = p
+
+
+@njit(**_JIT)
+def readout_forward(x, decay, scale, v0, lo0, hi0, block, seg, store_ck, ck, mx, cnt):
+    """``mx`` ([N]): max over time of the membrane, ``cnt`` ([N], x's dtype): how many steps reach
+    it; the checkpoints ``ck`` as for :func:`single_spike_forward` when ``store_ck``."""
+    T = x.shape[0]
+    one = np.ones(1, x.dtype)[0]
+    for lo in range(lo0, hi0, block):
+        hi = min(lo + block, hi0)
+        d = decay[lo:hi]
+        c = scale[lo:hi]
+        vp = v0[lo:hi].copy()
+        m = np.full(hi - lo, -np.inf, x.dtype)
+        n = np.zeros(hi - lo, x.dtype)
+        for t in range(T):
+            if store_ck and t % seg == 0:
+                ck[t // seg, lo:hi] = vp
+            _rfwd1(x[t, lo:hi], d, c, vp, m, n, one)
+        mx[lo:hi] = m
+        cnt[lo:hi] = n
+
+
+@njit(**_JIT)
+def _rbwd1(v0, vm, x0, gx0, d, c, mx, w, r_r, ad_r, ac_r, pgrad, zero):
+    for k in range(d.shape[0]):
+        r = (w[k] if v0[k] == mx[k] else zero) + d[k] * r_r[k]
+        gx0[k] = c[k] * r
+        r_r[k] = r
+        if pgrad:
+            ad_r[k] += r * vm[k]
+            ac_r[k] += r * x0[k]
+
+
+@njit(**_JIT)
+def readout_backward(x, ck, gm, decay, scale, mx, cnt, lo0, hi0, block, seg, pgrad, gx, gd, gc, gv0):
+    """Reverse-time pass of the readout for neurons ``lo0 .. hi0-1`` (``gm`` [N]: the incoming
+    gradient of the maxima); ``gd, gc`` written only when ``pgrad``."""
+    T = x.shape[0]
+    nseg = (T + seg - 1) // seg
+    for lo in range(lo0, hi0, block):
+        hi = min(lo + block, hi0)
+        m = hi - lo
+        d = decay[lo:hi]
+        c = scale[lo:hi]
+        mk = mx[lo:hi]
+        w = gm[lo:hi] / cnt[lo:hi]  # torch.amax's backward: the gradient shared by the ties
+        zero = w[0] - w[0]
+        buf = np.empty((seg + 1, m), x.dtype)
+        vp = np.empty(m, x.dtype)
+        r_r = np.zeros(m, x.dtype)
+        ad_r = np.zeros(m, x.dtype)
+        ac_r = np.zeros(m, x.dtype)
+        for g in range(nseg - 1, -1, -1):
+            t0 = g * seg
+            n = min(T, t0 + seg) - t0
+            buf[0] = ck[g, lo:hi]
+            vp[:] = buf[0]
+            j = 0
+            while j + _U <= n:
+                _membrane4(x[t0 + j, lo:hi], x[t0 + j + 1, lo:hi], x[t0 + j + 2, lo:hi], x[t0 + j + 3, lo:hi],
+                           buf[j + 1], buf[j + 2], buf[j + 3], buf[j + 4], d, c, vp)
+                j += _U
+            while j < n:
+                _membrane1(x[t0 + j, lo:hi], buf[j + 1], d, c, vp)
+                j += 1
+            for j in range(n - 1, -1, -1):
+                _rbwd1(buf[j + 1], buf[j], x[t0 + j, lo:hi], gx[t0 + j, lo:hi], d, c, mk, w, r_r, ad_r, ac_r, pgrad,
+                       zero)
+        if pgrad:
+            gd[lo:hi] = ad_r
+            gc[lo:hi] = ac_r
+        for k in range(m):
+            gv0[lo + k] = d[k] * r_r[k]
