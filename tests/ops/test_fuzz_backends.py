@@ -2,7 +2,7 @@
 
 Ops: ``leaky_integrate`` (fft, chunked with both inner scans, fused), ``lif`` (fused),
 ``fused_spsn`` (sb, gs), ``psu`` / ``ipsu`` / ``rpsu`` (matrix, chunked), ``first_spike`` and
-``single_spike_lif`` (every leaky backend).  Outputs and the gradients of the input and of every
+``single_spike_lif`` (the fused kernel and the composed op with every leaky backend).  Outputs and the gradients of the input and of every
 parameter that can require one are compared.  Runs are reproducible (``derandomize=True``) and
 sized for a 2-core CI machine; most of the file's time is numba compiling the backward kernels'
 specialisations, so the draws avoid combinations that only add compilations.
@@ -727,16 +727,23 @@ def single_spike_problems(draw):
         q = draw(st.sampled_from(qs))
         surrogate, peak, lip = make(q), pk(q), lp(q)
     return Case(x=x, decay=decay, threshold=thr, scale=scale, v0=v0, surrogate=surrogate, peak=peak, lip=lip,
-                straight=draw(st.booleans()), wseed=draw(st.integers(0, 2**31 - 1)))
+                straight=draw(st.booleans()), membrane_loss=draw(st.booleans()),
+                row_loss=draw(st.booleans()), wseed=draw(st.integers(0, 2**31 - 1)))
 
 
-def _single_spike_run(p, backend, weights):
+def _single_spike_run(p, backend, weights, wv):
+    """Loss ``<weights, s> (+ <wv, v>)``; with ``row_loss`` the spike weights are one row for every
+    step, entering as ``<weights[0], s.sum(0)>`` (a stride-0 incoming gradient: the fused kernel's
+    one-row path)."""
     leaves = {k: p[k].detach().clone().requires_grad_() for k in ("x", "decay", "threshold", "scale", "v0")
               if torch.is_tensor(p[k])}
     s, v = single_spike_lif(leaves["x"], leaves["decay"], leaves["threshold"], scale=leaves.get("scale", p["scale"]),
                             v0=leaves.get("v0"), surrogate=p["surrogate"], straight_through=p["straight"],
                             backend=backend, return_membrane=True)
-    grads = torch.autograd.grad((s * weights).sum(), list(leaves.values()), allow_unused=True)
+    loss = (s.sum(0) * weights[0]).sum() if p["row_loss"] else (s * weights).sum()
+    if wv is not None:
+        loss = loss + (v * wv).sum()
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     return s.detach(), v.detach(), dict(zip(leaves, grads))
 
 
@@ -771,7 +778,12 @@ def test_single_spike_lif_backends(p):
     keep = ~near
     gen = torch.Generator().manual_seed(p["wseed"])
     w = (torch.randn(x.shape, generator=gen, dtype=F64) * keep).to(dtype)
-    s_seq, _, g_seq = _single_spike_run(p, "sequential", w)
+    if p["row_loss"]:
+        w = w[:1].expand_as(w)
+    # the membrane is continuous in the inputs: its weights need no exemption
+    wv = torch.randn(x.shape, generator=gen, dtype=F64).to(dtype) if p["membrane_loss"] else None
+    Mwv = wv.double().abs() if wv is not None else torch.zeros((), dtype=F64)
+    s_seq, v_seq, g_seq = _single_spike_run(p, "sequential", w, wv)
     # the gradient reaching S~ (phi's adjoint, masked before the first spike) is computed by the
     # same ops from the same spikes on every backend, so it is identical; the surrogate then
     # differs by its Lipschitz constant times the two membranes' errors.
@@ -780,16 +792,18 @@ def test_single_spike_lif_backends(p):
     Mg = g_tilde.abs() * p["peak"]
     leaves = [xa, da, sa] + ([va] if va is not None else [])
     for backend in ("sequential", "fft", "chunked", "fused", "auto"):
-        s, v, grads = _single_spike_run(p, backend, w)
+        s, v, grads = _single_spike_run(p, backend, w, wv)
         assert s.dtype == dtype and bool((s.sum(0) <= 1).all())
         assert torch.equal(s[:, keep], s_ref[:, keep].to(dtype)), backend
         assert_close(f"single_spike {backend} v", v, v_ref, tol_v[backend])
+        if backend in ("fused", "auto"):  # the kernel repeats the loop's operations: no exemption
+            assert torch.equal(v, v_seq) and torch.equal(s, s_seq), backend
         if backend == "sequential":
             continue
         fft = backend == "fft"
         E = g_tilde.abs() * (p["lip"] * (tol_v[backend] + tol_v["sequential"]) + 8 * u * p["peak"])
         Eg = torch.autograd.grad(Mv, leaves, E, retain_graph=True)
-        Mgg = torch.autograd.grad(Mv, leaves, Mg, retain_graph=True)
+        Mgg = torch.autograd.grad(Mv, leaves, Mg + Mwv, retain_graph=True)
         bound = {"x": Eg[0] + 2 * n * u * Mgg[0], "decay": Eg[1] + 2 * n * u * Mgg[1],
                  "scale": Eg[2] + 2 * n * u * Mgg[2]}
         if va is not None:
@@ -798,7 +812,7 @@ def test_single_spike_lif_backends(p):
             bound["decay"] = bound["decay"] + bound["scale"]
         bound["threshold"] = reduced(E + 2 * n * u * Mg, thr64.shape)
         if fft:
-            grev = leak_reverse(Mg, d64).amax(0)
+            grev = leak_reverse(Mg + Mwv, d64).amax(0)
             prev = torch.cat([(v064.abs() if v064 is not None else torch.zeros(())).expand((1,) + rest),
                               Mv.detach()[:-1]])
             bound["x"] = bound["x"] + kfft * grev * sc64.abs()
