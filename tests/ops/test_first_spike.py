@@ -1,5 +1,6 @@
 """FastSNN first-spike extraction: phi / g edge cases, spikes identical to the sequential
-single-spike LIF, gradients, readout, bad input."""
+single-spike LIF (composed op and fused kernel), gradients, readout, bad input.  The fused
+kernel's gradients: ``test_single_spike_fused.py``."""
 
 import pytest
 import torch
@@ -131,7 +132,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("T, shape, decay, scale, thr", CASES)
-@pytest.mark.parametrize("backend", ["auto", "chunked", "fft", "sequential"])
+@pytest.mark.parametrize("backend", ["auto", "fused", "chunked", "fft", "sequential"])
 def test_single_spike_lif_identical_to_sequential_float64(T, shape, decay, scale, thr, backend):
     gen = torch.Generator().manual_seed(T)
     x = 3.0 * torch.rand((T,) + shape, generator=gen, dtype=F64) - 0.5
@@ -145,11 +146,12 @@ def test_single_spike_lif_identical_to_sequential_float64(T, shape, decay, scale
 
 
 @pytest.mark.parametrize("T, shape, decay, scale, thr", CASES)
-def test_single_spike_lif_identical_to_sequential_float32(T, shape, decay, scale, thr):
+@pytest.mark.parametrize("backend", ["fused", "sequential"])
+def test_single_spike_lif_identical_to_sequential_float32(T, shape, decay, scale, thr, backend):
     gen = torch.Generator().manual_seed(T + 1)
     x = 3.0 * torch.rand((T,) + shape, generator=gen) - 0.5
     x[..., ::2] = -x[..., ::2].abs()
-    s = single_spike_lif(x, decay, thr, scale=scale, backend="sequential")
+    s = single_spike_lif(x, decay, thr, scale=scale, backend=backend)
     s_ref, _ = _single_spike_lif_sequential(x, decay, thr, scale=scale)
     assert torch.equal(s, s_ref)
     assert s.sum(0).max() <= 1
@@ -164,10 +166,11 @@ def test_single_spike_lif_per_neuron_decay_and_v0():
     assert torch.equal(s, s_ref)
 
 
-def test_single_spike_lif_gradient_stops_at_first_spike():
+@pytest.mark.parametrize("backend", ["auto", "sequential"])
+def test_single_spike_lif_gradient_stops_at_first_spike(backend):
     torch.manual_seed(0)
     x = (1.5 * torch.rand(30, 40, dtype=F64)).requires_grad_(True)
-    s = single_spike_lif(x, 0.8, 1.0)
+    s = single_spike_lif(x, 0.8, 1.0, backend=backend)
     s.sum().backward()
     t_first = torch.where(s.sum(0) > 0, s.argmax(0), torch.full((40,), 30))
     t = torch.arange(30)[:, None]
@@ -176,20 +179,21 @@ def test_single_spike_lif_gradient_stops_at_first_spike():
     assert torch.isfinite(x.grad).all()
     # the surrogate: FastSigmoid(100) by default, a different one changes the gradient
     x.grad = None
-    single_spike_lif(x, 0.8, 1.0, surrogate="atan").sum().backward()
+    single_spike_lif(x, 0.8, 1.0, surrogate="atan", backend=backend).sum().backward()
     g_atan = x.grad.clone()
     x.grad = None
-    single_spike_lif(x, 0.8, 1.0).sum().backward()
+    single_spike_lif(x, 0.8, 1.0, backend=backend).sum().backward()
     assert not torch.allclose(g_atan, x.grad)
 
 
-def test_max_membrane_readout():
+@pytest.mark.parametrize("backend", ["auto", "fused", "sequential"])
+def test_max_membrane_readout(backend):
     x = torch.randn(20, 3, 4, dtype=F64)
-    out = max_membrane_readout(x, 0.9)
+    out = max_membrane_readout(x, 0.9, backend=backend)
     torch.testing.assert_close(out, leaky_integrate(x, 0.9, scale=0.1).amax(0))
     _, v_ref = _single_spike_lif_sequential(x, 0.9, 1e300)  # never fires
     torch.testing.assert_close(out, v_ref.amax(0))
-    torch.testing.assert_close(max_membrane_readout(x, 0.9, scale=1.0), leaky_integrate(x, 0.9).amax(0))
+    torch.testing.assert_close(max_membrane_readout(x, 0.9, scale=1.0, backend=backend), leaky_integrate(x, 0.9).amax(0))
     assert out.shape == (3, 4)
 
 
