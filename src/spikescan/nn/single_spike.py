@@ -45,7 +45,9 @@ class SingleSpikeLIF(SpikingNeuron):
         learn_tau: learn ``tau`` per neuron (the code trains its decay kernel; here it is
             parameterised by one time constant per neuron).
         straight_through: identity backward through ``g`` (see :func:`~spikescan.ops.first_spike.first_spike`).
-        backend: leaky-integration backend (:func:`spikescan.ops.scan.leaky_integrate`).
+        backend: :func:`~spikescan.ops.first_spike.single_spike_lif`'s: ``"fused"`` (one CPU
+            kernel each way), or the composed op with that leaky-integration backend
+            (``"sequential"``, ``"fft"``, ``"chunked"``); ``"auto"``: fused on the CPU.
     """
 
     def __init__(self, features: int, tau: float = 0.01, dt: float = 1e-3, threshold: float = 1.0, *,
@@ -80,6 +82,8 @@ class MaxMembraneReadout(nn.Module):
     """FastSNN readout: leaky membrane with infinite threshold, ``max_t V[t]`` -> logits ``[B, *, features]``.
 
     ``V[t] = b V[t-1] + (1 - b) x[t]``; the paper feeds ``max_t V`` to softmax / cross-entropy.
+    ``backend``: :func:`~spikescan.ops.first_spike.max_membrane_readout`'s (``"fused"``: one CPU
+    kernel each way).
     """
 
     def __init__(self, features: int, tau: float = 0.02, dt: float = 1e-3, *,

@@ -32,6 +32,12 @@ learns the decay kernel (see :class:`spikescan.nn.SingleSpikeLIF`, ``learn_decay
 The paper's surrogate is ``(beta |V| + 1)^-2`` with ``beta = 100``: ``FastSigmoid(slope=100)``.
 Readout neurons have an infinite threshold and the loss uses their maximum membrane over
 time: :func:`max_membrane_readout`.
+
+Backends (``backend=``, :data:`BACKENDS`): the composed op above, its membrane by any
+:func:`spikescan.ops.scan.leaky_integrate` backend (``"sequential"``, ``"fft"``,
+``"chunked"``), or ``"fused"``: the whole layer in one time-fused CPU kernel each way
+(:mod:`spikescan.ops.single_spike_fused`), the same spikes and membranes bit for bit and the
+composed op's gradient.  ``"auto"`` is ``"fused"`` wherever it runs (CPU, built-in surrogate).
 """
 
 from __future__ import annotations

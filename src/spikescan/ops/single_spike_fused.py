@@ -11,6 +11,11 @@ is the gradient autograd gives the composed op (phi's adjoint masked before the 
 not with ``straight_through``), computed with the same roundings where the composed op's are
 known (see the kernel's docstring), so it agrees to rounding.
 
+:func:`~spikescan.ops.first_spike.max_membrane_readout`'s ``"fused"`` backend is the same
+membrane with an infinite threshold reduced to its maximum over time in the forward pass (and
+the number of steps that reach it); its backward recomputes the membrane and sends the gradient
+to those steps, split evenly among ties as ``torch.amax``'s backward does.
+
 CPU only (numba); float32/float64 kernels, float16/bfloat16 computed in float32.  The backward
 is ``once_differentiable`` (no double backward; the composed backends support it).
 """
