@@ -16,11 +16,14 @@ Compared against
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 import torch
@@ -420,8 +423,13 @@ def test_auto_is_fused_on_cpu_with_builtin_surrogates(monkeypatch):
 
 
 def test_fused_refuses_other_devices_and_double_backward():
-    with pytest.raises(ValueError, match=r"CPU \(numba\) kernel, x is on meta"):
+    with pytest.raises(ValueError, match=r"runs on the CPU \(numba\) or CUDA \(Triton\), x is on meta"):
         single_spike_lif(torch.rand(5, 2, 3, device="meta"), 0.9, backend="fused")
+    with pytest.raises(ValueError, match=r"runs on the CPU \(numba\) or CUDA \(Triton\), x is on meta"):
+        max_membrane_readout(torch.rand(5, 2, 3, device="meta"), 0.9, backend="fused")
+    if not torch.cuda.is_available():  # the message a CUDA tensor gets without a GPU / triton
+        with pytest.raises(ValueError, match="on cuda needs triton and a visible CUDA device"):
+            SF.check_device(types.SimpleNamespace(device=torch.device("cuda")))
     x = torch.rand(20, 2, 3, dtype=F64, requires_grad=True)
     s, v = single_spike_lif(x, 0.9, 0.5, backend="fused", return_membrane=True)
     (gx,) = torch.autograd.grad((s * torch.rand_like(s)).sum() + v.pow(2).sum(), x, create_graph=True)
@@ -548,3 +556,78 @@ def test_readout_auto_empty_and_low_precision():
     assert g.shape == e.shape
     h = max_membrane_readout(x.half(), 0.9, backend="fused")
     assert h.dtype == torch.float16 and torch.equal(h, max_membrane_readout(x.half().float(), 0.9).half())
+
+
+# --------------------------------------------------------------------------------------------
+# Triton kernels (CUDA): in Triton's interpreter against the CPU kernels
+# --------------------------------------------------------------------------------------------
+
+_TRITON_PROBE = textwrap.dedent("""
+    import json, sys, torch
+    from spikescan.ops import fused as F
+    from spikescan.ops.first_spike import single_spike_lif, max_membrane_readout
+    from spikescan.surrogate import ATan, FastSigmoid, Sigmoid, Triangle
+
+    def case(T, dtype, seed):
+        g = torch.Generator().manual_seed(seed)
+        B, N = 3, 70  # 210 neurons: several programs, a partial last block
+        f64 = torch.float64
+        x = torch.randn(T, B, N, generator=g, dtype=f64) * 0.8 + torch.rand(B, N, generator=g, dtype=f64)
+        d = 0.8 + 0.15 * torch.rand(N, generator=g, dtype=f64)
+        th = 0.5 + 0.5 * torch.rand(B, N, generator=g, dtype=f64)
+        sc = 0.2 + torch.rand(N, generator=g, dtype=f64)
+        v0 = 0.3 * torch.randn(B, N, generator=g, dtype=f64)
+        return [t.to(dtype) for t in (x, d, th, sc, v0)]
+
+    def run(impl, leaves, fn, sum_loss):
+        F._FORCE_IMPL = impl  # "triton" on CPU tensors: the interpreter
+        try:
+            ls = [t.detach().clone().requires_grad_() for t in leaves]
+            out = fn(*ls)
+            out = out if isinstance(out, tuple) else (out,)
+            g = torch.Generator().manual_seed(0)
+            loss = sum(o.sum() if sum_loss else (o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum()
+                       for o in out)
+            return [o.detach() for o in out], torch.autograd.grad(loss, ls)
+        finally:
+            F._FORCE_IMPL = None
+
+    def compare(name, leaves, fn, sum_loss=False):
+        (o1, g1), (o2, g2) = run(None, leaves, fn, sum_loss), run("triton", leaves, fn, sum_loss)
+        same = all(torch.equal(a, b) for a, b in zip(o1, o2))
+        err = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-300)) for a, b in zip(g2, g1))
+        out[name] = [same, err]
+
+    out = {}
+    surrogates = (FastSigmoid(100.0), ATan(2.0), Sigmoid(4.0), Triangle(0.5))
+    for T, dtype, surs in ((1, torch.float32, surrogates[:1]), (33, torch.float32, surrogates),
+                           (33, torch.float64, surrogates[:1])):
+        for sur in surs:
+            for straight in (False, True):
+                for membrane in (False, True):
+                    fn = lambda x, d, th, sc, v0: single_spike_lif(
+                        x, d, th, scale=sc, v0=v0, surrogate=sur, straight_through=straight, backend="fused",
+                        return_membrane=membrane)
+                    compare(f"single_spike T={T} {dtype} {sur} straight={straight} membrane={membrane}",
+                            case(T, dtype, T), fn, sum_loss=not membrane)
+        x, d, _, sc, v0 = case(T, dtype, T + 1)
+        compare(f"readout T={T} {dtype}", [x, d, sc, v0],
+                lambda x, d, sc, v0: max_membrane_readout(x, d, scale=sc, v0=v0, backend="fused"))
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_triton_kernels_in_the_interpreter_equal_the_cpu_kernels():
+    """Same outputs bit for bit (the same operations); gradients to ``2 (2T + 16) u`` of their
+    largest entry (the sigmoid surrogate's exp differs: numba's vectorized one against numpy's in
+    the interpreter; every other operation is the same in the same order)."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, "-c", _TRITON_PROBE], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    res = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(res) == 4 + 16 + 4 + 3
+    for name, (same, err) in res.items():
+        T = int(name.split("T=")[1].split()[0])
+        u = UNIT[F64] if "float64" in name else UNIT[F32]
+        assert same and err <= 2 * (2 * T + 16) * u, (name, same, err)

@@ -45,8 +45,8 @@ class SingleSpikeLIF(SpikingNeuron):
         learn_tau: learn ``tau`` per neuron (the code trains its decay kernel; here it is
             parameterised by one time constant per neuron).
         straight_through: identity backward through ``g`` (see :func:`~spikescan.ops.first_spike.first_spike`).
-        backend: :func:`~spikescan.ops.first_spike.single_spike_lif`'s: ``"fused"`` (one CPU
-            kernel each way), or the composed op with that leaky-integration backend
+        backend: :func:`~spikescan.ops.first_spike.single_spike_lif`'s: ``"fused"`` (one kernel
+            each way, CPU or CUDA), or the composed op with that leaky-integration backend
             (``"sequential"``, ``"fft"``, ``"chunked"``); ``"auto"``: fused on the CPU.
     """
 
@@ -82,7 +82,7 @@ class MaxMembraneReadout(nn.Module):
     """FastSNN readout: leaky membrane with infinite threshold, ``max_t V[t]`` -> logits ``[B, *, features]``.
 
     ``V[t] = b V[t-1] + (1 - b) x[t]``; the paper feeds ``max_t V`` to softmax / cross-entropy.
-    ``backend``: :func:`~spikescan.ops.first_spike.max_membrane_readout`'s (``"fused"``: one CPU
+    ``backend``: :func:`~spikescan.ops.first_spike.max_membrane_readout`'s (``"fused"``: one
     kernel each way).
     """
 

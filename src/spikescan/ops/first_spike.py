@@ -35,9 +35,10 @@ time: :func:`max_membrane_readout`.
 
 Backends (``backend=``, :data:`BACKENDS`): the composed op above, its membrane by any
 :func:`spikescan.ops.scan.leaky_integrate` backend (``"sequential"``, ``"fft"``,
-``"chunked"``), or ``"fused"``: the whole layer in one time-fused CPU kernel each way
-(:mod:`spikescan.ops.single_spike_fused`), the same spikes and membranes bit for bit and the
-composed op's gradient.  ``"auto"`` is ``"fused"`` wherever it runs (CPU, built-in surrogate).
+``"chunked"``), or ``"fused"``: the whole layer in one time-fused kernel each way (numba on the
+CPU, Triton on CUDA; :mod:`spikescan.ops.single_spike_fused`), the same spikes and membranes bit
+for bit and the composed op's gradient.  ``"auto"`` is ``"fused"`` on the CPU with a built-in
+surrogate, else the composed op (the Triton kernel is not yet measured on a GPU).
 """
 
 from __future__ import annotations
@@ -127,9 +128,9 @@ def _check_decay(decay, x: Tensor) -> Tensor:
 
 
 # backend -> how single_spike_lif and max_membrane_readout compute: "fused" the time-fused kernel
-# (ops/single_spike_fused.py, CPU), the others the composed op with that leaky-integration
-# backend; "auto" is the fused kernel wherever it runs (CPU, a built-in surrogate), else the
-# composed op with leaky_integrate's own "auto".
+# (ops/single_spike_fused.py: numba on the CPU, Triton on CUDA), the others the composed op with
+# that leaky-integration backend; "auto" is the fused kernel on the CPU with a built-in
+# surrogate, else the composed op with leaky_integrate's own "auto".
 BACKENDS = ("auto", "fused", "sequential", "fft", "chunked")
 
 
@@ -157,12 +158,13 @@ def single_spike_lif(x: Tensor, decay, threshold=1.0, *, scale=None, v0=None, su
         v0: initial membrane ``V~[-1]`` (default 0).
         surrogate: default ``FastSigmoid(slope=100)`` (paper eq. 20).
         straight_through: see :func:`first_spike`.
-        backend: ``"fused"``: one time-fused kernel forward and one backward (CPU, numba;
-            built-in surrogates; no double backward), the same spikes and membranes and the
-            composed op's gradient (:mod:`spikescan.ops.single_spike_fused`).
+        backend: ``"fused"``: one time-fused kernel forward and one backward (CPU: numba,
+            CUDA: Triton; built-in surrogates; no double backward), the same spikes and
+            membranes and the composed op's gradient (:mod:`spikescan.ops.single_spike_fused`).
             ``"sequential"``, ``"fft"``, ``"chunked"``: the composed op above, its membrane by
             that :func:`spikescan.ops.scan.leaky_integrate` backend.  ``"auto"``: ``"fused"``
-            where it runs, else the composed op with ``leaky_integrate``'s ``"auto"``.
+            on the CPU with a built-in surrogate, else the composed op with
+            ``leaky_integrate``'s ``"auto"``.
         return_membrane: also return the no-reset membrane ``V~`` (its gradient is used).
 
     float16/bfloat16 inputs are computed in float32 by ``"fused"``; the composed op rounds the
@@ -219,8 +221,8 @@ def max_membrane_readout(x: Tensor, decay, *, scale=None, v0=None, backend: str 
     gradient is ``torch.amax``'s: it reaches the steps where ``V`` equals its maximum, split
     evenly among them when several do.
 
-    ``backend``: as for :func:`single_spike_lif`; ``"fused"`` (CPU) integrates and reduces in one
-    kernel pass and recomputes the membrane in its backward, the others compose
+    ``backend``: as for :func:`single_spike_lif`; ``"fused"`` integrates and reduces in one kernel
+    pass (the CPU kernel recomputes the membrane in its backward), the others compose
     ``leaky_integrate`` with that backend and ``amax``.
     """
     check_time_first(x, "x")

@@ -16,8 +16,11 @@ membrane with an infinite threshold reduced to its maximum over time in the forw
 the number of steps that reach it); its backward recomputes the membrane and sends the gradient
 to those steps, split evenly among ties as ``torch.amax``'s backward does.
 
-CPU only (numba); float32/float64 kernels, float16/bfloat16 computed in float32.  The backward
-is ``once_differentiable`` (no double backward; the composed backends support it).
+Kernels: numba on the CPU; Triton on CUDA (``_kernels/single_spike_triton.py``: the forward
+stores the membrane for the backward instead of checkpoints; tested in Triton's interpreter
+against the CPU kernels, not yet measured on a GPU, so ``"auto"`` keeps the composed op on
+CUDA).  float32/float64 kernels, float16/bfloat16 computed in float32.  The backward is
+``once_differentiable`` (no double backward; the composed backends support it).
 """
 
 from __future__ import annotations
@@ -29,40 +32,43 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._kernels import _common as KC
-from .fused import (_check_n, _compute_dtype, _empty, _exp_args, _flat, _grad_rows, _meta, _numpy, _param_grads,
-                    _run_cpu, _scalars, _vec, is_available)
+from .fused import (_check_n, _compute_dtype, _empty, _exp_args, _flat, _grad_rows, _impl_for, _meta, _numpy,
+                    _param_grads, _run_cpu, _scalars, _vec, is_available)
 
 __all__ = ["single_spike_backend", "readout_backend", "supports_single_spike"]
 
-# Neurons per block of the backward: its recomputation buffer, (SEGMENT + 1) x block elements,
-# stays in L2 (135 KiB in float32), as for the LIF backward.
+# Neurons per block of the CPU backward: its recomputation buffer, (SEGMENT + 1) x block
+# elements, stays in L2 (135 KiB in float32), as for the LIF backward.
 _BACKWARD_BLOCK = 1024
 
 
 def supports_single_spike(x: Tensor, surrogate) -> bool:
-    """Whether the fused kernel runs ``x`` with ``surrogate`` (for ``backend="auto"``; ``None``:
-    the readout, which has none)."""
+    """Whether ``backend="auto"`` runs the fused kernel for ``x`` with ``surrogate`` (``None``: the
+    readout, which has none): on the CPU, for the built-in surrogates."""
     builtin = surrogate is None or getattr(surrogate, "kind", "") in KC.SURROGATE_CODES
     return x.device.type == "cpu" and builtin and is_available(x.device)
 
 
 def check_device(x: Tensor) -> None:
-    """Raise unless the fused single-spike kernel can run on ``x``'s device."""
-    if x.device.type != "cpu":
-        raise ValueError(f"backend='fused' of the FastSNN ops is a CPU (numba) kernel, x is on {x.device}; "
-                         f"use backend='auto' (the composed op there) or 'chunked'")
+    """Raise unless a fused kernel runs on ``x``'s device (CPU: numba; CUDA: Triton)."""
+    if x.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"backend='fused' of the FastSNN ops runs on the CPU (numba) or CUDA (Triton), x is on "
+                         f"{x.device}; use backend='auto' (the composed op there) or 'chunked'")
     if not is_available(x.device):
-        raise ValueError("backend='fused' of the FastSNN ops needs numba (pip install numba); "
-                         "use backend='auto' or 'chunked'")
+        need = "numba (pip install numba)" if x.device.type == "cpu" else "triton and a visible CUDA device"
+        raise ValueError(f"backend='fused' of the FastSNN ops on {x.device} needs {need}; "
+                         f"use backend='auto' or 'chunked'")
 
 
 class _SingleSpikeFused(torch.autograd.Function):
     """Inputs validated; ``x`` in a kernel dtype, ``scale`` a tensor (``1 - decay`` already formed
     by the caller, so autograd carries that dependence).  Returns ``(s, v)``; ``v`` is empty unless
-    ``need_v``."""
+    ``need_v``.  Kept for the backward: the CPU kernel's input and checkpoints, or the Triton
+    kernel's input and membrane; both with the first-spike times."""
 
     @staticmethod
-    def forward(ctx, x, decay, threshold, scale, v0, code: int, param: float, straight: bool, need_v: bool):
+    def forward(ctx, x, decay, threshold, scale, v0, code: int, param: float, straight: bool, need_v: bool,
+                impl: str):
         ctx.set_materialize_grads(False)
         T, rest = x.shape[0], x.shape[1:]
         N = math.prod(rest)
@@ -73,19 +79,27 @@ class _SingleSpikeFused(torch.autograd.Function):
         d, th, c = (_vec(p, rest, N, dt) for p in (decay, threshold, scale))
         v0v = xf.new_zeros(N) if v0 is None else _vec(v0, rest, N, dt)
         s = _empty((T, N), xf)
-        v = _empty((T, N), xf) if need_v else xf.new_empty(1, N)
-        seg = KC.SEGMENT
-        ck = xf.new_empty(-(-T // seg), N) if grad else xf.new_empty(1, N)
-        tf = torch.empty(N, dtype=torch.int32)
-        from ._kernels import single_spike_numba as K
+        store_v = need_v or (grad and impl != "numba")
+        v = _empty((T, N), xf) if store_v else xf.new_empty(1, N)
+        tf = torch.empty(N, dtype=torch.int32, device=x.device)
+        if impl == "numba":
+            from ._kernels import single_spike_numba as K
 
-        args = _numpy(xf, d, c, th, v0v)
-        outs = _numpy(s, v, ck, tf)
-        flags = (bool(need_v), bool(grad))
-        _run_cpu(N, T, lambda lo, hi, bs: K.single_spike_forward(*args, lo, hi, bs, seg, *flags, *outs))
+            seg = KC.SEGMENT
+            ck = xf.new_empty(-(-T // seg), N) if grad else xf.new_empty(1, N)
+            args = _numpy(xf, d, c, th, v0v)
+            outs = _numpy(s, v, ck, tf)
+            flags = (bool(need_v), bool(grad))
+            _run_cpu(N, T, lambda lo, hi, bs: K.single_spike_forward(*args, lo, hi, bs, seg, *flags, *outs))
+            state = ck
+        else:
+            from ._kernels import single_spike_triton as K
+
+            K.forward(xf, d, c, th, v0v, s, v, tf)
+            state = v
         if grad:
-            ctx.save_for_backward(xf, d, c, th, ck, tf)
-        ctx.meta = (T, rest, code, param, straight)
+            ctx.save_for_backward(xf, d, c, th, v0v, state, tf)
+        ctx.meta = (T, rest, code, param, straight, impl)
         ctx.param_meta = _meta(decay, threshold, scale, v0)
         v_out = v.view(x.shape) if need_v else v.new_empty(0)
         return s.view(x.shape), v_out
@@ -93,8 +107,8 @@ class _SingleSpikeFused(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_s, g_v):
-        T, rest, code, param, straight = ctx.meta
-        xf, d, c, th, ck, tf = ctx.saved_tensors
+        T, rest, code, param, straight, impl = ctx.meta
+        xf, d, c, th, v0v, state, tf = ctx.saved_tensors  # state: checkpoints (numba) or membrane (triton)
         N = d.shape[0]
         dt = d.dtype
         has_gv = g_v is not None and g_v.numel() > 0
@@ -103,18 +117,24 @@ class _SingleSpikeFused(torch.autograd.Function):
         lim = torch.full_like(tf, T) if straight else tf
         gx = _empty((T, N), d)
         gd, gc, gth, gv0 = (d.new_empty(N) for _ in range(4))
-        from ._kernels import single_spike_numba as K
-
-        ec, fast = _exp_args(dt)
-        consts = _scalars(dt, (1.0, param, param / 2.0, math.pi / 2.0 * param, 1.0 / param))
         pgrad = any(ctx.needs_input_grad[1:4])  # decay, threshold, scale
-        args = _numpy(xf, ck, gs, gv, d, c, th, lim)
-        flags = (int(code), consts, ec, fast, pgrad, has_gv)
-        outs = _numpy(gx, gd, gc, gth, gv0)
-        _run_cpu(N, T, lambda lo, hi, bs: K.single_spike_backward(*args, *flags, lo, hi, bs, KC.SEGMENT, *outs),
-                 _BACKWARD_BLOCK)
-        grads = _param_grads(ctx, (gd, gth.neg_() if pgrad else gth, gc, gv0), rest)
-        return (gx.view((T,) + tuple(rest)), *grads, None, None, None, None)
+        if impl == "numba":
+            from ._kernels import single_spike_numba as K
+
+            ec, fast = _exp_args(dt)
+            consts = _scalars(dt, (1.0, param, param / 2.0, math.pi / 2.0 * param, 1.0 / param))
+            args = _numpy(xf, state, gs, gv, d, c, th, lim)
+            flags = (int(code), consts, ec, fast, pgrad, has_gv)
+            outs = _numpy(gx, gd, gc, gth, gv0)
+            _run_cpu(N, T, lambda lo, hi, bs: K.single_spike_backward(*args, *flags, lo, hi, bs, KC.SEGMENT, *outs),
+                     _BACKWARD_BLOCK)
+        else:
+            from ._kernels import single_spike_triton as K
+
+            K.backward(state, xf, gs, gv, d, c, th, v0v, lim, int(code), float(param), has_gv, pgrad,
+                       gx, gd, gc, gth, gv0)
+        grads = _param_grads(ctx, (gd, -gth, gc, gv0), rest)
+        return (gx.view((T,) + tuple(rest)), *grads, None, None, None, None, None)
 
 
 def single_spike_backend(x: Tensor, decay: Tensor, threshold: Tensor, scale: Tensor, v0: Tensor | None, *,
@@ -126,10 +146,11 @@ def single_spike_backend(x: Tensor, decay: Tensor, threshold: Tensor, scale: Ten
     ``need_membrane``.
     """
     check_device(x)
+    impl = _impl_for(x)
     code, param = KC.surrogate_constants(surrogate.kind, surrogate.param)
     dt = _compute_dtype(x.dtype)
     s, v = _SingleSpikeFused.apply(x.to(dt), decay, threshold, scale, v0, code, param, bool(straight_through),
-                                   bool(need_membrane))
+                                   bool(need_membrane), impl)
     return s.to(x.dtype), v.to(x.dtype)
 
 
@@ -137,7 +158,7 @@ class _ReadoutFused(torch.autograd.Function):
     """``max_t v[t]`` of the leaky membrane; inputs as for :class:`_SingleSpikeFused`."""
 
     @staticmethod
-    def forward(ctx, x, decay, scale, v0):
+    def forward(ctx, x, decay, scale, v0, impl: str):
         T, rest = x.shape[0], x.shape[1:]
         N = math.prod(rest)
         _check_n(N)
@@ -146,39 +167,50 @@ class _ReadoutFused(torch.autograd.Function):
         xf = _flat(x, T, N, dt)
         d, c = (_vec(p, rest, N, dt) for p in (decay, scale))
         v0v = xf.new_zeros(N) if v0 is None else _vec(v0, rest, N, dt)
-        seg = KC.SEGMENT
-        ck = xf.new_empty(-(-T // seg), N) if grad else xf.new_empty(1, N)
         mx, cnt = xf.new_empty(N), xf.new_empty(N)
-        from ._kernels import single_spike_numba as K
+        if impl == "numba":
+            from ._kernels import single_spike_numba as K
 
-        args = _numpy(xf, d, c, v0v)
-        outs = _numpy(ck, mx, cnt)
-        _run_cpu(N, T, lambda lo, hi, bs: K.readout_forward(*args, lo, hi, bs, seg, bool(grad), *outs),
-                 _BACKWARD_BLOCK)
+            seg = KC.SEGMENT
+            state = xf.new_empty(-(-T // seg), N) if grad else xf.new_empty(1, N)
+            args = _numpy(xf, d, c, v0v)
+            outs = _numpy(state, mx, cnt)
+            _run_cpu(N, T, lambda lo, hi, bs: K.readout_forward(*args, lo, hi, bs, seg, bool(grad), *outs),
+                     _BACKWARD_BLOCK)
+        else:
+            from ._kernels import single_spike_triton as K
+
+            state = _empty((T, N), xf) if grad else xf.new_empty(1, N)
+            K.readout_forward(xf, d, c, v0v, state, mx, cnt)
         if grad:
-            ctx.save_for_backward(xf, d, c, ck, mx, cnt)
-        ctx.meta = (T, rest)
+            ctx.save_for_backward(xf, d, c, v0v, state, mx, cnt)
+        ctx.meta = (T, rest, impl)
         ctx.param_meta = _meta(decay, scale, v0)
         return mx.view(rest)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_m):
-        T, rest = ctx.meta
-        xf, d, c, ck, mx, cnt = ctx.saved_tensors
+        T, rest, impl = ctx.meta
+        xf, d, c, v0v, state, mx, cnt = ctx.saved_tensors
         N = d.shape[0]
         gm = g_m.detach().to(d.dtype).reshape(N).contiguous()
         gx = _empty((T, N), d)
         gd, gc, gv0 = (d.new_empty(N) for _ in range(3))
-        from ._kernels import single_spike_numba as K
-
         pgrad = any(ctx.needs_input_grad[1:3])  # decay, scale
-        args = _numpy(xf, ck, gm, d, c, mx, cnt)
-        outs = _numpy(gx, gd, gc, gv0)
-        _run_cpu(N, T, lambda lo, hi, bs: K.readout_backward(*args, lo, hi, bs, KC.SEGMENT, pgrad, *outs),
-                 _BACKWARD_BLOCK)
+        if impl == "numba":
+            from ._kernels import single_spike_numba as K
+
+            args = _numpy(xf, state, gm, d, c, mx, cnt)
+            outs = _numpy(gx, gd, gc, gv0)
+            _run_cpu(N, T, lambda lo, hi, bs: K.readout_backward(*args, lo, hi, bs, KC.SEGMENT, pgrad, *outs),
+                     _BACKWARD_BLOCK)
+        else:
+            from ._kernels import single_spike_triton as K
+
+            K.readout_backward(state, xf, gm, d, c, v0v, mx, cnt, pgrad, gx, gd, gc, gv0)
         grads = _param_grads(ctx, (gd, gc, gv0), rest)
-        return (gx.view((T,) + tuple(rest)), *grads)
+        return (gx.view((T,) + tuple(rest)), *grads, None)
 
 
 def readout_backend(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor | None) -> Tensor:
@@ -186,4 +218,4 @@ def readout_backend(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor | None) 
     validated parameters as for :func:`single_spike_backend`; returns ``[*x.shape[1:]]``."""
     check_device(x)
     dt = _compute_dtype(x.dtype)
-    return _ReadoutFused.apply(x.to(dt), decay, scale, v0).to(x.dtype)
+    return _ReadoutFused.apply(x.to(dt), decay, scale, v0, _impl_for(x)).to(x.dtype)
