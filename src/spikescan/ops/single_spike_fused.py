@@ -2,14 +2,14 @@
 
 :func:`spikescan.ops.first_spike.single_spike_lif` composes a leaky integration, a Heaviside with
 a surrogate, two cumulative sums and ``g``: about ten passes over ``[T, N]`` tensors each way,
-plus the autograd graph.  ``backend="fused"`` computes the same function in one numba kernel
-each way (``_kernels/single_spike_numba.py``, equations in its docstring): the forward reads
-``x`` and writes the spikes, the backward reads ``x`` (and the incoming gradients) and writes
-``grad_x``; the membranes are recomputed from a checkpoint every 32 steps instead of being
-stored.  The forward equals the composed op bit for bit (spikes and membranes); the backward
-is the gradient autograd gives the composed op (phi's adjoint masked before the first spike, or
-not with ``straight_through``), computed with the same roundings where the composed op's are
-known (see the kernel's docstring), so it agrees to rounding.
+plus the autograd graph.  ``backend="fused"`` computes the same function in one kernel each way
+(``_kernels/single_spike_numba.py``, equations in its docstring): the forward reads ``x`` and
+writes the spikes, the backward reads ``x`` (and the incoming gradients) and writes ``grad_x``;
+on the CPU the membranes are recomputed from a checkpoint every 32 steps instead of being
+stored.  The forward equals the composed op bit for bit (spikes and membranes); the backward is
+the gradient autograd gives the composed op (phi's adjoint masked before the first spike, or not
+with ``straight_through``), computed with the same roundings where the composed op's are known
+(see the kernel's docstring), so it agrees to rounding.
 
 :func:`~spikescan.ops.first_spike.max_membrane_readout`'s ``"fused"`` backend is the same
 membrane with an infinite threshold reduced to its maximum over time in the forward pass (and

@@ -48,7 +48,12 @@ full ``gs``/``gv``) and writes ``gx``.
 
 The backward kernels are compiled per surrogate code, exp flavour, whether the parameter sums are
 needed (``pgrad``) and whether the membrane output has a gradient (``has_gv``), each a named
-variant from :func:`~._numba_lowlevel.specialise` (no closures: the disk cache works).
+variant from :func:`~._numba_lowlevel.specialise` (no closures: the disk cache works).  The
+two-step reverse kernel asks LLVM for 512-bit vectors where the CPU has them: its float64 sums
+would otherwise halve the number of neurons per vector.
+
+The end of the file holds the max-membrane readout (infinite threshold, ``max_t v[t]``), built
+from the same membrane kernels.
 """
 
 from __future__ import annotations
