@@ -48,6 +48,21 @@ def test_event_linear_equals_nn_linear(backend, dtype, shape, density, counts):
             assert torch.equal(got, torch.zeros_like(want))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dense_spikes_that_need_a_gradient_get_it(backend, dtype):
+    """A hidden layer: its input spikes require grad, which is dense (gy W)."""
+    x = _spikes(40, 6, 50, 0.02).to(dtype).requires_grad_()
+    lin = torch.nn.Linear(50, 10).to(dtype)
+    g = torch.randn(40, 6, 10, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    ref = torch.autograd.grad((lin(x) * g).sum(), [x, lin.weight, lin.bias])
+    got = torch.autograd.grad((event_linear(x, lin.weight, lin.bias, backend=backend) * g).sum(),
+                              [x, lin.weight, lin.bias])
+    tol = 1e-5 if dtype == torch.float32 else 1e-12  # sums of <= C or <= O terms in another order
+    for a, b in zip(got, ref):
+        assert a.shape == b.shape and _rel(a, b) <= tol
+
+
 def test_thread_count_does_not_change_the_result():
     x = SpikeEvents.from_dense(_spikes(200, 16, 300, 0.02))
     w = torch.randn(64, 300, requires_grad=True)
@@ -84,7 +99,9 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="input features"):
         event_linear(ev, torch.randn(3, 6))
     with pytest.raises(TypeError, match="SpikeEvents"):
-        event_linear(torch.zeros(4, 2, 5), torch.randn(3, 5))
+        event_linear([[0.0]], torch.randn(3, 5))
+    with pytest.raises(ValueError, match=r"\[T, B, C\]"):
+        event_linear(torch.zeros(4, 5), torch.randn(3, 5))
     with pytest.raises(ValueError, match="backend"):
         event_linear(ev, torch.randn(3, 5), backend="cuda")
     with pytest.raises(ValueError, match="crow must have"):

@@ -25,16 +25,17 @@ class EventLinear(nn.Linear):
     """``y[t, b] = W x[t, b] + bias`` over time-first input, event-driven where the input is sparse.
 
     A drop-in ``nn.Linear`` (same parameters and state-dict keys) for the first layer of a
-    network, whose input is data and needs no gradient:
+    network (its input is data) and for the layers after rarely firing spiking ones:
 
     - a :class:`~spikescan.ops.events.SpikeEvents` input runs
       :func:`~spikescan.ops.events.event_linear` (cost proportional to the events), unless
       ``mode="dense"``, or ``mode="auto"`` and its density exceeds ``density_threshold``;
-    - a dense tensor ``[T, B, C]`` that does not require grad runs event-driven when
-      ``mode="events"``, or with ``mode="auto"`` when its density is at most
-      ``density_threshold`` (one counting pass decides; :data:`EVENT_DENSITY_THRESHOLD`);
-    - anything else (``mode="dense"``, an input that requires grad -- a hidden layer --, other
-      shapes) is plain ``F.linear``.
+    - a dense tensor ``[T, B, C]`` runs event-driven when ``mode="events"``, or with
+      ``mode="auto"`` when its density is at most ``density_threshold`` (one counting pass
+      decides; :data:`EVENT_DENSITY_THRESHOLD`); when it requires grad (a hidden layer's
+      spikes) it gets the dense gradient ``gy W``, only the forward and the weight gradient
+      being event-driven;
+    - anything else (``mode="dense"``, other shapes) is plain ``F.linear``.
 
     ``backend`` is :func:`~spikescan.ops.events.event_linear`'s.  Outputs equal ``nn.Linear``'s
     up to float reassociation.
@@ -56,9 +57,12 @@ class EventLinear(nn.Linear):
                 return F.linear(x.dense().to(self.weight.dtype), self.weight, self.bias)
             return event_linear(x, self.weight, self.bias, backend=self.backend)
         if (self.mode != "dense" and isinstance(x, torch.Tensor) and x.dim() == 3 and x.is_floating_point()
-                and not x.requires_grad and x.numel()):
-            if self.mode == "events" or int(torch.count_nonzero(x)) <= self.density_threshold * x.numel():
-                return event_linear(SpikeEvents.from_dense(x), self.weight, self.bias, backend=self.backend)
+                and x.numel()):
+            limit = None if self.mode == "events" else self.density_threshold
+            events = SpikeEvents.from_dense(x, max_density=limit)  # None: too dense (only counted)
+            if events is not None:
+                return event_linear(events, self.weight, self.bias, backend=self.backend,
+                                    source=x if x.requires_grad else None)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:

@@ -8,9 +8,11 @@ such a batch by its nonzero entries only, and :func:`event_linear` computes::
     y[t, b, :] = bias + sum_{c : x[t, b, c] != 0} x[t, b, c] * W[:, c]
 
 with work proportional to the number of events (plus writing ``y``) instead of ``T B C O``,
-forward and the weight/bias gradient backward.  The input gets no gradient: this serves the
-first layer of a network (its input is data); a hidden layer's spikes need one, so it stays a
-dense ``nn.Linear``.
+forward and the weight/bias gradient backward.  It serves the first layer of a network (its
+input is data, as :class:`SpikeEvents` or dense, no gradient) and the layers after sparse
+spiking ones (a dense spike tensor that needs its gradient: that one, ``gy W``, is dense, so
+only the forward and the weight gradient gain -- most for a small readout after a layer that
+fires rarely, e.g. FastSNN's single-spike neurons).
 """
 
 from __future__ import annotations
@@ -71,19 +73,50 @@ class SpikeEvents:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_dense(cls, x: Tensor) -> "SpikeEvents":
-        """The events of a dense ``[T, B, C]`` tensor (its nonzero entries; values kept unless all are 1)."""
+    def from_dense(cls, x: Tensor, *, max_density: float | None = None) -> "SpikeEvents | None":
+        """The events of a dense ``[T, B, C]`` tensor (its nonzero entries; values kept unless all are 1).
+
+        With ``max_density``, returns None instead when more than that fraction of ``x`` is
+        nonzero (decided by the counting pass, before any event is gathered).
+        """
         if not isinstance(x, Tensor) or x.dim() != 3 or not x.is_floating_point():
             raise ValueError(f"x must be a floating tensor [T, B, C], got "
                              f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
         T, B, C = x.shape
         flat = x.detach().reshape(T * B, C)
+        if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64) and _numba_available():
+            return cls._from_dense_cpu(flat.contiguous(), x.shape, x.dtype, max_density)
+        counts = (flat != 0).sum(1)
+        if max_density is not None and int(counts.sum()) > max_density * flat.numel():
+            return None
         rows, channels = flat.nonzero(as_tuple=True)  # row-major: already sorted by row
         vals = flat[rows, channels]
         values = None if bool((vals == 1).all()) else vals
         crow = torch.zeros(T * B + 1, dtype=torch.int64, device=x.device)
-        crow[1:] = torch.bincount(rows, minlength=T * B).cumsum(0)
+        crow[1:] = counts.cumsum(0)
         return cls(crow, channels, (T, B, C), values, dtype=x.dtype, check=False)
+
+    @classmethod
+    def _from_dense_cpu(cls, flat: Tensor, shape, dtype, max_density):
+        from ._kernels import event_numba as K
+        from ._kernels._cpu import parallel_for
+
+        R, C = flat.shape
+        counts = torch.empty(R, dtype=torch.int64)
+        non_unit = torch.empty(R, dtype=torch.int64)
+        a = flat.numpy()
+        parallel_for(R, R * C, lambda lo, hi, _b: K.row_counts(a, counts.numpy(), non_unit.numpy(), lo, hi))
+        crow = torch.zeros(R + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=crow[1:])
+        total = int(crow[-1])
+        if max_density is not None and total > max_density * flat.numel():
+            return None
+        want_values = bool(non_unit.any())
+        channels = torch.empty(total, dtype=torch.int64)
+        values = torch.empty(total if want_values else 0, dtype=flat.dtype)
+        parallel_for(R, R * C, lambda lo, hi, _b: K.fill_events(a, crow.numpy(), channels.numpy(), values.numpy(),
+                                                                 want_values, lo, hi))
+        return cls(crow, channels, shape, values if want_values else None, dtype=dtype, check=False)
 
     @classmethod
     def from_coo(cls, t: Tensor, b: Tensor, c: Tensor, shape, values: Tensor | None = None, *,
@@ -169,11 +202,14 @@ def _csr(x: SpikeEvents, dtype: torch.dtype) -> Tensor:
 
 
 class _EventLinear(torch.autograd.Function):
+    """``W x + b`` from events; ``dense`` is the dense input when it needs a gradient (else None)."""
+
     @staticmethod
-    def forward(ctx, x: SpikeEvents, weight: Tensor, bias: Tensor, impl: str):
+    def forward(ctx, x: SpikeEvents, dense, weight: Tensor, bias: Tensor, impl: str):
         T, B, C = x.shape
         O = weight.shape[0]
         ctx.x, ctx.impl = x, impl
+        ctx.save_for_backward(weight)
         if impl == "numba":
             from ._kernels import event_numba as K
             from ._kernels._cpu import empty, parallel_for
@@ -181,9 +217,8 @@ class _EventLinear(torch.autograd.Function):
             wt = weight.detach().t().contiguous()
             b = bias.detach().contiguous()
             out = empty((T * B, O), weight)  # pooled: no page faults on a fresh 80 MB every step
-            vals = x.values.to(weight.dtype).numpy() if x.values is not None else wt.new_empty(0).numpy()
-            args = (x.crow.numpy(), x.channels.numpy(), vals, x.values is not None, wt.numpy(), b.numpy(),
-                    out.numpy())
+            args = (x.crow.numpy(), x.channels.numpy(), _values(x, weight.dtype), x.values is not None, wt.numpy(),
+                    b.numpy(), out.numpy())
             parallel_for(T * B, x.num_events * O + T * B * O,
                          lambda lo, hi, _block: K.event_linear_forward(*args, lo, hi))
         else:
@@ -193,39 +228,73 @@ class _EventLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gout: Tensor):
         x, impl = ctx.x, ctx.impl
+        (weight,) = ctx.saved_tensors
         T, B, C = x.shape
         g = gout.reshape(T * B, gout.shape[-1])
-        gw = gb = None
-        if ctx.needs_input_grad[1]:
-            if impl == "numba":
-                from ._kernels import event_numba as K
-                from ._kernels._cpu import parallel_for
+        gx = gw = gb = None
+        if impl == "numba":
+            from ._kernels import event_numba as K
+            from ._kernels._cpu import empty, parallel_for
 
-                g = g.contiguous()
+            g = g.contiguous()
+            if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
                 gwt = torch.empty(C, g.shape[1], dtype=g.dtype)
-                vals = x.values.to(g.dtype).numpy() if x.values is not None else g.new_empty(0).numpy()
-                args = (x.crow.numpy(), x.channels.numpy(), vals, x.values is not None, g.numpy(), gwt.numpy())
+                gb_full = torch.empty(g.shape[1], dtype=g.dtype)
+                args = (x.crow.numpy(), x.channels.numpy(), _values(x, g.dtype), x.values is not None, g.numpy(),
+                        gwt.numpy(), gb_full.numpy(), bool(ctx.needs_input_grad[3]))
                 # columns split over threads: each thread walks every event for its own columns
-                parallel_for(g.shape[1], x.num_events * g.shape[1],
+                parallel_for(g.shape[1], x.num_events * g.shape[1] + g.numel(),
                              lambda lo, hi, _block: K.event_linear_weight_grad(*args, lo, hi))
-                gw = gwt.t()
-            else:
+                gw = gwt.t() if ctx.needs_input_grad[2] else None
+                gb = gb_full if ctx.needs_input_grad[3] else None
+            if ctx.needs_input_grad[1]:
+                w = weight.detach().to(g.dtype).contiguous()
+                gx = empty((T * B, C), g)
+                parallel_for(T * B, T * B * C * g.shape[1],
+                             lambda lo, hi, _block: K.dense_input_grad(g.numpy(), w.numpy(), gx.numpy(), lo, hi))
+                gx = gx.reshape(T, B, C)
+        else:
+            if ctx.needs_input_grad[2]:
                 gw = torch.sparse.mm(_csr(x, g.dtype).t(), g).t()
-        if ctx.needs_input_grad[2]:
-            gb = g.sum(0)
-        return None, gw, gb, None
+            if ctx.needs_input_grad[3]:
+                gb = g.sum(0)
+            if ctx.needs_input_grad[1]:
+                gx = (g @ weight.detach().to(g.dtype)).reshape(T, B, C)
+        return None, gx, gw, gb, None
 
 
-def event_linear(x, weight: Tensor, bias: Tensor | None = None, *, backend: str = "auto") -> Tensor:
-    """``y[t, b] = W x[t, b] + bias`` for events ``x`` (:class:`SpikeEvents`, ``[T, B, C]``) -> ``[T, B, O]``.
+def _values(x: SpikeEvents, dtype: torch.dtype):
+    """``x.values`` as a numpy array of ``dtype`` (an empty one when every value is 1)."""
+    if x.values is None:
+        return torch.empty(0, dtype=dtype).numpy()
+    return x.values.to(dtype).contiguous().numpy()
 
-    ``weight`` ``[O, C]`` and ``bias`` ``[O]`` (or None) get gradients; ``x`` gets none.  The
-    result has ``weight``'s dtype; ``x.values`` (if any) are cast to it.  Every backend sums
-    each output's terms in a fixed order, so results do not depend on the thread count; they
-    equal the dense ``x.dense() @ W.T + bias`` up to float reassociation.
+
+def event_linear(x, weight: Tensor, bias: Tensor | None = None, *, backend: str = "auto",
+                 source: Tensor | None = None) -> Tensor:
+    """``y[t, b] = W x[t, b] + bias`` computed from the events of ``x`` ``[T, B, C]`` -> ``[T, B, O]``.
+
+    ``x`` is :class:`SpikeEvents` (data: no gradient), or a dense floating tensor ``[T, B, C]``
+    that is converted to events in the forward (one pass); a dense ``x`` that requires grad (the
+    spikes of a hidden layer) gets the dense input gradient ``gy W``.  ``weight`` ``[O, C]`` and
+    ``bias`` ``[O]`` (or None) get gradients.  The result has ``weight``'s dtype; ``x``'s values
+    are cast to it.  Every backend sums each output's terms in a fixed order, so results do not
+    depend on the thread count; they equal ``nn.functional.linear`` up to float reassociation.
+    ``source``: the dense tensor that events ``x`` were made from, to give it its gradient (as
+    for a dense ``x``, without converting it again).
     """
-    if not isinstance(x, SpikeEvents):
-        raise TypeError(f"x must be SpikeEvents (see SpikeEvents.from_dense), got {type(x).__name__}")
+    dense = source
+    if source is not None and (not isinstance(x, SpikeEvents) or not isinstance(source, Tensor)
+                               or tuple(source.shape) != x.shape):
+        raise ValueError("source must be the dense tensor [T, B, C] that the SpikeEvents x were made from")
+    if isinstance(x, Tensor):
+        if x.dim() != 3 or not x.is_floating_point():
+            raise ValueError(f"a dense x must be a floating tensor [T, B, C], got shape {tuple(x.shape)}, "
+                             f"dtype {x.dtype}")
+        dense = x if x.requires_grad else None
+        x = SpikeEvents.from_dense(x)
+    elif not isinstance(x, SpikeEvents):
+        raise TypeError(f"x must be SpikeEvents or a dense tensor [T, B, C], got {type(x).__name__}")
     if not isinstance(weight, Tensor) or weight.dim() != 2 or not weight.is_floating_point():
         raise TypeError("weight must be a floating tensor [out_features, in_features]")
     if weight.shape[1] != x.shape[2]:
@@ -239,8 +308,9 @@ def event_linear(x, weight: Tensor, bias: Tensor | None = None, *, backend: str 
         raise ValueError(f"bias must be None or a tensor of shape ({weight.shape[0]},)")
     impl = _resolve(backend, x.device)
     if impl == "dense":
-        return torch.nn.functional.linear(x.dense().to(weight.dtype), weight, bias)
+        return torch.nn.functional.linear(dense if dense is not None else x.dense().to(weight.dtype), weight, bias)
     if impl == "numba" and weight.dtype not in (torch.float32, torch.float64):
         dtype = weight.dtype  # half weights: compute in float32, return in theirs
-        return _EventLinear.apply(x, weight.float(), bias.float(), impl).to(dtype)
-    return _EventLinear.apply(x, weight, bias.to(weight.dtype), impl)
+        d32 = None if dense is None else dense.float()
+        return _EventLinear.apply(x, d32, weight.float(), bias.float(), impl).to(dtype)
+    return _EventLinear.apply(x, dense, weight, bias.to(weight.dtype), impl)

@@ -123,15 +123,15 @@ class FeedForwardSNN(nn.Sequential):
             raise ValueError(f"bias_init must be one of {list(BIAS_INITS)}, got {bias_init!r}")
         layers: list[nn.Module] = []
         width = n_in
-        for i, h in enumerate(hidden):
-            # the first layer's input is data (often sparse spikes or SpikeEvents): event-driven
-            layers.append(EventLinear(width, h) if i == 0 else nn.Linear(width, h))
+        for h in hidden:
+            # event-driven where the input is sparse: data (SpikeEvents) or rarely firing neurons
+            layers.append(EventLinear(width, h))
             layers.append(make_neuron(neuron, h, tau_syn=tau_syn, tau_mem=tau_mem, dt=dt, backend=backend,
                                       num_steps=num_steps, **(neuron_kwargs or {})))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
-        layers.append(nn.Linear(width, n_out))
+        layers.append(EventLinear(width, n_out))
         out_backend = readout_backend(backend)
         if readout_layer == "li":
             layers.append(LI(n_out, readout_tau_syn, readout_tau_mem, dt, backend=out_backend,

@@ -8,10 +8,13 @@ the weight transposed, ``[C, O]`` and C-contiguous, so an event adds one contigu
     out[r, :] = bias + sum_{e in row r} values[e] * wt[channels[e], :]        (forward)
     gwt[c, :] = sum_{e: channels[e] = c} values[e] * gout[row(e), :]           (weight gradient)
 
-The forward runs over disjoint row ranges (each output row is written once, by one thread);
-the weight gradient over disjoint column ranges of ``O`` (every thread walks all events but
-updates only its own columns, so no two threads write the same element).  Both sum each
-element's terms in event order, so results do not depend on the number of threads.
+    gx[r, :]  = gout[r, :] @ W                                                 (input gradient)
+
+The forward and the input gradient run over disjoint row ranges (each output row is written
+once, by one thread); the weight gradient over disjoint column ranges of ``O`` (every thread
+walks all events but updates only its own columns, so no two threads write the same element),
+with the bias gradient (the sum of ``gout`` over rows) in the same pass.  Every element's terms
+are summed in a fixed order, so results do not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -41,14 +44,20 @@ def event_linear_forward(crow, channels, values, has_values, wt, bias, out, lo, 
 
 
 @njit(**_JIT)
-def event_linear_weight_grad(crow, channels, values, has_values, gout, gwt, lo, hi):
-    """``gwt[c, lo:hi] = sum over events of channel c of values[e] * gout[row(e), lo:hi]``."""
+def event_linear_weight_grad(crow, channels, values, has_values, gout, gwt, gb, want_bias, lo, hi):
+    """Columns ``lo .. hi-1`` of ``gwt[c] = sum over events of channel c of values[e] * gout[row(e)]``
+    and, with ``want_bias``, of ``gb = sum over all rows of gout`` (one pass over ``gout``)."""
     n_rows = crow.shape[0] - 1
     for c in range(gwt.shape[0]):
         for j in range(lo, hi):
             gwt[c, j] = 0
+    for j in range(lo, hi):
+        gb[j] = 0
     for r in range(n_rows):
         g = gout[r]
+        if want_bias:
+            for j in range(lo, hi):
+                gb[j] += g[j]
         for e in range(crow[r], crow[r + 1]):
             dst = gwt[channels[e]]
             if has_values:
@@ -58,3 +67,52 @@ def event_linear_weight_grad(crow, channels, values, has_values, gout, gwt, lo, 
             else:
                 for j in range(lo, hi):
                     dst[j] += g[j]
+
+
+@njit(**_JIT)
+def dense_input_grad(gout, w, gx, lo, hi):
+    """Rows ``lo .. hi-1`` of ``gx = gout @ w`` (``gout`` [R, O], ``w`` [O, C]): the input gradient
+    of a layer whose input is spikes that need one (a hidden layer); O is small for a readout."""
+    n_out = w.shape[0]
+    n_in = w.shape[1]
+    for r in range(lo, hi):
+        row = gx[r]
+        g = gout[r]
+        for c in range(n_in):
+            row[c] = 0
+        for o in range(n_out):
+            go = g[o]
+            wo = w[o]
+            for c in range(n_in):
+                row[c] += go * wo[c]
+
+
+@njit(**_JIT)
+def row_counts(x, counts, non_unit, lo, hi):
+    """``counts[r]`` = nonzero entries of rows ``lo .. hi-1`` of ``x`` [R, C]; ``non_unit[r]`` = how
+    many of them are not 1 (so a 0/1 tensor needs no values)."""
+    for r in range(lo, hi):
+        row = x[r]
+        n = 0
+        m = 0
+        for c in range(row.shape[0]):
+            v = row[c]
+            n += v != 0
+            m += (v != 0) & (v != 1)
+        counts[r] = n
+        non_unit[r] = m
+
+
+@njit(**_JIT)
+def fill_events(x, crow, channels, values, want_values, lo, hi):
+    """Channels (and values) of the nonzero entries of rows ``lo .. hi-1``, in row-major order."""
+    for r in range(lo, hi):
+        row = x[r]
+        e = crow[r]
+        for c in range(row.shape[0]):
+            v = row[c]
+            if v != 0:
+                channels[e] = c
+                if want_values:
+                    values[e] = v
+                e += 1
