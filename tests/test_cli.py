@@ -98,3 +98,28 @@ def test_cli_backend_is_what_runs(tmp_path, neuron, backend):
     assert hidden and all(m.backend == backend for m in hidden)
     readout = model[-1]
     assert readout.backend == (backend if backend in ("sequential", "fft") else "auto")
+
+
+def test_results_archive_and_table(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), *_SMALL]) == 0
+    assert "spikescan train --epochs 1" in (out / "command.txt").read_text()
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert len((out / "command.txt").read_text().splitlines()) == 2  # the resume is recorded too
+    root = tmp_path / "results"
+    for seed in ("s0", "s1"):
+        assert main(["results", "archive", str(out), f"digits-test-{seed}", "--root", str(root)]) == 0
+    meta = json.loads((root / "digits-test-s0" / "meta.json").read_text())
+    assert meta["finished"] and meta["cpu"] and "torch" in meta
+    assert not (root / "digits-test-s0" / "checkpoint.pt").exists()  # small files only
+    capsys.readouterr()
+    assert main(["results", "table", "--root", str(root)]) == 0
+    table = capsys.readouterr().out
+    acc = 100 * json.loads((out / "final.json").read_text())["test_acc"]
+    assert "| digits-test | digits | spsn-sb 8 | 2 of 2 | 2 |" in table and f"{acc:.2f} ± 0.00" in table
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results-table -->\nold\n<!-- /results-table -->\nend\n")
+    assert main(["results", "table", "--root", str(root), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and "| digits-test |" in text and text.endswith("end\n")
+    assert main(["results", "archive", str(tmp_path / "nothing"), "x", "--root", str(root)]) == 1

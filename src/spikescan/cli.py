@@ -119,11 +119,17 @@ def _run_train(args) -> int:
         changes.update(overrides)
         if args.preset:
             changes["preset"] = args.preset
-        resume_run(args.out, progress=not args.no_progress, **changes)
+        resume_run(args.out, progress=not args.no_progress, command=_command_line(), **changes)
         return 0
     overrides["out_dir"] = args.out
-    train(preset_config(args.preset, overrides), progress=not args.no_progress)
+    train(preset_config(args.preset, overrides), progress=not args.no_progress, command=_command_line())
     return 0
+
+
+def _command_line() -> str:
+    import shlex
+
+    return "spikescan " + " ".join(shlex.quote(a) for a in _ARGV)
 
 
 def _add_presets(sub) -> None:
@@ -219,6 +225,36 @@ def _run_info(_args) -> int:
     return 0
 
 
+def _add_results(sub) -> None:
+    p = sub.add_parser("results", help="archive a run's small files into results/, tabulate results/")
+    rsub = p.add_subparsers(dest="results_command", required=True)
+    a = rsub.add_parser("archive", help="copy RUN_DIR's metrics, config, plots and command into results/NAME")
+    a.add_argument("run_dir")
+    a.add_argument("name", help="experiment name (NAME-s<seed> groups seeds of one experiment)")
+    a.add_argument("--root", default="results")
+    a.add_argument("--note", default=None, help="a sentence kept in meta.json")
+    t = rsub.add_parser("table", help="print the Markdown table of results/ (or write it into the README)")
+    t.add_argument("--root", default="results")
+    t.add_argument("--readme", default=None, help="replace the <!-- results-table --> block of this file")
+
+
+def _run_results(args) -> int:
+    from pathlib import Path
+
+    from .train.results import archive_run, results_table, update_readme
+
+    if args.results_command == "archive":
+        print(f"archived -> {archive_run(args.run_dir, Path(args.root) / args.name, note=args.note)}")
+        return 0
+    table = results_table(args.root)
+    if args.readme:
+        update_readme(args.readme, table)
+        print(f"wrote the results table into {args.readme}")
+    else:
+        print(table, end="")
+    return 0
+
+
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write a trained run's network as a NIR graph (neuromorphic hardware)")
     p.add_argument("run_dir", help="a run folder holding config.json and checkpoint.pt")
@@ -249,12 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_bench(sub)
     _add_export(sub)
+    _add_results(sub)
     sub.add_parser("info", help="versions and optional extras found")
     return parser
 
 
 _COMMANDS = {"train": _run_train, "presets": _run_presets, "eval": _run_eval, "compare": _run_compare,
-             "export": _run_export, "info": _run_info}
+             "export": _run_export, "results": _run_results, "info": _run_info}
+_ARGV: list[str] = []  # the arguments of the running command, for command.txt
 
 
 def _run_bench(args) -> int:
@@ -276,6 +314,7 @@ def main(argv=None) -> int:
     import os
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _ARGV[:] = argv
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "train" and args.resume and not args.out:

@@ -30,6 +30,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from .._host import cpu_model  # noqa: F401  (re-exported: the benchmarks' machine info)
+
 # --------------------------------------------------------------------------------------------
 # devices and timing
 # --------------------------------------------------------------------------------------------
@@ -227,18 +229,6 @@ class BudgetTracker:
 # --------------------------------------------------------------------------------------------
 # machine info, JSON, tables
 # --------------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """The CPU's ``model name`` from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:

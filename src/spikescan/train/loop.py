@@ -428,14 +428,16 @@ def _check_weights(model: torch.nn.Module, epoch: int) -> None:
         raise TrainingDivergedError(f"epoch {epoch}: non-finite weights in {', '.join(bad)}: training diverged")
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=print) -> dict:
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=print,
+          command: str | None = None) -> dict:
     """Train ``cfg`` and return the final metrics; writes the run folder as the module doc says.
 
     Raises ``FileExistsError`` rather than overwrite a finished or started run in ``cfg.out_dir``
     unless ``resume`` is set, or when another process trains in that folder.  With ``resume``,
     ``cfg`` must equal the run's ``config.json`` except in :data:`RESUMABLE_FIELDS` (a larger
     ``epochs`` trains longer; a cosine or step schedule is stretched to the new length from the
-    epoch reached); :func:`resume_run` builds such a ``cfg`` from the folder.
+    epoch reached); :func:`resume_run` builds such a ``cfg`` from the folder.  ``command`` (the
+    command line that started or resumed the run) is appended to ``command.txt``.
 
     With ``cfg.distributed`` under ``torchrun --nproc-per-node W``: every rank joins the process
     group (:func:`spikescan.distributed.init_from_env`), trains a DistributedDataParallel copy on
@@ -481,6 +483,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
     if error is not None:
         raise error
     try:
+        if main and command:
+            _append_command(run_dir / "command.txt", command, folder if state is None else None)
         return _train_in_folder(cfg, run_dir, folder, state, env, progress, log)
     except BaseException:
         if main:
@@ -491,7 +495,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
             folder.release()
 
 
-def resume_run(run_dir, *, progress: bool = True, log=print, **changes) -> dict:
+def _append_command(path: Path, command: str, folder: RunFolder | None) -> None:
+    existed = path.exists()
+    previous = path.read_text() if existed else ""
+    write_text(path, previous + f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {command}\n")
+    if folder is not None and not existed:
+        folder.wrote(path)
+
+
+def resume_run(run_dir, *, progress: bool = True, log=print, command: str | None = None, **changes) -> dict:
     """Continue the run in ``run_dir`` from its checkpoint; ``changes`` may set :data:`RESUMABLE_FIELDS`
     (e.g. ``epochs=50`` to train longer).  Any other field raises, as in :func:`train`."""
     cfg_path = Path(run_dir) / "config.json"
@@ -502,7 +514,7 @@ def resume_run(run_dir, *, progress: bool = True, log=print, **changes) -> dict:
     except ValueError as e:
         raise ValueError(f"cannot resume: {cfg_path} is not valid JSON ({e})") from None
     cfg = TrainConfig.from_dict({**saved, **changes, "out_dir": str(run_dir)})
-    return train(cfg, resume=True, progress=progress, log=log)
+    return train(cfg, resume=True, progress=progress, log=log, command=command)
 
 
 def _train_in_folder(cfg: TrainConfig, run_dir: Path, folder: RunFolder | None, state: dict | None, env,

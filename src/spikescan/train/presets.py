@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PRESETS", "Preset", "get_preset", "preset_config"]
+__all__ = ["PAPER_ACCURACY", "PRESETS", "Preset", "get_preset", "preset_config"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("psu-cifar100", _psu(dataset="cifar100", num_steps=4, dt=1e-3, hidden=[1024, 1024]),
            _PSU_FF_SRC.format("static CIFAR-100, T 4", "2x1024") + ", Vth 1"),
 )}
+
+
+#: test accuracy (%) each paper reports for a preset's experiment (SPSN Table II, FastSNN §3.2)
+PAPER_ACCURACY: dict[str, float] = {
+    "spsn-shd-sb": 86.89, "spsn-shd-sb-reg": 89.23, "spsn-shd-gs": 86.10, "spsn-shd-gs-reg": 89.73,
+    "spsn-shd-lif": 85.09, "spsn-shd-relu": 69.40,
+    "fastsnn-fmnist": 81.23, "fastsnn-fmnist-lif": 85.37, "fastsnn-nmnist": 83.50, "fastsnn-nmnist-lif": 93.28,
+    "fastsnn-shd": 22.49, "fastsnn-shd-lif": 51.53,
+}
 
 
 def get_preset(name: str) -> Preset:
