@@ -51,9 +51,16 @@ class EventLinear(nn.Linear):
             raise ValueError(f"density_threshold must be a number in [0, 1], got {density_threshold!r}")
         self.mode, self.density_threshold, self.backend = mode, float(density_threshold), backend
 
+    def runs_events(self, x: SpikeEvents, kernel: str | None = None) -> bool:
+        """Whether events ``x`` run event-driven here (not densified by ``mode`` / density); with
+        ``kernel``, also whether ``backend`` allows that event kernel (``"auto"`` allows any)."""
+        if self.mode == "dense" or (self.mode == "auto" and x.density > self.density_threshold):
+            return False
+        return kernel is None or self.backend in ("auto", kernel)
+
     def forward(self, x):
         if isinstance(x, SpikeEvents):
-            if self.mode == "dense" or (self.mode == "auto" and x.density > self.density_threshold):
+            if not self.runs_events(x):
                 return F.linear(x.dense().to(self.weight.dtype), self.weight, self.bias)
             return event_linear(x, self.weight, self.bias, backend=self.backend)
         if (self.mode != "dense" and isinstance(x, torch.Tensor) and x.dim() == 3 and x.is_floating_point()

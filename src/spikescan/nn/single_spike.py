@@ -16,7 +16,8 @@ from torch import nn
 
 from .. import surrogate as surrogate_lib
 from .._checks import check_positive_int
-from ..ops.first_spike import DEFAULT_SURROGATE, max_membrane_readout, single_spike_lif
+from ..ops.events import SpikeEvents
+from ..ops.first_spike import DEFAULT_SURROGATE, max_membrane_readout, single_spike_lif, single_spike_lif_events
 from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input
 
 __all__ = ["SingleSpikeLIF", "MaxMembraneReadout"]
@@ -65,13 +66,41 @@ class SingleSpikeLIF(SpikingNeuron):
         self.straight_through = bool(straight_through)
         self.backend = backend
 
-    def forward(self, x: torch.Tensor, return_membrane: bool = False):
-        """Spikes ``[T, B, *, features]`` (at most one per neuron), and ``V~`` with ``return_membrane``."""
+    def forward(self, x, return_membrane: bool = False, *, input_layer: nn.Module | None = None):
+        """Spikes ``[T, B, *, features]`` (at most one per neuron), and ``V~`` with ``return_membrane``.
+
+        With ``input_layer`` (an :class:`~spikescan.nn.linear.EventLinear` whose ``out_features``
+        are this layer's ``features``) the result is ``self(input_layer(x))``.  When ``x`` is
+        :class:`~spikescan.ops.events.SpikeEvents` that the layer would run event-driven, on the
+        CPU, with backend ``"auto"`` or ``"fused"`` and no membrane asked for, both run as one
+        kernel each way (:func:`~spikescan.ops.first_spike.single_spike_lif_events`): the
+        current ``W x + b`` ``[T, B, features]`` and its gradient are never stored.  Otherwise
+        the two layers run one after the other.
+        """
+        if input_layer is not None:
+            if getattr(input_layer, "out_features", None) != self.features:
+                raise ValueError(f"input_layer must have out_features = {self.features} (this layer's features), "
+                                 f"got {input_layer!r}")
+            if self._fuses_with(input_layer, x, return_membrane):
+                w = input_layer.weight
+                return single_spike_lif_events(x, w, input_layer.bias, as_dtype(self.mem(), w.dtype), self.threshold,
+                                               scale=self._scale, surrogate=self.surrogate,
+                                               straight_through=self.straight_through)
+            x = input_layer(x)
         xc = check_input(self, x, self.features)
         out = single_spike_lif(xc, as_dtype(self.mem(), xc.dtype), self.threshold, scale=self._scale,
                                surrogate=self.surrogate, straight_through=self.straight_through,
                                backend=self.backend, return_membrane=return_membrane)
         return as_output(out, x.dtype)
+
+    def _fuses_with(self, input_layer: nn.Module, x, return_membrane: bool) -> bool:
+        from ..ops.single_spike_fused import supports_single_spike
+        from .linear import EventLinear
+
+        return (isinstance(x, SpikeEvents) and isinstance(input_layer, EventLinear) and not return_membrane
+                and self.backend in ("auto", "fused") and x.device.type == "cpu"
+                and supports_single_spike(input_layer.weight, self.surrogate)
+                and input_layer.runs_events(x, kernel="numba"))
 
     def extra_repr(self) -> str:
         return (f"features={self.features}, threshold={self.threshold}, surrogate={self.surrogate}, "

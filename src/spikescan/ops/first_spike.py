@@ -56,6 +56,7 @@ __all__ = [
     "g",
     "first_spike",
     "single_spike_lif",
+    "single_spike_lif_events",
     "max_membrane_readout",
     "DEFAULT_SURROGATE",
     "BACKENDS",
@@ -211,6 +212,67 @@ def _single_spike_fused(x, decay, threshold, scale, v0, sur, straight_through, r
     s, v = single_spike_backend(x, decay, thr, scale, v0, surrogate=sur, straight_through=bool(straight_through),
                                 need_membrane=bool(return_membrane))
     return (s, v) if return_membrane else s
+
+
+def single_spike_lif_events(x, weight: Tensor, bias: Tensor | None, decay, threshold=1.0, *, scale=None, v0=None,
+                            surrogate=None, straight_through: bool = False, return_membrane: bool = False) -> Tensor:
+    """The input layer and the single-spike neurons in one kernel each way:
+    ``single_spike_lif(event_linear(x, weight, bias), decay, threshold, ...)`` without the current
+    ``I = W x + b`` ``[T, B, O]`` or its gradient ever being stored.
+
+    Args:
+        x: :class:`spikescan.ops.events.SpikeEvents` ``[T, B, C]`` on the CPU (data: no gradient);
+            its values, if any, are cast to the weight's dtype.
+        weight: ``[O, C]``; bias: ``[O]`` or None.  Both get gradients.
+        decay, threshold, scale, v0, surrogate, straight_through: as for :func:`single_spike_lif`,
+            broadcastable to the per-step shape ``[B, O]`` (scalars or per neuron ``[O]``).
+        return_membrane: not supported (raises): the membrane is never stored.
+
+    Returns the spikes ``[T, B, O]`` in ``weight``'s dtype.  The same floating-point operations as
+    the composition with the numba backends, in the same order: the current of step ``t``,
+    sample ``b`` is the bias plus the weight columns of the row's events added in CSR order (as
+    ``event_linear``'s numba forward), and the neurons are ``single_spike_lif``'s fused kernel,
+    so the spikes equal the composition's bit for bit, and so do the gradients of ``weight``,
+    ``decay``, ``threshold``, ``scale`` and ``v0`` (``gI`` is the same, and is summed in
+    ``event_linear``'s order for the weight, per neuron in reverse time and then over samples
+    by ``torch`` for the neuron parameters, as the composition does).  The bias gradient is
+    summed in another order (each neuron's ``gI`` over time in reverse, in the compute dtype,
+    then over the samples in float64), so it agrees to rounding.  Results do not depend on the
+    number of threads.  Float32 and float64 kernels; half-precision weights are computed in
+    float32 (without the composition's rounding of ``I`` to half).  CPU only (numba).
+    """
+    from .events import SpikeEvents
+
+    if return_membrane:
+        raise ValueError("single_spike_lif_events does not return the membrane (it is never stored); use "
+                         "single_spike_lif(event_linear(x, weight, bias), ..., return_membrane=True)")
+    if not isinstance(x, SpikeEvents):
+        raise TypeError(f"x must be SpikeEvents, got {type(x).__name__}")
+    if x.device.type != "cpu":
+        raise ValueError(f"single_spike_lif_events runs on the CPU (numba); the events are on {x.device}")
+    if not isinstance(weight, Tensor) or weight.dim() != 2 or not weight.is_floating_point():
+        raise TypeError("weight must be a floating tensor [out_features, in_features]")
+    if weight.shape[1] != x.shape[2]:
+        raise ValueError(f"weight has {weight.shape[1]} input features but the events have C = {x.shape[2]} "
+                         f"channels (shape {x.shape})")
+    if weight.device != x.device:
+        raise ValueError(f"weight is on {weight.device} but the events are on {x.device}")
+    if bias is None:
+        bias = weight.new_zeros(weight.shape[0])
+    elif not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],) or not bias.is_floating_point():
+        raise ValueError(f"bias must be None or a floating tensor of shape ({weight.shape[0]},)")
+    elif bias.device != weight.device:
+        raise ValueError(f"bias is on {bias.device} but weight is on {weight.device}")
+    sur = DEFAULT_SURROGATE if surrogate is None else _surrogate.get(surrogate)
+    T, B, _ = x.shape
+    like = weight.new_empty(()).expand(T, B, weight.shape[0])  # the current's shape and dtype, no data
+    check_finite(weight, "weight")
+    decay, scale, v0 = _fused_params(like, decay, scale, v0)
+    thr = as_param_tensor(threshold, "threshold", like, dtype=compute_dtype(weight.dtype))
+    from .single_spike_fused import single_spike_events_backend
+
+    return single_spike_events_backend(x, weight, bias, decay, thr, scale, v0, surrogate=sur,
+                                       straight_through=bool(straight_through))
 
 
 def max_membrane_readout(x: Tensor, decay, *, scale=None, v0=None, backend: str = "auto") -> Tensor:

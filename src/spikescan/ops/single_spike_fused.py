@@ -219,3 +219,174 @@ def readout_backend(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor | None) 
     check_device(x)
     dt = _compute_dtype(x.dtype)
     return _ReadoutFused.apply(x.to(dt), decay, scale, v0, _impl_for(x)).to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# the single-spike LIF fed by events (input layer fused into the kernel)
+# --------------------------------------------------------------------------------------------
+#
+# single_spike_lif(event_linear(x, W, b), ...) writes the current I = W x + b ([T, B, O]) in the
+# forward and reads it again in the neuron's backward, which writes gI for event_linear's
+# backward to read: four passes over a [T, B, O] tensor besides the spikes.  The fused op builds
+# I step by step from the events inside the neuron kernel, in the kernel's own buffers, and in
+# the backward sends gI straight on: each neuron's sum over time for the bias, and the rows
+# (t, b) that have events -- the only ones the weight gradient needs -- to a compact [R, O]
+# array (R = rows with at least one event), which a second kernel reduces into gW in
+# event_linear's order.  Kernels: ``_kernels/single_spike_numba.py``, last section.
+#
+# Threads: samples are split over the pool in fixed ranges; every (t, b, neuron) value is
+# computed the same way whatever the range, and the two sums across samples (the bias gradient
+# over b, the weight gradient over rows) run afterwards in a fixed order, so results do not
+# depend on the thread count or the scheduling.
+
+# Neurons per block of the events backward (whole samples, at least one): its three
+# (SEGMENT + 1) x block buffers (membranes, currents, gI) stay in L2.
+_EVENTS_BACKWARD_BLOCK = 1024
+# ... and of the forward (four current buffers and the state of the block, in L1/L2).
+_EVENTS_FORWARD_BLOCK = 4096
+_SAMPLE_CHUNKS_PER_THREAD = 4
+
+
+def _run_samples(B: int, work: int, block: int, fn) -> None:
+    """Call ``fn(lo, hi)`` on disjoint ranges of samples covering ``0 .. B-1``, each range a
+    multiple of ``block`` samples (but the last), up to ``_SAMPLE_CHUNKS_PER_THREAD`` ranges per
+    thread taken from a shared counter (as ``_cpu.parallel_for``, over samples instead of neurons)."""
+    if B == 0:
+        return
+    from ._kernels import _cpu
+
+    threads = max(1, torch.get_num_threads())
+    if threads == 1 or work < _cpu._MIN_PARALLEL or B < 2:
+        fn(0, B)
+        return
+    size = max(1, -(-B // (threads * _SAMPLE_CHUNKS_PER_THREAD)))
+    size = block * (-(-size // block)) if size > block else size
+    ranges = [(lo, min(B, lo + size)) for lo in range(0, B, size)]
+    import itertools
+
+    counter = itertools.count()
+
+    def worker() -> None:
+        for i in iter(counter.__next__, None):
+            if i >= len(ranges):
+                return
+            fn(*ranges[i])
+
+    futures = [_cpu._get_executor(threads).submit(worker) for _ in range(min(threads, len(ranges)) - 1)]
+    try:
+        worker()
+    finally:
+        for f in futures:
+            f.result()
+
+
+def _events_arrays(x, dt):
+    """``(crow, channels, values, has_values)`` of events ``x`` for the kernels (values in ``dt``)."""
+    has_values = x.values is not None
+    values = x.values.detach().to(dt).contiguous() if has_values else torch.empty(0, dtype=dt)
+    return x.crow.contiguous().numpy(), x.channels.contiguous().numpy(), values.numpy(), has_values
+
+
+class _SingleSpikeEventsFused(torch.autograd.Function):
+    """Inputs validated: ``weight`` [O, C] and ``bias`` [O] in a kernel dtype, the neuron parameters
+    as for :class:`_SingleSpikeFused` (broadcastable to ``[B, O]``).  Returns the spikes
+    ``[T, B, O]``.  Kept for the backward: the events, ``W^T``, the bias, the checkpoints and the
+    first-spike times."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, decay, threshold, scale, v0, code: int, param: float, straight: bool):
+        from ._kernels import single_spike_numba as K
+
+        ctx.set_materialize_grads(False)
+        T, B, C = x.shape
+        O = weight.shape[0]
+        rest = torch.Size((B, O))
+        M = B * O
+        _check_n(M)
+        dt = weight.dtype
+        grad = any(ctx.needs_input_grad[1:7])
+        wt = weight.detach().t().contiguous()
+        bv = bias.detach().to(dt).contiguous()
+        d, th, c = (_vec(p, rest, M, dt) for p in (decay, threshold, scale))
+        v0v = wt.new_zeros(M) if v0 is None else _vec(v0, rest, M, dt)
+        s = _empty((T, M), wt)
+        tf = torch.empty(M, dtype=torch.int32)
+        seg = KC.SEGMENT
+        ck = wt.new_empty(-(-T // seg), M) if grad else wt.new_empty(1, M)
+        ev = _events_arrays(x, dt)
+        args = (*ev, wt.numpy(), bv.numpy(), *_numpy(d, c, th, v0v), T, B)
+        outs = _numpy(s, ck, tf)
+        bblock = max(1, _EVENTS_FORWARD_BLOCK // max(O, 1))
+        _run_samples(B, T * M, bblock,
+                     lambda lo, hi: K.events_forward(*args, lo, hi, bblock, seg, bool(grad), *outs))
+        if grad:
+            ctx.save_for_backward(wt, bv, d, c, th, ck, tf)
+            ctx.events = ev
+        ctx.meta = (T, B, C, O, code, param, straight)
+        ctx.param_meta = _meta(weight, bias, decay, threshold, scale, v0)
+        return s.view(T, B, O)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_s):
+        from ._kernels import single_spike_numba as K
+        from ._kernels._cpu import parallel_for
+
+        T, B, C, O, code, param, straight = ctx.meta
+        grads = [None] * 6
+        if g_s is None:
+            return (None, *grads, None, None, None)
+        wt, bv, d, c, th, ck, tf = ctx.saved_tensors
+        crow, channels, values, has_values = ctx.events
+        M = B * O
+        dt = wt.dtype
+        gs = _grad_rows(g_s, T, M, dt)
+        lim = torch.full_like(tf, T) if straight else tf
+        need_w = bool(ctx.needs_input_grad[1])
+        need_b = bool(ctx.needs_input_grad[2])
+        pgrad = any(ctx.needs_input_grad[3:6])  # decay, threshold, scale
+        crow_t = torch.from_numpy(crow)
+        nonempty = crow_t[1:] > crow_t[:-1]
+        rows = int(nonempty.sum())
+        evrow = (torch.cumsum(nonempty, 0) - 1) if need_w else crow_t.new_empty(1)
+        gev = _empty((rows, O), wt) if need_w else wt.new_empty(1, O)
+        gbn = wt.new_empty(M) if need_b else wt.new_empty(1)
+        gd, gc, gth, gv0 = (wt.new_empty(M) for _ in range(4))
+        ec, fast = _exp_args(dt)
+        consts = _scalars(dt, (1.0, param, param / 2.0, math.pi / 2.0 * param, 1.0 / param))
+        args = (crow, channels, values, has_values, evrow.numpy(), wt.numpy(), bv.numpy(), ck.numpy(), gs.numpy(),
+                *_numpy(d, c, th, lim), int(code), consts, ec, fast, pgrad, need_w, need_b, T, B)
+        outs = _numpy(gev, gbn, gd, gc, gth, gv0)
+        bblock = max(1, _EVENTS_BACKWARD_BLOCK // max(O, 1))
+        _run_samples(B, T * M, bblock, lambda lo, hi: K.events_backward(*args, lo, hi, bblock, KC.SEGMENT, *outs))
+        if need_w:
+            gwt = wt.new_empty(C, O)
+            if O > 0:
+                wargs = (crow, channels, values, has_values, evrow.numpy(), gev.numpy(), gwt.numpy())
+                parallel_for(O, channels.shape[0] * O + C * O, lambda lo, hi, _b: K.events_weight_grad(*wargs, lo, hi))
+            grads[0] = gwt.t()
+        if need_b:
+            gb = wt.new_empty(O)
+            K.sum_samples(gbn.numpy(), B, gb.numpy())
+            grads[1] = gb
+        rest = torch.Size((B, O))
+        for i, g in enumerate((gd, -gth, gc, gv0)):
+            meta = ctx.param_meta[2 + i]
+            if meta is not None and ctx.needs_input_grad[3 + i]:
+                shape, pdt = meta
+                grads[2 + i] = g.reshape(rest).sum_to_size(shape).to(pdt)
+        return (None, *grads, None, None, None)
+
+
+def single_spike_events_backend(x, weight: Tensor, bias: Tensor, decay: Tensor, threshold: Tensor, scale: Tensor,
+                                v0: Tensor | None, *, surrogate, straight_through: bool) -> Tensor:
+    """The fused kernel of :func:`spikescan.ops.first_spike.single_spike_lif_events`: validated
+    inputs (``scale`` already ``1 - decay`` where meant, the parameters in the compute dtype of
+    ``weight``); returns the spikes ``[T, B, O]`` in ``weight.dtype``."""
+    if not is_available(torch.device("cpu")):
+        raise ValueError("single_spike_lif_events needs numba (pip install numba)")
+    code, param = KC.surrogate_constants(surrogate.kind, surrogate.param)
+    dt = _compute_dtype(weight.dtype)
+    s = _SingleSpikeEventsFused.apply(x, weight.to(dt), bias.to(dt), decay, threshold, scale, v0, code, param,
+                                      bool(straight_through))
+    return s.to(weight.dtype)

@@ -27,6 +27,7 @@ from .. import nn as snn
 from ..nn.leaky import LI, LIF, LIF_BACKENDS, PLIF
 from ..nn.linear import EventLinear
 from ..nn.psu import IPSU, PSU, RPSU
+from ..ops.events import SpikeEvents
 from ..ops.psu import BACKENDS as PSU_BACKENDS
 from ..ops.scan import _BACKENDS as _LEAKY
 from ..nn.single_spike import MaxMembraneReadout, SingleSpikeLIF
@@ -144,3 +145,19 @@ class FeedForwardSNN(nn.Sequential):
             for m in self.modules():
                 if isinstance(m, nn.Linear) and m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        """The layers in order; events into ``EventLinear -> SingleSpikeLIF`` go to the neuron with
+        its input layer (``SingleSpikeLIF.forward(x, input_layer=...)``: one fused kernel each way
+        where it can, the composition otherwise)."""
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            if (isinstance(x, SpikeEvents) and i + 1 < len(layers) and isinstance(layers[i], EventLinear)
+                    and isinstance(layers[i + 1], SingleSpikeLIF)):
+                x = layers[i + 1](x, input_layer=layers[i])
+                i += 2
+            else:
+                x = layers[i](x)
+                i += 1
+        return x

@@ -357,9 +357,23 @@ def _make_backward(code: int, fast: bool, pgrad: bool, has_gv: bool):
     whether parameter sums (``pgrad``) and a membrane gradient (``has_gv``) are needed: compile-time
     constants, so unused branches, sums and loads vanish from the inner loops."""
     flags = {"_CODE": code, "_FAST": fast, "_PGRAD": pgrad, "_HAS_GV": has_gv}
-    bwd2 = specialise(_bwd2_template, _JIT, flags, {})
-    bwd1 = specialise(_bwd1_template, _JIT, flags, {})
+    bwd2, bwd1 = _reverse_kernels(code, fast, pgrad, has_gv)
     return specialise(_backward_template, _JIT, flags, {"_bwd2": bwd2, "_bwd1": bwd1})
+
+
+_REVERSE: dict = {}
+
+
+def _reverse_kernels(code: int, fast: bool, pgrad: bool, has_gv: bool):
+    """The two-step and one-step reverse kernels of one variant, made once per process (the
+    events kernel below binds the same ones)."""
+    key = (int(code), bool(fast), bool(pgrad), bool(has_gv))
+    pair = _REVERSE.get(key)
+    if pair is None:
+        flags = {"_CODE": key[0], "_FAST": key[1], "_PGRAD": key[2], "_HAS_GV": key[3]}
+        pair = _REVERSE.setdefault(key, (specialise(_bwd2_template, _JIT, flags, {}),
+                                         specialise(_bwd1_template, _JIT, flags, {})))
+    return pair
 
 
 _BACKWARD: dict = {}
@@ -474,3 +488,284 @@ def readout_backward(x, ck, gm, decay, scale, mx, cnt, lo0, hi0, block, seg, pgr
             gc[lo:hi] = ac_r
         for k in range(m):
             gv0[lo + k] = d[k] * r_r[k]
+
+
+# ------------------------------------------------------------------------------------------
+# single-spike LIF fed by events: the input layer computed inside the kernel
+# ------------------------------------------------------------------------------------------
+#
+# ``single_spike_lif_events``: the layer ``I = W x + b`` of a batch of events (CSR over the rows
+# ``r = t * B + b`` of ``[T, B, C]``, as in ``event_numba``) feeding the single-spike neurons, with
+# ``I`` and its gradient never stored.  The neurons of sample ``b`` are ``b * O .. (b+1) * O - 1``
+# of the flat ``[B * O]`` neuron axis; a block is a run of whole samples, so row ``t`` of a block
+# is one contiguous segment of ``s[t]``.  The current of step ``t`` of a block is built in a
+# block-sized buffer that holds the bias of every sample; the events of rows ``(t, b)`` add their
+# rows of ``wt`` (``[C, O]``, W transposed, cache resident) in CSR order -- the operations of
+# ``event_numba.event_linear_forward``, so the current is that kernel's bit for bit -- and after
+# the step those samples' segments are set back to the bias (work proportional to the events,
+# not to ``T B O``).  The neuron steps are the kernels above (``_fwd4``/``_fwd1``,
+# ``_membrane4``/``_membrane1``, the specialised ``_bwd2``/``_bwd1``), so spikes, membranes,
+# ``gI`` and every per-neuron sum are the unfused kernels' bit for bit whatever the blocking.
+#
+# Backward, per block: each segment's currents are rebuilt from the events, its membranes
+# recomputed from the checkpoint, the reverse sweep writes ``gI`` of the segment into a
+# block-sized buffer; then, in reverse time, ``gI`` is added to the per-neuron bias sums and the
+# rows that have events are copied to ``gev`` (one row of ``O`` per nonempty row ``(t, b)``,
+# ``evrow[r]`` its index).  Segments from the block's ``max(lim)`` on have ``gI = 0`` and are
+# skipped (their ``gev`` rows zeroed).  The weight gradient is then :func:`events_weight_grad`:
+# ``gwt[c] += values[e] * gev[row(e)]`` over the rows in order and the events of each row in CSR
+# order, the order of ``event_numba.event_linear_weight_grad``, split over columns of ``O``.
+
+_NEED_W = _NEED_B = None  # compile-time flags of the events backward (set per variant by ``specialise``)
+
+
+@njit(inline="always")
+def _add_row_events(crow, channels, values, has_values, wt, r, dst):
+    """``dst += sum values[e] * wt[channels[e]]`` over the events of row ``r``, in CSR order
+    (``dst`` holds the bias: the result is ``event_linear_forward``'s row)."""
+    n_out = wt.shape[1]
+    for e in range(crow[r], crow[r + 1]):
+        w = wt[channels[e]]
+        if has_values:
+            v = values[e]
+            for j in range(n_out):
+                dst[j] += v * w[j]
+        else:
+            for j in range(n_out):
+                dst[j] += w[j]
+
+
+@njit(inline="always")
+def _add_step_events(crow, channels, values, has_values, wt, t, B, b0, b1, cur):
+    """Add the events of rows ``(t, b0 .. b1-1)`` into the block's current buffer ``cur``."""
+    O = wt.shape[1]
+    base = t * B
+    if crow[base + b0] == crow[base + b1]:
+        return
+    for b in range(b0, b1):
+        r = base + b
+        if crow[r + 1] > crow[r]:
+            _add_row_events(crow, channels, values, has_values, wt, r, cur[(b - b0) * O:(b - b0 + 1) * O])
+
+
+@njit(inline="always")
+def _restore_bias(crow, t, B, b0, b1, bias, cur):
+    """Set the segments of ``cur`` that the events of rows ``(t, b0 .. b1-1)`` changed back to the bias."""
+    O = bias.shape[0]
+    base = t * B
+    if crow[base + b0] == crow[base + b1]:
+        return
+    for b in range(b0, b1):
+        r = base + b
+        if crow[r + 1] > crow[r]:
+            seg = cur[(b - b0) * O:(b - b0 + 1) * O]
+            for j in range(O):
+                seg[j] = bias[j]
+
+
+@njit(inline="always")
+def _bias_rows(bias, m):
+    """A length-``m`` buffer holding the bias of every sample (``m`` a multiple of its length)."""
+    O = bias.shape[0]
+    out = np.empty(m, bias.dtype)
+    for q in range(m // O):
+        out[q * O:(q + 1) * O] = bias
+    return out
+
+
+@njit(**_JIT)
+def events_forward(crow, channels, values, has_values, wt, bias, decay, scale, thr, v0, T, B, lo0, hi0, bblock, seg,
+                   store_ck, s, ck, tf):
+    """Samples ``lo0 .. hi0-1``, ``bblock`` samples per block: fill their segments of ``s``
+    ([T, B * O]), ``tf`` ([B * O] int32) and, when ``store_ck``, the checkpoints ``ck``
+    ([ceil(T / seg), B * O]); ``decay, scale, thr, v0``: [B * O].  ``seg`` is a multiple of 4."""
+    O = wt.shape[1]
+    one = np.ones(1, wt.dtype)[0]
+    zero = one - one
+    for b0 in range(lo0, hi0, bblock):
+        b1 = min(b0 + bblock, hi0)
+        lo = b0 * O
+        hi = b1 * O
+        m = hi - lo
+        d = decay[lo:hi]
+        c = scale[lo:hi]
+        th = thr[lo:hi]
+        vp = v0[lo:hi].copy()
+        first = np.full(m, T, np.int64)
+        # four separate buffers (rows of one array would defeat LLVM's alias analysis)
+        c0 = _bias_rows(bias, m)
+        c1 = _bias_rows(bias, m)
+        c2 = _bias_rows(bias, m)
+        c3 = _bias_rows(bias, m)
+        t = 0
+        while t + _U <= T:
+            if store_ck and t % seg == 0:
+                ck[t // seg, lo:hi] = vp
+            _add_step_events(crow, channels, values, has_values, wt, t, B, b0, b1, c0)
+            _add_step_events(crow, channels, values, has_values, wt, t + 1, B, b0, b1, c1)
+            _add_step_events(crow, channels, values, has_values, wt, t + 2, B, b0, b1, c2)
+            _add_step_events(crow, channels, values, has_values, wt, t + 3, B, b0, b1, c3)
+            _fwd4(c0, c1, c2, c3, s[t, lo:hi], s[t + 1, lo:hi], s[t + 2, lo:hi], s[t + 3, lo:hi], d, c, th, vp,
+                  first, t, T, one, zero)
+            _restore_bias(crow, t, B, b0, b1, bias, c0)
+            _restore_bias(crow, t + 1, B, b0, b1, bias, c1)
+            _restore_bias(crow, t + 2, B, b0, b1, bias, c2)
+            _restore_bias(crow, t + 3, B, b0, b1, bias, c3)
+            t += _U
+        while t < T:
+            if store_ck and t % seg == 0:
+                ck[t // seg, lo:hi] = vp
+            _add_step_events(crow, channels, values, has_values, wt, t, B, b0, b1, c0)
+            _fwd1(c0, s[t, lo:hi], c1, d, c, th, vp, first, t, T, False, one, zero)
+            _restore_bias(crow, t, B, b0, b1, bias, c0)
+            t += 1
+        for k in range(m):
+            tf[lo + k] = first[k]
+
+
+def _events_backward_template(crow, channels, values, has_values, evrow, wt, bias, ck, gs, decay, scale, thr, lim,
+                              consts, ec, T, B, lo0, hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0):
+    """Reverse-time pass for samples ``lo0 .. hi0-1`` (module section above); ``gs`` is
+    ``[T, B * O]`` or one row ``[1, B * O]``.  Writes, when ``_NEED_W``, the rows ``gev[evrow[r]]``
+    of the nonempty rows ``r`` of these samples; when ``_NEED_B``, ``gbn`` ([B * O]: each neuron's
+    sum of ``gI`` over time); when ``_PGRAD``, ``gd, gc, gth`` as ``single_spike_backward``; and
+    ``gv0``."""
+    O = wt.shape[1]
+    gs_step = 1 if gs.shape[0] == T else 0
+    nseg = (T + seg - 1) // seg
+    for b0 in range(lo0, hi0, bblock):
+        b1 = min(b0 + bblock, hi0)
+        lo = b0 * O
+        hi = b1 * O
+        m = hi - lo
+        d = decay[lo:hi]
+        c = scale[lo:hi]
+        th = thr[lo:hi]
+        lm = lim[lo:hi]
+        tmax = lm.max()  # from tmax on, r = 0 (and gI = 0) for the whole block
+        # separate allocations (rows of one array would defeat LLVM's alias analysis)
+        buf = np.empty((seg + 1, m), wt.dtype)  # buf[0]: v[t0 - 1] (the checkpoint), buf[j+1]: v[t0+j]
+        cur = np.empty((seg, m), wt.dtype)  # cur[j]: the current of step t0+j
+        for j in range(seg):
+            cur[j] = _bias_rows(bias, m)
+        gx = np.empty((seg, m), wt.dtype)  # gx[j]: gI of step t0+j
+        gvz = np.zeros(m, wt.dtype)  # stands for the (absent) membrane gradient
+        vp = np.empty(m, wt.dtype)
+        a_r = np.zeros(m, np.float64)
+        b_r = np.zeros(m, np.float64)
+        r_r = np.zeros(m, wt.dtype)
+        ad_r = np.zeros(m, wt.dtype)
+        ac_r = np.zeros(m, wt.dtype)
+        at_r = np.zeros(m, wt.dtype)
+        ab_r = np.zeros(m, wt.dtype)
+        for g in range(nseg - 1, -1, -1):
+            t0 = g * seg
+            n = min(T, t0 + seg) - t0
+            if t0 >= tmax:
+                if _NEED_W:
+                    for t in range(t0, t0 + n):
+                        for b in range(b0, b1):
+                            r = t * B + b
+                            if crow[r + 1] > crow[r]:
+                                gev[evrow[r]] = 0
+                continue
+            for j in range(n):
+                _add_step_events(crow, channels, values, has_values, wt, t0 + j, B, b0, b1, cur[j])
+            buf[0] = ck[g, lo:hi]
+            vp[:] = buf[0]
+            j = 0
+            while j + _U <= n:
+                _membrane4(cur[j], cur[j + 1], cur[j + 2], cur[j + 3], buf[j + 1], buf[j + 2], buf[j + 3], buf[j + 4],
+                           d, c, vp)
+                j += _U
+            while j < n:
+                _membrane1(cur[j], buf[j + 1], d, c, vp)
+                j += 1
+            odd = n % 2  # the segment's first step alone when n is odd, after the pairs
+            for j in range(n - 2, odd - 1, -2):  # steps t0+j, t0+j+1
+                t = t0 + j
+                _bwd2(buf[j + 1], buf[j + 2], buf[j], cur[j], cur[j + 1], gs[t * gs_step, lo:hi],
+                      gs[(t + 1) * gs_step, lo:hi], gvz, gvz, gx[j], gx[j + 1], d, c, th, lm, t, a_r, b_r, r_r, ad_r,
+                      ac_r, at_r, consts, ec)
+            if odd:
+                _bwd1(buf[1], buf[0], cur[0], gs[t0 * gs_step, lo:hi], gvz, gx[0], d, c, th, lm, t0, a_r, b_r, r_r,
+                      ad_r, ac_r, at_r, consts, ec)
+            for j in range(n - 1, -1, -1):
+                t = t0 + j
+                if _NEED_B:
+                    row = gx[j]
+                    for k in range(m):
+                        ab_r[k] += row[k]
+                if _NEED_W:
+                    for b in range(b0, b1):
+                        r = t * B + b
+                        if crow[r + 1] > crow[r]:
+                            gev[evrow[r]] = gx[j, (b - b0) * O:(b - b0 + 1) * O]
+                _restore_bias(crow, t, B, b0, b1, bias, cur[j])
+        if _PGRAD:
+            gd[lo:hi] = ad_r
+            gc[lo:hi] = ac_r
+            gth[lo:hi] = at_r
+        if _NEED_B:
+            gbn[lo:hi] = ab_r
+        for k in range(m):
+            gv0[lo + k] = d[k] * r_r[k]
+
+
+_EVENTS_BACKWARD: dict = {}
+
+
+def events_backward(crow, channels, values, has_values, evrow, wt, bias, ck, gs, decay, scale, thr, lim, code, consts,
+                    ec, fast, pgrad, need_w, need_b, T, B, lo0, hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0):
+    """The events backward for samples ``lo0 .. hi0-1``, compiled per surrogate ``code``, exp
+    flavour, ``pgrad`` (decay/scale/threshold sums), ``need_w`` (the ``gev`` rows) and ``need_b``
+    (the bias sums ``gbn``); arrays not asked for are not touched (pass any of the dtype)."""
+    key = (int(code), bool(fast), bool(pgrad), bool(need_w), bool(need_b))
+    kernel = _EVENTS_BACKWARD.get(key)
+    if kernel is None:
+        bwd2, bwd1 = _reverse_kernels(key[0], key[1], key[2], False)
+        flags = {"_CODE": key[0], "_FAST": key[1], "_PGRAD": key[2], "_HAS_GV": False, "_NEED_W": key[3],
+                 "_NEED_B": key[4]}
+        kernel = _EVENTS_BACKWARD.setdefault(
+            key, specialise(_events_backward_template, _JIT, flags, {"_bwd2": bwd2, "_bwd1": bwd1}))
+    kernel(crow, channels, values, has_values, evrow, wt, bias, ck, gs, decay, scale, thr, lim, consts, ec, T, B, lo0,
+           hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0)
+
+
+@njit(**_JIT)
+def events_weight_grad(crow, channels, values, has_values, evrow, gev, gwt, lo, hi):
+    """Columns ``lo .. hi-1`` of ``gwt[c] = sum over events e of channel c of values[e] * gI[row(e)]``
+    (``gI`` of row ``r`` is ``gev[evrow[r]]``), summed over the rows in order and the events of a
+    row in CSR order: ``event_numba.event_linear_weight_grad``'s order."""
+    n_rows = crow.shape[0] - 1
+    for ch in range(gwt.shape[0]):
+        for j in range(lo, hi):
+            gwt[ch, j] = 0
+    for r in range(n_rows):
+        e0 = crow[r]
+        e1 = crow[r + 1]
+        if e1 == e0:
+            continue
+        g = gev[evrow[r]]
+        for e in range(e0, e1):
+            dst = gwt[channels[e]]
+            if has_values:
+                v = values[e]
+                for j in range(lo, hi):
+                    dst[j] += v * g[j]
+            else:
+                for j in range(lo, hi):
+                    dst[j] += g[j]
+
+
+@njit(**_JIT)
+def sum_samples(gbn, B, out):
+    """``out[j] = sum_b gbn[b * O + j]`` in ascending ``b``, accumulated in float64, rounded once."""
+    O = out.shape[0]
+    acc = np.zeros(O, np.float64)
+    for b in range(B):
+        row = gbn[b * O:(b + 1) * O]
+        for j in range(O):
+            acc[j] += row[j]
+    for j in range(O):
+        out[j] = acc[j]
