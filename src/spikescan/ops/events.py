@@ -248,11 +248,9 @@ class _EventLinear(torch.autograd.Function):
                 gw = gwt.t() if ctx.needs_input_grad[2] else None
                 gb = gb_full if ctx.needs_input_grad[3] else None
             if ctx.needs_input_grad[1]:
-                w = weight.detach().to(g.dtype).contiguous()
-                gx = empty((T * B, C), g)
-                parallel_for(T * B, T * B * C * g.shape[1],
-                             lambda lo, hi, _block: K.dense_input_grad(g.numpy(), w.numpy(), gx.numpy(), lo, hi))
-                gx = gx.reshape(T, B, C)
+                # a dense GEMM into a reused buffer: the [T B, C] result is written once, at
+                # memory speed (a fresh 80 MB tensor per step costs its page faults again)
+                gx = torch.mm(g, weight.detach().to(g.dtype), out=empty((T * B, C), g)).reshape(T, B, C)
         else:
             if ctx.needs_input_grad[2]:
                 gw = torch.sparse.mm(_csr(x, g.dtype).t(), g).t()

@@ -70,24 +70,6 @@ def event_linear_weight_grad(crow, channels, values, has_values, gout, gwt, gb, 
 
 
 @njit(**_JIT)
-def dense_input_grad(gout, w, gx, lo, hi):
-    """Rows ``lo .. hi-1`` of ``gx = gout @ w`` (``gout`` [R, O], ``w`` [O, C]): the input gradient
-    of a layer whose input is spikes that need one (a hidden layer); O is small for a readout."""
-    n_out = w.shape[0]
-    n_in = w.shape[1]
-    for r in range(lo, hi):
-        row = gx[r]
-        g = gout[r]
-        for c in range(n_in):
-            row[c] = 0
-        for o in range(n_out):
-            go = g[o]
-            wo = w[o]
-            for c in range(n_in):
-                row[c] += go * wo[c]
-
-
-@njit(**_JIT)
 def row_counts(x, counts, non_unit, lo, hi):
     """``counts[r]`` = nonzero entries of rows ``lo .. hi-1`` of ``x`` [R, C]; ``non_unit[r]`` = how
     many of them are not 1 (so a 0/1 tensor needs no values)."""
