@@ -14,6 +14,7 @@ BENCHMARKS = {
     "lif": "lif",
     "scaling": "scaling",
     "event-linear": "event_linear",
+    "train-step": "train_step",
 }
 
 
