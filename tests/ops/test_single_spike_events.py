@@ -140,6 +140,37 @@ def test_surrogates_and_straight_through(straight, surrogate):
     check_against_composed(ev, case, F64, surrogate=surrogate, straight=straight)
 
 
+@pytest.mark.parametrize("one_sample_blocks", [False, True])
+@pytest.mark.parametrize("last", [0, 1, 17, 33, 40, 64])  # 33: the last gradient on a segment's first step
+def test_incoming_gradient_ending_early(last, one_sample_blocks, monkeypatch):
+    """As from a max-membrane readout: no incoming gradient after each sample's step ``last_b``
+    (the kernel starts its reverse sweep there), some samples none at all; a NaN in a late step
+    of a silent neuron must still reach the result, as in the composition."""
+    T, B, O = 70, 6, 9
+    if one_sample_blocks:  # the sweep's start is per block of samples
+        from spikescan.ops import single_spike_fused as SF
+
+        monkeypatch.setattr(SF, "_EVENTS_BACKWARD_BLOCK", O)
+    ev, case = make_case(T, B, 10, O, F64, seed=last)
+    with torch.no_grad():
+        case["threshold"][2] = 1e6  # neuron 2 never fires
+    g = incoming(T, B, O, F64)
+    ends = torch.tensor([last, 0, max(last - 5, 0), T, 3, last])
+    g = torch.where(torch.arange(T)[:, None, None] < ends[None, :, None], g, torch.zeros(()))
+    s, grads, _ = run(ev, case, "fused", gs=g)
+    s_ref, ref, _ = run(ev, case, "composed", gs=g)
+    assert torch.equal(s, s_ref)
+    for k in ref:
+        tol = 1e-12 * max(float(ref[k].abs().max()), 1e-300) if k == "bias" else 0.0
+        assert float((grads[k] - ref[k]).abs().max()) <= tol, k
+    g[T - 1, 1, 2] = float("nan")  # sample 1 had no gradient at all
+    _, grads, _ = run(ev, case, "fused", gs=g)
+    _, ref, _ = run(ev, case, "composed", gs=g)
+    assert bool(grads["weight"].isnan().any())
+    for k in ref:
+        assert torch.equal(grads[k].isnan(), ref[k].isnan()), k
+
+
 def test_gradient_broadcast_over_time():
     """``s.sum()``: the incoming gradient is one row broadcast over time (the kernel's one-row path)."""
     ev, case = make_case(45, 3, 10, 9, F32, seed=8)

@@ -573,6 +573,17 @@ def _bias_rows(bias, m):
     return out
 
 
+@njit(inline="always")
+def _last_nonzero_step(gs, t_end, lo, hi):
+    """1 + the last step before ``t_end`` where ``gs[t, lo:hi]`` has a nonzero (or NaN) entry; 0 if none."""
+    for t in range(t_end - 1, -1, -1):
+        row = gs[t, lo:hi]
+        for k in range(hi - lo):
+            if row[k] != 0:
+                return t + 1
+    return 0
+
+
 @njit(**_JIT)
 def events_forward(crow, channels, values, has_values, wt, bias, decay, scale, thr, v0, T, B, lo0, hi0, bblock, seg,
                    store_ck, s, ck, tf):
@@ -643,6 +654,9 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
         th = thr[lo:hi]
         lm = lim[lo:hi]
         tmax = lm.max()  # from tmax on, r = 0 (and gI = 0) for the whole block
+        if gs_step == 1:  # ... and after the block's last nonzero incoming gradient (a max-membrane
+            # readout sends none after its maxima): the reverse sweep starts from r = 0 there
+            tmax = _last_nonzero_step(gs, min(tmax, T), lo, hi)
         # separate allocations (rows of one array would defeat LLVM's alias analysis)
         buf = np.empty((seg + 1, m), wt.dtype)  # buf[0]: v[t0 - 1] (the checkpoint), buf[j+1]: v[t0+j]
         cur = np.empty((seg, m), wt.dtype)  # cur[j]: the current of step t0+j
