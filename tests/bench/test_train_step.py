@@ -131,6 +131,7 @@ def test_cli_writes_json_and_png(data_dir, tmp_path):
     assert res["machine"]["cpu_model"] and res["machine"]["torch_num_threads"] == 1
     installed = res["config"]["peers"]
     assert set(installed) | set(res["config"]["unavailable"]) == set(ts.PEERS)
+    assert all(res["config"]["peer_versions"][p] for p in installed)
     assert [p["preset"] for p in res["presets"]] == list(ts.PRESETS)
     for p in res["presets"]:
         assert p["status"] == "ok"

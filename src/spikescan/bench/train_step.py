@@ -347,6 +347,15 @@ def peer_status(peer: str) -> str | None:
     return None
 
 
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def make_peer(peer: str, model: nn.Module) -> _PeerNet:
     """``peer``'s network with ``model``'s current weights (first and second Linear, biases)."""
     net = PEER_NETS[peer](spec_of(model))
@@ -760,7 +769,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"presets {args.preset}; peers {peers}", flush=True)
     if (warn := C.load_warning(info)):
         print(warn)
-    versions = {p: getattr(importlib.import_module(PEERS[p].split(".")[0]), "__version__", None) for p in peers}
+    versions = {p: _version(PEERS[p].split(".")[0]) for p in peers}
     started = time.perf_counter()
     results: dict[str, Any] = {
         "benchmark": "train-step", "machine": info,
