@@ -11,12 +11,14 @@ from ..ops.events import EVENT_LINEAR_BACKENDS, SpikeEvents, event_linear
 
 __all__ = ["EventLinear", "EVENT_DENSITY_THRESHOLD"]
 
-#: Dense inputs at or below this density (nonzero entries / all entries) run event-driven in
-#: ``mode="auto"``.  From ``spikescan bench event-linear`` on the 2-core development CPU (Xeon,
-#: AVX-512; T=784, B=128, C=784, O=200, float32, forward + weight gradient, conversion from the
-#: dense tensor included): events won at 0.1 %, 1 % and 10 % and lost at 50 % -- see the
-#: README's table; 0.2 leaves a margin on the side of the dense kernel.
-EVENT_DENSITY_THRESHOLD = 0.2
+#: Inputs at or below this density (nonzero entries / all entries) run event-driven in
+#: ``mode="auto"``.  Measured by ``spikescan bench event-linear`` (results/bench-event-linear*)
+#: on the 2-core development CPU (Xeon, AVX-512, 2 threads; T=784, B=128, C=784, O=200, float32,
+#: forward + weight gradient): the numba event kernel costs ~45 ms + 0.2 us per event, the dense
+#: GEMM pair ~300-600 ms whatever the density, so events win 4-9x at 0.1 %, 1.3-2.2x at 1 %, tie
+#: at 2 % (from events; converting a dense tensor first costs more) and lose 3-5x at 5-10 %.
+#: 1 % keeps auto on the winning side for both kinds of input.
+EVENT_DENSITY_THRESHOLD = 0.01
 
 MODES = ("auto", "events", "dense")
 
