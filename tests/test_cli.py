@@ -54,6 +54,7 @@ _SMALL = ["--hidden", "8", "--num-steps", "4", "--max-batches", "2", "--no-progr
     (["--hidden", "0"], "hidden"),
     (["--neuron", "lif", "--backend", "fft"], "backend 'fft' does not apply to neuron 'lif'"),
     (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "gpu"], "device"),
+    (["--preset", "fastsnn-fmnist-typo"], "preset must be one of ['fastsnn-fmnist', 'fastsnn-fmnist-lif',"),
 ])
 def test_cli_bad_values_give_one_error_line(tmp_path, capsys, flags, field):
     out = tmp_path / "run"
@@ -123,3 +124,12 @@ def test_results_archive_and_table(tmp_path, capsys):
     text = readme.read_text()
     assert "old" not in text and "| digits-test |" in text and text.endswith("end\n")
     assert main(["results", "archive", str(tmp_path / "nothing"), "x", "--root", str(root)]) == 1
+
+
+def test_cli_missing_data_names_the_files_and_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "fastsnn-fmnist", "--data-dir", str(tmp_path / "absent"), "--out", str(out),
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: dataset 'fmnist'") and "train-images-idx3-ubyte" in err and "Traceback" not in err
+    assert not out.exists()
