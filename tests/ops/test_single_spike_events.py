@@ -249,7 +249,7 @@ def test_bad_input():
 
 def test_layer_pair_fuses_and_equals_composition(monkeypatch):
     torch.manual_seed(0)
-    lin = EventLinear(12, 9).double()
+    lin = EventLinear(12, 9, density_threshold=1.0).double()  # the case's 5 % density runs as events
     neuron = SingleSpikeLIF(9, tau=0.01, input_scale=1.0)
     with torch.no_grad():
         lin.weight.mul_(6.0)
@@ -276,19 +276,28 @@ def test_layer_pair_fuses_and_equals_composition(monkeypatch):
     assert torch.equal(neuron(ev.dense().double(), input_layer=lin), s_ref) and not calls
     with pytest.raises(ValueError, match="out_features"):
         neuron(ev, input_layer=EventLinear(12, 8).double())
+    lin.density_threshold = 0.01  # too dense for auto: densified, the composition
+    assert torch.equal(neuron(ev, input_layer=lin), s_ref) and not calls
 
 
-def test_feedforward_network_events_equal_dense():
+def test_feedforward_network_events_equal_dense(monkeypatch):
     """FastSNN's network on events (fused first pair) equals the same network on the dense tensor."""
+    import spikescan.nn.single_spike as mod
     from spikescan.train.models import FeedForwardSNN
+
+    calls = []
+    real = mod.single_spike_lif_events
+    monkeypatch.setattr(mod, "single_spike_lif_events", lambda *a, **k: calls.append(1) or real(*a, **k))
 
     torch.manual_seed(1)
     net = FeedForwardSNN(16, [20], 4, "single-spike", readout_layer="max-membrane", bias_init="zero",
                          neuron_kwargs={"input_scale": 1.0}, readout_kwargs={"input_scale": 1.0}).double()
     with torch.no_grad():
         net[0].weight.mul_(8.0)
+    net[0].density_threshold = 1.0
     ev, _ = make_case(80, 5, 16, 20, F64, density=0.05, seed=6)
     out = net(ev)
+    assert calls
     grads = torch.autograd.grad(out.square().sum(), list(net.parameters()))
     out_ref = net(ev.dense().double())
     ref = torch.autograd.grad(out_ref.square().sum(), list(net.parameters()))
