@@ -124,6 +124,18 @@ def test_results_archive_and_table(tmp_path, capsys):
     text = readme.read_text()
     assert "old" not in text and "| digits-test |" in text and text.endswith("end\n")
     assert main(["results", "archive", str(tmp_path / "nothing"), "x", "--root", str(root)]) == 1
+    # an unfinished run (no final.json): spikes per neuron per sample from its last epoch's test rate
+    (root / "digits-test-s1" / "final.json").unlink()
+    hist = json.loads((root / "digits-test-s1" / "metrics.json").read_text())
+    history = hist["history"] if isinstance(hist, dict) else hist
+    spikes = history[-1]["test_spike_rate"] * json.loads((out / "config.json").read_text())["num_steps"]
+    from spikescan.train.results import results_table
+
+    single = tmp_path / "one"
+    single.mkdir()
+    (root / "digits-test-s1").rename(single / "digits-test-s1")
+    row = [r for r in results_table(single).splitlines() if r.startswith("| digits-test |")][0]
+    assert "2 of 2 (unfinished)" in row and f"| {spikes:.2f} |" in row, row
 
 
 def test_cli_missing_data_names_the_files_and_leaves_no_folder(tmp_path, capsys):

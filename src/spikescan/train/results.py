@@ -76,12 +76,16 @@ def _load(folder: Path) -> dict | None:
     return {"name": folder.name, "cfg": cfg, "history": history, "final": final, "meta": meta}
 
 
-def _spikes_per_neuron(final: dict | None) -> float | None:
-    nb = (final or {}).get("neurobench") or {}
+def _spikes_per_neuron(run: dict) -> float | None:
+    """Spikes per hidden neuron per test sample: the finished run's NeuroBench measurement, else
+    (an unfinished run) its last epoch's test rate per neuron per step times the steps."""
+    nb = (run["final"] or {}).get("neurobench") or {}
     per = nb.get("spikes_per_neuron_per_sample")
-    if not per:
-        return None
-    return statistics.fmean(per.values())
+    if per:
+        return statistics.fmean(per.values())
+    rate = run["history"][-1].get("test_spike_rate") if run["history"] else None
+    steps = run["cfg"].get("num_steps")
+    return None if rate is None or not steps else rate * steps
 
 
 def _fmt(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -115,9 +119,9 @@ def results_table(root="results") -> str:
         paper = PAPER_ACCURACY.get(cfg.get("preset") or "")
         lines.append(
             f"| {name} | {cfg['dataset']} | {cfg['neuron']} {'x'.join(map(str, cfg['hidden']))} "
-            f"| {'/'.join(map(str, epochs))} of {cfg['epochs']}{'' if done else ' (running)'} | {len(rs)} "
+            f"| {'/'.join(map(str, epochs))} of {cfg['epochs']}{'' if done else ' (unfinished)'} | {len(rs)} "
             f"| {_fmt([row['test_acc'] for row in last], 100)} | {'–' if paper is None else f'{paper:.2f}'} "
-            f"| {_fmt([_spikes_per_neuron(r['final']) for r in rs])} | {_fmt(epoch_s, digits=1)} "
+            f"| {_fmt([_spikes_per_neuron(r) for r in rs])} | {_fmt(epoch_s, digits=1)} "
             f"| {_fmt([w / 3600 for w in wall], digits=2) + ' h' if wall else '–'} |")
     return "\n".join(lines) + "\n"
 
