@@ -268,6 +268,25 @@ def _values(x: SpikeEvents, dtype: torch.dtype):
     return x.values.to(dtype).contiguous().numpy()
 
 
+
+def check_layer_params(x: SpikeEvents, weight, bias):
+    """Validate the weight ``[O, C]`` and bias ``[O]`` (or None) of a layer fed by events ``x``
+    ``[T, B, C]``; returns the bias, zeros of the weight's kind for None."""
+    if not isinstance(weight, Tensor) or weight.dim() != 2 or not weight.is_floating_point():
+        raise TypeError("weight must be a floating tensor [out_features, in_features]")
+    if weight.shape[1] != x.shape[2]:
+        raise ValueError(f"weight has {weight.shape[1]} input features but the events have C = {x.shape[2]} "
+                         f"channels (shape {x.shape})")
+    if weight.device != x.device:
+        raise ValueError(f"weight is on {weight.device} but the events are on {x.device}")
+    if bias is None:
+        return weight.new_zeros(weight.shape[0])
+    if not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],) or not bias.is_floating_point():
+        raise ValueError(f"bias must be None or a floating tensor of shape ({weight.shape[0]},)")
+    if bias.device != weight.device:
+        raise ValueError(f"bias is on {bias.device} but weight is on {weight.device}")
+    return bias
+
 def event_linear(x, weight: Tensor, bias: Tensor | None = None, *, backend: str = "auto",
                  source: Tensor | None = None) -> Tensor:
     """``y[t, b] = W x[t, b] + bias`` computed from the events of ``x`` ``[T, B, C]`` -> ``[T, B, O]``.
@@ -293,17 +312,7 @@ def event_linear(x, weight: Tensor, bias: Tensor | None = None, *, backend: str 
         x = SpikeEvents.from_dense(x)
     elif not isinstance(x, SpikeEvents):
         raise TypeError(f"x must be SpikeEvents or a dense tensor [T, B, C], got {type(x).__name__}")
-    if not isinstance(weight, Tensor) or weight.dim() != 2 or not weight.is_floating_point():
-        raise TypeError("weight must be a floating tensor [out_features, in_features]")
-    if weight.shape[1] != x.shape[2]:
-        raise ValueError(f"weight has {weight.shape[1]} input features but the events have C = {x.shape[2]} "
-                         f"channels (shape {x.shape})")
-    if weight.device != x.device:
-        raise ValueError(f"weight is on {weight.device} but the events are on {x.device}")
-    if bias is None:
-        bias = weight.new_zeros(weight.shape[0])
-    elif not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],):
-        raise ValueError(f"bias must be None or a tensor of shape ({weight.shape[0]},)")
+    bias = check_layer_params(x, weight, bias)
     impl = _resolve(backend, x.device)
     if impl == "dense":
         return torch.nn.functional.linear(dense if dense is not None else x.dense().to(weight.dtype), weight, bias)

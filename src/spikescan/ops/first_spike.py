@@ -241,7 +241,7 @@ def single_spike_lif_events(x, weight: Tensor, bias: Tensor | None, decay, thres
     number of threads.  Float32 and float64 kernels; half-precision weights are computed in
     float32 (without the composition's rounding of ``I`` to half).  CPU only (numba).
     """
-    from .events import SpikeEvents
+    from .events import SpikeEvents, check_layer_params
 
     if return_membrane:
         raise ValueError("single_spike_lif_events does not return the membrane (it is never stored); use "
@@ -250,19 +250,7 @@ def single_spike_lif_events(x, weight: Tensor, bias: Tensor | None, decay, thres
         raise TypeError(f"x must be SpikeEvents, got {type(x).__name__}")
     if x.device.type != "cpu":
         raise ValueError(f"single_spike_lif_events runs on the CPU (numba); the events are on {x.device}")
-    if not isinstance(weight, Tensor) or weight.dim() != 2 or not weight.is_floating_point():
-        raise TypeError("weight must be a floating tensor [out_features, in_features]")
-    if weight.shape[1] != x.shape[2]:
-        raise ValueError(f"weight has {weight.shape[1]} input features but the events have C = {x.shape[2]} "
-                         f"channels (shape {x.shape})")
-    if weight.device != x.device:
-        raise ValueError(f"weight is on {weight.device} but the events are on {x.device}")
-    if bias is None:
-        bias = weight.new_zeros(weight.shape[0])
-    elif not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],) or not bias.is_floating_point():
-        raise ValueError(f"bias must be None or a floating tensor of shape ({weight.shape[0]},)")
-    elif bias.device != weight.device:
-        raise ValueError(f"bias is on {bias.device} but weight is on {weight.device}")
+    bias = check_layer_params(x, weight, bias)
     sur = DEFAULT_SURROGATE if surrogate is None else _surrogate.get(surrogate)
     T, B, _ = x.shape
     like = weight.new_empty(()).expand(T, B, weight.shape[0])  # the current's shape and dtype, no data
