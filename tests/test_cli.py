@@ -136,6 +136,17 @@ def test_results_archive_and_table(tmp_path, capsys):
     (root / "digits-test-s1").rename(single / "digits-test-s1")
     row = [r for r in results_table(single).splitlines() if r.startswith("| digits-test |")][0]
     assert "2 of 2 (unfinished)" in row and f"| {spikes:.2f} |" in row, row
+    # archiving an interrupted run (no final.json, no curves yet) draws its curves so far
+    import shutil
+
+    cut = tmp_path / "cut"
+    shutil.copytree(out, cut)
+    (cut / "final.json").unlink()
+    (cut / "curves.png").unlink()
+    assert main(["results", "archive", str(cut), "digits-test-s0", "--root", str(root)]) == 0
+    dest = root / "digits-test-s0"
+    assert (dest / "curves.png").stat().st_size > 1000 and not (dest / "final.json").exists()
+    assert json.loads((dest / "meta.json").read_text())["finished"] is False
 
 
 def test_cli_missing_data_names_the_files_and_leaves_no_folder(tmp_path, capsys):

@@ -52,6 +52,16 @@ def archive_run(run_dir, dest, *, note: str | None = None) -> Path:
     for name in RUN_FILES:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, dest / name)
+        elif name == "final.json" and (dest / name).is_file():
+            (dest / name).unlink()  # an older archive of a finished run must not survive a re-archive
+    if not (run_dir / "curves.png").is_file():  # an unfinished run: draw its curves so far
+        from .plots import plot_training_curves
+
+        cfg = json.loads((run_dir / "config.json").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        history = metrics["history"] if isinstance(metrics, dict) else metrics
+        plot_training_curves(history, dest / "curves.png",
+                             title=f"{cfg.get('neuron')} on {cfg.get('dataset')} (epoch {len(history)}, unfinished)")
     import torch
 
     status = _git("status", "--porcelain", "--untracked-files=no")
