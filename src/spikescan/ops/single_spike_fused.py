@@ -262,22 +262,7 @@ def _run_samples(B: int, work: int, block: int, fn) -> None:
     size = max(1, -(-B // (threads * _SAMPLE_CHUNKS_PER_THREAD)))
     size = block * (-(-size // block)) if size > block else size
     ranges = [(lo, min(B, lo + size)) for lo in range(0, B, size)]
-    import itertools
-
-    counter = itertools.count()
-
-    def worker() -> None:
-        for i in iter(counter.__next__, None):
-            if i >= len(ranges):
-                return
-            fn(*ranges[i])
-
-    futures = [_cpu._get_executor(threads).submit(worker) for _ in range(min(threads, len(ranges)) - 1)]
-    try:
-        worker()
-    finally:
-        for f in futures:
-            f.result()
+    _cpu.run_ranges(ranges, fn, threads)
 
 
 def _events_arrays(x, dt):
@@ -360,10 +345,17 @@ class _SingleSpikeEventsFused(torch.autograd.Function):
         bblock = max(1, _EVENTS_BACKWARD_BLOCK // max(O, 1))
         _run_samples(B, T * M, bblock, lambda lo, hi: K.events_backward(*args, lo, hi, bblock, KC.SEGMENT, *outs))
         if need_w:
+            from ._kernels import event_numba as EK
+
             gwt = wt.new_empty(C, O)
             if O > 0:
-                wargs = (crow, channels, values, has_values, evrow.numpy(), gev.numpy(), gwt.numpy())
-                parallel_for(O, channels.shape[0] * O + C * O, lambda lo, hi, _b: K.events_weight_grad(*wargs, lo, hi))
+                # gev holds the rows that have events, in order: their CSR is the weight gradient's
+                # input as in event_linear's backward (the same sums in the same order)
+                crow_ev = torch.cat([crow_t[:1], crow_t[1:][nonempty]]).numpy()
+                wargs = (crow_ev, channels, values, has_values, gev.numpy(), gwt.numpy(), wt.new_empty(O).numpy(),
+                         False)
+                parallel_for(O, channels.shape[0] * O + C * O,
+                             lambda lo, hi, _b: EK.event_linear_weight_grad(*wargs, lo, hi))
             grads[0] = gwt.t()
         if need_b:
             gb = wt.new_empty(O)

@@ -61,13 +61,19 @@ def parallel_for(N: int, work: int, fn: Callable[[int, int, int], None], max_blo
     chunk = max(64 * (-(-N // (64 * threads * _CHUNKS_PER_THREAD))), min(_MIN_CHUNK, per_thread))
     ranges = [(lo, min(N, lo + chunk)) for lo in range(0, N, chunk)]
     block = min(max_block, chunk)
+    run_ranges(ranges, lambda lo, hi: fn(lo, hi, block), threads)
+
+
+def run_ranges(ranges: list[tuple[int, int]], fn: Callable[[int, int], None], threads: int) -> None:
+    """Call ``fn(lo, hi)`` for every range, the ranges taken from a shared counter by ``threads``
+    threads (the calling one included)."""
     counter = itertools.count()  # next() on it is atomic under the GIL
 
     def worker() -> None:
         for i in iter(counter.__next__, None):
             if i >= len(ranges):
                 return
-            fn(ranges[i][0], ranges[i][1], block)
+            fn(*ranges[i])
 
     futures = [_get_executor(threads).submit(worker) for _ in range(min(threads, len(ranges)) - 1)]
     try:

@@ -512,9 +512,9 @@ def readout_backward(x, ck, gm, decay, scale, mx, cnt, lo0, hi0, block, seg, pgr
 # block-sized buffer; then, in reverse time, ``gI`` is added to the per-neuron bias sums and the
 # rows that have events are copied to ``gev`` (one row of ``O`` per nonempty row ``(t, b)``,
 # ``evrow[r]`` its index).  Segments from the block's ``max(lim)`` on have ``gI = 0`` and are
-# skipped (their ``gev`` rows zeroed).  The weight gradient is then :func:`events_weight_grad`:
-# ``gwt[c] += values[e] * gev[row(e)]`` over the rows in order and the events of each row in CSR
-# order, the order of ``event_numba.event_linear_weight_grad``, split over columns of ``O``.
+# skipped (their ``gev`` rows zeroed).  The weight gradient is then
+# ``event_numba.event_linear_weight_grad`` over the CSR of the nonempty rows (``gev``'s rows):
+# ``gwt[c] += values[e] * gev[row(e)]`` in event_linear's own order, split over columns of ``O``.
 
 _NEED_W = _NEED_B = None  # compile-time flags of the events backward (set per variant by ``specialise``)
 
@@ -744,32 +744,6 @@ def events_backward(crow, channels, values, has_values, evrow, wt, bias, ck, gs,
             key, specialise(_events_backward_template, _JIT, flags, {"_bwd2": bwd2, "_bwd1": bwd1}))
     kernel(crow, channels, values, has_values, evrow, wt, bias, ck, gs, decay, scale, thr, lim, consts, ec, T, B, lo0,
            hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0)
-
-
-@njit(**_JIT)
-def events_weight_grad(crow, channels, values, has_values, evrow, gev, gwt, lo, hi):
-    """Columns ``lo .. hi-1`` of ``gwt[c] = sum over events e of channel c of values[e] * gI[row(e)]``
-    (``gI`` of row ``r`` is ``gev[evrow[r]]``), summed over the rows in order and the events of a
-    row in CSR order: ``event_numba.event_linear_weight_grad``'s order."""
-    n_rows = crow.shape[0] - 1
-    for ch in range(gwt.shape[0]):
-        for j in range(lo, hi):
-            gwt[ch, j] = 0
-    for r in range(n_rows):
-        e0 = crow[r]
-        e1 = crow[r + 1]
-        if e1 == e0:
-            continue
-        g = gev[evrow[r]]
-        for e in range(e0, e1):
-            dst = gwt[channels[e]]
-            if has_values:
-                v = values[e]
-                for j in range(lo, hi):
-                    dst[j] += v * g[j]
-            else:
-                for j in range(lo, hi):
-                    dst[j] += g[j]
 
 
 @njit(**_JIT)
