@@ -121,7 +121,7 @@ def check_finite(x: torch.Tensor, name: str, check: bool | None = None) -> None:
     check_has_data(x, name)
     if check is None:
         check = _DEBUG
-    if check and not bool(torch.isfinite(x).all()):
+    if check and not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise ValueError(f"{name} contains non-finite values ({n_nan} NaN, {n_inf} Inf)")
@@ -213,7 +213,8 @@ def as_param_tensor(value, name: str, like: torch.Tensor, *, low=None, high=None
         t = torch.tensor(v, dtype=like.dtype if dtype is None else dtype)
         if _bad_number(v, *bounds):
             raise _range_error(name, torch.tensor(v, dtype=torch.float64), *bounds)
-        if _bad_number(t.item(), *bounds):  # e.g. threshold 1e-50 is 0 in float32, 1e5 is inf in float16
+        if not torch.compiler.is_compiling() and _bad_number(t.item(), *bounds):
+            # e.g. threshold 1e-50 is 0 in float32, 1e5 is inf in float16
             raise _range_error(name, t, *bounds, given=value)
         return t.to(like.device)
     if not isinstance(value, torch.Tensor):
@@ -240,6 +241,8 @@ def as_param_tensor(value, name: str, like: torch.Tensor, *, low=None, high=None
             f"{name} of shape {tuple(t.shape)} has more dims than the per-step shape "
             f"{tuple(like.shape[1:])}"
         )
+    if torch.compiler.is_compiling():  # reading values would be a graph break; checked in eager mode
+        return t
     with torch.no_grad():
         # One reduction and one host sync for all three checks (each bool() would stall a GPU).
         if bool(_bad_mask(t, *bounds).any()):
@@ -269,7 +272,7 @@ def check_module_tensors(module: torch.nn.Module, x: torch.Tensor, name: str = "
                 f"{owner}'s parameters are on {t.device} but {name} is on {x.device} ({pname}); move "
                 f"one to the other, e.g. module.to({name}.device)"
             )
-    if not tensors:
+    if not tensors or torch.compiler.is_compiling():  # values are checked in eager mode only
         return
     with torch.no_grad():
         flags = torch.stack([torch.isfinite(t).all() for _, t in tensors])

@@ -19,7 +19,7 @@ from spikescan.distributed import (SpawnError, TimeSplit, gather_time, leaky_int
 from spikescan.nn import LI, LIF, SPSN, TimeDistributed
 from spikescan.ops.firing import sigmoid_bernoulli
 from spikescan.ops.lif import lif
-from spikescan.ops.scan import leaky_integrate
+from spikescan.ops import leaky_integrate
 
 T, B, F = 11, 4, 6
 

@@ -6,10 +6,9 @@ from torch import nn
 
 from spikescan.nn import LI, LIF, PLIF, SPSN, TimeDistributed
 from spikescan.ops import fused
-from spikescan.ops import lif as lif_module
 from spikescan.ops.firing import gumbel_spike, sigmoid_bernoulli
 from spikescan.ops.lif import lif
-from spikescan.ops.scan import _BACKENDS
+from spikescan.ops import backends
 
 
 def _two_stage_loop(x, a, b):
@@ -23,7 +22,7 @@ def _two_stage_loop(x, a, b):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("backend", sorted(set(_BACKENDS) | {"auto"}))
+@pytest.mark.parametrize("backend", sorted(set(backends("leaky_integrate")) | {"auto"}))
 def test_spsn_membrane_matches_equations(backend):
     torch.manual_seed(0)
     x = torch.randn(50, 3, 8, dtype=torch.float64)
@@ -88,11 +87,9 @@ def test_plif_learns_its_decay():
 
 
 @pytest.mark.parametrize("cls", [LIF, PLIF])
-def test_lif_modules_default_to_the_fused_kernel(cls, monkeypatch):
+def test_lif_modules_default_to_the_fused_kernel(cls, backend_patch):
     """backend="auto" runs ops.lif's fused kernel on the CPU; same spikes and gradients as the loop."""
-    calls = []
-    real = lif_module._BACKENDS["fused"]
-    monkeypatch.setitem(lif_module._BACKENDS, "fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = backend_patch.count_calls("lif", "fused")
     torch.manual_seed(4)
     x = (torch.rand(50, 3, 6) * 3).requires_grad_()
     kw = dict(tau_syn=0.004, tau_mem=0.005, threshold=0.4, learn_threshold=True)

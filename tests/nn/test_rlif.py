@@ -9,7 +9,7 @@ import torch
 
 from spikescan.nn import LIF, RLIF
 from spikescan.ops.lif import lif
-from spikescan.ops.scan import leaky_integrate
+from spikescan.ops import leaky_integrate
 from spikescan.surrogate import FastSigmoid, Triangle
 
 F64 = torch.float64

@@ -8,7 +8,7 @@ from torch import nn
 
 from spikescan.nn.single_spike import MaxMembraneReadout, SingleSpikeLIF
 from spikescan.ops.first_spike import _single_spike_lif_sequential
-from spikescan.ops.scan import leaky_integrate
+from spikescan.ops import leaky_integrate
 
 F64 = torch.float64
 

@@ -10,10 +10,10 @@ import torch
 from spikescan.nn import IPSU, LI, LIF, PLIF, PSU, RLIF, RPSU, SPSN, MaxMembraneReadout, SingleSpikeLIF
 from spikescan.nn.leaky import LIF_BACKENDS
 from spikescan.ops import psu as psu_ops
-from spikescan.ops.scan import _BACKENDS as SCAN_BACKENDS
+from spikescan.ops import backends
 
 F, T = 6, 12
-SCAN = ("auto", *SCAN_BACKENDS)
+SCAN = ("auto", *backends("leaky_integrate"))
 
 # name -> (factory(**backend kwarg), backends, forward kwargs that return every output)
 MODULES = {

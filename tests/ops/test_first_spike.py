@@ -14,7 +14,7 @@ from spikescan.ops.first_spike import (
     phi,
     single_spike_lif,
 )
-from spikescan.ops.scan import leaky_integrate
+from spikescan.ops import leaky_integrate
 
 F64 = torch.float64
 

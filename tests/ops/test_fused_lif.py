@@ -11,8 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikescan.ops.fused import is_available, lif_backend, lif_fused, supports_lif
-from spikescan.ops.lif import lif
+from spikescan.ops import backends
+from spikescan.ops.lif import lif, lif_fused
+from spikescan.ops.lif.fused import lif_fused as lif_backend
 from spikescan.surrogate import ATan, FastSigmoid, Sigmoid, Surrogate, Triangle
 
 F64 = torch.float64
@@ -235,7 +236,7 @@ def test_non_contiguous_input_and_no_grad():
 
 
 def test_backend_contract():
-    """``lif_backend`` has the signature and return convention of ``lif``'s ``_BACKENDS`` entries."""
+    """The registered "fused" backend has the signature and return convention of every ``lif`` backend."""
     x = torch.randn(10, 2, 3)
     one, zero = torch.tensor(1.0), torch.tensor(0.0)
     s, v, last = lif_backend(x, torch.tensor(0.9), one, zero, None, reset="subtract", surrogate=FastSigmoid(),
@@ -247,9 +248,11 @@ def test_backend_contract():
 
 def test_supports_for_auto():
     x = torch.randn(3, 2)
-    assert is_available("cpu") and supports_lif(x, None) and supports_lif(x, "atan")
-    assert not supports_lif(x, _Custom())
-    assert not supports_lif(torch.empty(3, 2, device="meta"), None)
+    from spikescan.surrogate import get
+
+    assert "fused" in backends("lif", x, surrogate=get(None)) and "fused" in backends("lif", x, surrogate=get("atan"))
+    assert "fused" not in backends("lif", x, surrogate=_Custom())
+    assert "fused" not in backends("lif", torch.empty(3, 2, device="meta"), surrogate=get(None))
 
 
 class _Custom(Surrogate):

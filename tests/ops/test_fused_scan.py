@@ -5,9 +5,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikescan.ops import scan
-from spikescan.ops.fused import leaky_integrate_fused, scan_kernel
-from spikescan.ops.scan import leaky_integrate
+from spikescan.ops.leaky import parallel
+from spikescan.ops.leaky.fused import scan_kernel
+from spikescan.ops import leaky_integrate
+
+
+def leaky_integrate_fused(x, decay, **kw):
+    return leaky_integrate(x, decay, backend="fused", **kw)
 
 F64 = torch.float64
 
@@ -64,13 +68,13 @@ def test_gradcheck_float64():
 
 
 def test_scan_kernel_fits_the_backend_contract():
-    """``scan_kernel`` as a ``scan._BACKENDS`` forward kernel, with scan.py's shared backward."""
+    """``scan_kernel`` as a ``parallel.SCAN_KERNELS`` forward kernel, with the shared backward."""
     g = torch.Generator().manual_seed(1)
     y = torch.randn(40, 2, 5, generator=g, requires_grad=True)
     d = torch.rand(1, 5, generator=g).requires_grad_()
     v0 = torch.randn(2, 5, generator=g).requires_grad_()
-    u_ref = scan._scan_sequential(y, d, v0)
-    u = scan._LinearScan.apply(scan_kernel, y, d, v0, None)
+    u_ref = parallel.leaky_reference(y, d, v0)
+    u = parallel.LinearScan.apply(scan_kernel, y, d, v0, None)
     assert torch.equal(u_ref, u)
     g1 = torch.autograd.grad(u_ref.sum(), [y, d, v0])
     g2 = torch.autograd.grad(u.sum(), [y, d, v0])

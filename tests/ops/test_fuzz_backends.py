@@ -52,7 +52,7 @@ from spikescan.ops.first_spike import _single_spike_lif_sequential, first_spike,
 from spikescan.ops.firing import gumbel_spike, sigmoid_bernoulli
 from spikescan.ops.fused import fused_spsn, spsn_uniforms
 from spikescan.ops.lif import lif
-from spikescan.ops.scan import leaky_integrate
+from spikescan.ops import leaky_integrate
 from spikescan.surrogate import ATan, FastSigmoid, Sigmoid, Triangle
 
 F32, F64 = torch.float32, torch.float64

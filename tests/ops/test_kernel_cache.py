@@ -16,7 +16,8 @@ import textwrap
 _PROBE = textwrap.dedent("""
     import json, torch
     from spikescan.nn import LIF, SPSN
-    from spikescan.ops._kernels import lif_numba, spsn_numba
+    from spikescan.ops.lif import numba_kernels as lif_numba
+    from spikescan.ops.spsn import numba_kernels as spsn_numba
     x = (torch.rand(40, 3, 16) * 2).requires_grad_()
     LIF(16, learn_tau=True)(x).sum().backward()
     SPSN(16, learn_tau=True)(x).sum().backward()

@@ -17,7 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from spikescan.ops.fused import fused_spsn, leaky_integrate_fused, lif_fused
+from spikescan.ops import leaky_integrate
+from spikescan.ops.lif import lif_fused
+from spikescan.ops.spsn import fused_spsn
+
+
+def leaky_integrate_fused(x, decay, **kw):
+    return leaky_integrate(x, decay, backend="fused", **kw)
 
 # (T, per-step shape): odd sizes (T not a multiple of the 32-step segments, N not of 64), one
 # large enough for the neuron-splitting pool when torch has 2 threads (T * N >= 2**16), and one

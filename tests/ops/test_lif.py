@@ -1,20 +1,18 @@
 import pytest
 import torch
 
-from spikescan.ops import lif as lif_module
-from spikescan.ops.lif import _BACKENDS, lif
+from spikescan.ops import backends
+from spikescan.ops.lif import lif
 from spikescan.surrogate import FastSigmoid, Triangle
 
 F64 = torch.float64
 
 
 @pytest.fixture(autouse=True, params=["sequential", "fused"])
-def default_backend(request, monkeypatch):
+def default_backend(request, backend_patch):
     """Every test here runs twice: with ``backend="auto"`` (the default) resolved to the
     sequential reference, then to the fused kernel."""
-    real = lif_module._resolve_backend
-    monkeypatch.setattr(lif_module, "_resolve_backend",
-                        lambda backend, x, surrogate: real(request.param if backend == "auto" else backend, x, surrogate))
+    backend_patch.auto_picks("lif", request.param)
     return request.param
 
 
@@ -305,9 +303,9 @@ def test_range_errors_show_the_offending_values():
 
 def test_meta_tensors_are_a_clear_error(default_backend):
     """Before: "Tensor.item() cannot be called on meta tensors" / "Cannot copy out of meta tensor".
-    (Asked for explicitly, the fused kernel first says that it cannot run on meta.)"""
+    (Asked for explicitly, the fused kernel first says that it cannot run on meta tensors.)"""
     x = torch.rand(4, 2, 3)
-    match = r"x is a meta tensor \(no data\)" if default_backend == "sequential" else "cannot run on meta"
+    match = r"x is a meta tensor \(no data\)" if default_backend == "sequential" else "not on meta"
     with pytest.raises(ValueError, match=match):
         lif(x.to("meta"), 0.5)
     with pytest.raises(ValueError, match=r"decay is on meta \(a meta tensor: no data\) but the input is on cpu"):
@@ -317,4 +315,4 @@ def test_meta_tensors_are_a_clear_error(default_backend):
 
 
 def test_backend_registry():
-    assert {"sequential", "fused"} <= set(_BACKENDS)
+    assert {"sequential", "fused"} <= set(backends("lif"))

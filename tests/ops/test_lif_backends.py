@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikescan.ops import lif as lif_module
+from spikescan.ops._backend import resolve
 from spikescan.ops.lif import lif
 from spikescan.surrogate import ATan, FastSigmoid, Surrogate, Triangle
 
@@ -134,14 +134,12 @@ class _Custom(Surrogate):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_auto_resolves_to_fused_on_cpu(dtype, monkeypatch):
+def test_auto_resolves_to_fused_on_cpu(dtype, backend_patch):
     x = torch.randn(10, 2, 3).to(dtype)
-    assert lif_module._resolve_backend("auto", x, FastSigmoid(25.0)) == "fused"
-    assert lif_module._resolve_backend("auto", x, ATan(2.0)) == "fused"
+    assert resolve("lif", "auto", x, surrogate=FastSigmoid(25.0)).name == "fused"
+    assert resolve("lif", "auto", x, surrogate=ATan(2.0)).name == "fused"
     # and "auto" (the default) really runs the kernel: count its calls
-    calls = []
-    real = lif_module._BACKENDS["fused"]
-    monkeypatch.setitem(lif_module._BACKENDS, "fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = backend_patch.count_calls("lif", "fused")
     s = lif(x, 0.9, 0.5)
     assert calls == [1] and s.dtype == dtype
     assert torch.equal(s, lif(x, 0.9, 0.5, backend="sequential"))
@@ -149,23 +147,23 @@ def test_auto_resolves_to_fused_on_cpu(dtype, monkeypatch):
 
 def test_auto_falls_back_for_custom_surrogate_and_no_kernel(monkeypatch):
     x = torch.randn(10, 2, 3, requires_grad=True)
-    assert lif_module._resolve_backend("auto", x, _Custom()) == "sequential"
+    assert resolve("lif", "auto", x, surrogate=_Custom()).name == "sequential"
     s = lif(x, 0.9, 0.5, surrogate=_Custom())
     s.sum().backward()
     assert x.grad is not None
-    from spikescan.ops import fused
+    from spikescan.ops import _backend
 
-    monkeypatch.setattr(fused, "is_available", lambda device="cpu": False)
-    assert lif_module._resolve_backend("auto", x, FastSigmoid(25.0)) == "sequential"
-    with pytest.raises(ValueError, match="backend='fused' is not available.*cannot run on cpu.*numba"):
+    monkeypatch.setattr(_backend, "_HAS_NUMBA", False)
+    assert resolve("lif", "auto", x, surrogate=FastSigmoid(25.0)).name == "sequential"
+    with pytest.raises(ValueError, match="backend='fused' of lif cannot run this input: .*CPU need numba"):
         lif(x, 0.9, backend="fused")
 
 
 def test_fused_refuses_what_it_cannot_run():
     x = torch.randn(5, 2, 3)
-    with pytest.raises(ValueError, match="backend='fused' is not available.*built-in surrogates.*_Custom"):
+    with pytest.raises(ValueError, match="backend='fused' of lif cannot run this input: .*built-in surrogates.*_Custom"):
         lif(x, 0.9, surrogate=_Custom(), backend="fused")
-    with pytest.raises(ValueError, match="backend='fused' is not available.*cannot run on meta"):
+    with pytest.raises(ValueError, match="backend='fused' of lif cannot run this input: .*not on meta"):
         lif(x.to("meta"), 0.9, backend="fused")
 
 

@@ -16,8 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spikescan import debug_mode
-from spikescan.ops import scan as S
-from spikescan.ops.scan import leaky_integrate
+from spikescan.ops import _backend
+from spikescan.ops import leaky as L
+from spikescan.ops.leaky import parallel as S
+from spikescan.ops import leaky_integrate
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -349,10 +351,21 @@ def test_empty_per_step_shape(backend, shape):
     assert gx.shape == x.shape and torch.equal(gd, torch.zeros_like(decay)) and torch.equal(gs, torch.zeros_like(scale))
 
 
+def _auto_backend(x):
+    return _backend.resolve("leaky_integrate", "auto", x).name
+
+
+def _fused_runs(monkeypatch, runs: bool):
+    """Pretend the fused kernel can (or cannot) run every input."""
+    table = _backend._REGISTRY["leaky_integrate"]
+    monkeypatch.setitem(table, "fused", table["fused"]._replace(
+        unsupported=(lambda x, **k: None) if runs else (lambda x, **k: "switched off by the test")))
+
+
 def test_auto_uses_a_registered_backend():
-    assert all(row.backend in S._BACKENDS for row in S._AUTO_TABLE)
+    assert all(row.backend in _backend.backends("leaky_integrate") for row in L.AUTO_TABLE)
     for T in (1, 2, 100, 10**6):
-        assert S._auto_backend(torch.empty(1, 1).expand(T, 1)) in S._BACKENDS
+        assert _auto_backend(torch.empty(1, 1).expand(T, 1)) in _backend.backends("leaky_integrate")
     x = torch.randn(20, 3)
     torch.testing.assert_close(leaky_integrate(x, 0.9), leaky_integrate(x, 0.9, backend="sequential"))
 
@@ -364,17 +377,17 @@ def _shape(T, n, device="cpu"):
 def test_auto_table_cpu_choices():
     """The measured CPU rows: the loop for T <= 4, the fused kernel from there at every B*N."""
     for n in (1, 128, 32768):
-        assert S._auto_backend(_shape(1, n)) == "sequential"
-        assert S._auto_backend(_shape(4, n)) == "sequential"
-        assert S._auto_backend(_shape(5, n)) == "fused"
-        assert S._auto_backend(_shape(10000, n)) == "fused"
+        assert _auto_backend(_shape(1, n)) == "sequential"
+        assert _auto_backend(_shape(4, n)) == "sequential"
+        assert _auto_backend(_shape(5, n)) == "fused"
+        assert _auto_backend(_shape(10000, n)) == "fused"
 
 
 def test_auto_table_without_fused_kernel(monkeypatch):
     """Rows naming "fused" are skipped where the kernel cannot run: the older CPU rows apply."""
-    monkeypatch.setattr(S, "_fused_available", lambda device: False)
-    assert S._auto_backend(_shape(20, 8)) == "sequential"
-    assert S._auto_backend(_shape(33, 8)) == "chunked"
+    _fused_runs(monkeypatch, False)
+    assert _auto_backend(_shape(20, 8)) == "sequential"
+    assert _auto_backend(_shape(33, 8)) == "chunked"
     x = torch.randn(100, 2, 3)
     torch.testing.assert_close(leaky_integrate(x, 0.9), leaky_integrate(x, 0.9, backend="sequential"))
 
@@ -382,27 +395,27 @@ def test_auto_table_without_fused_kernel(monkeypatch):
 def test_auto_table_cuda_rule(monkeypatch):
     """The CUDA rule (an estimate): fused for short T or B*N >= 2**16, else chunked (meta
     tensors stand in for CUDA ones; only the device type and shape are read)."""
-    monkeypatch.setattr(S, "_fused_available", lambda device: True)
-    cuda_row = [row._replace(device="meta") for row in S._AUTO_TABLE if row.device == "cuda"]
-    monkeypatch.setattr(S, "_AUTO_TABLE", tuple(cuda_row))
-    assert S._auto_backend(_shape(64, 128, "meta")) == "fused"
-    assert S._auto_backend(_shape(1000, 128, "meta")) == "chunked"
-    assert S._auto_backend(_shape(1000, 1 << 16, "meta")) == "fused"
-    monkeypatch.setattr(S, "_fused_available", lambda device: False)
-    assert S._auto_backend(_shape(10, 1 << 20, "meta")) == "chunked"
+    _fused_runs(monkeypatch, True)
+    cuda_row = [row._replace(device="meta") for row in L.AUTO_TABLE if row.device == "cuda"]
+    monkeypatch.setattr(L, "AUTO_TABLE", tuple(cuda_row))
+    assert _auto_backend(_shape(64, 128, "meta")) == "fused"
+    assert _auto_backend(_shape(1000, 128, "meta")) == "chunked"
+    assert _auto_backend(_shape(1000, 1 << 16, "meta")) == "fused"
+    _fused_runs(monkeypatch, False)
+    assert _auto_backend(_shape(10, 1 << 20, "meta")) == "chunked"
 
 
 def test_fused_has_its_own_backward():
     """backend="fused" goes through the kernel's autograd function (one reverse pass), not the
-    shared _LinearScan backward; its _BACKENDS entry is still a valid forward kernel."""
+    shared LinearScan backward; its SCAN_KERNELS entry is still a valid forward kernel."""
     x = torch.randn(30, 2, 3, requires_grad=True)
     u = leaky_integrate(x, 0.8, scale=0.5, backend="fused")
-    assert type(u.grad_fn).__name__ == "_ScanFusedBackward"
+    assert "leaky_fused_forward" in type(u.grad_fn.next_functions[0][0]).__name__
     y = torch.randn(30, 2, 3)
     d = torch.full((1, 1), 0.8)
-    assert torch.equal(S._BACKENDS["fused"](y, d, None, None), S._scan_sequential(y, d, None))
+    assert torch.equal(S.SCAN_KERNELS["fused"](y, d, None, None), S.leaky_reference(y, d, None))
     (g,) = torch.autograd.grad(u.pow(2).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable|twice"):
+    with pytest.raises(RuntimeError, match="no autograd formula"):
         g.sum().backward()
 
 
@@ -426,15 +439,18 @@ def test_fused_long_sequence_decays_near_0_and_1():
 
 
 def test_registered_backend_gets_shared_backward(monkeypatch):
-    """Extension point: a forward-only kernel in _BACKENDS becomes a valid, differentiable backend."""
+    """Extension point: a forward-only kernel registered through linear_scan becomes a valid,
+    differentiable backend with the shared backward."""
     calls = []
 
     def kernel(y, decay, v0, chunk_size):
         calls.append(y.shape)
         with torch.no_grad():
-            return S._scan_sequential(y, decay, v0)
+            return S.leaky_reference(y, decay, v0)
 
-    monkeypatch.setitem(S._BACKENDS, "custom", kernel)
+    monkeypatch.setitem(_backend._REGISTRY, "leaky_integrate", dict(_backend._REGISTRY["leaky_integrate"]))
+    _backend.register("leaky_integrate", "custom")(
+        lambda x, decay, scale, v0, chunk_size=None: S.linear_scan(kernel, x, decay, scale, v0, chunk_size))
     inputs, (u_ref, grads_ref) = _case(100, 0.95, True)
     u, grads = _run("custom", *(t.double() for t in inputs))
     assert len(calls) == 2  # forward, and the reverse-time scan of the backward
@@ -507,7 +523,7 @@ def test_range_error_shows_the_offending_value():
 def test_bad_backend_and_chunk_size():
     x = torch.ones(4, 3)
     _raises(ValueError, "backend", x, 0.5, backend="cuda")
-    _raises(ValueError, "backend='fused' cannot run on meta", x.to("meta"), 0.5, backend="fused")
+    _raises(ValueError, "backend='fused' of leaky_integrate cannot run this input: .*not on meta", x.to("meta"), 0.5, backend="fused")
     for bad in (0, 1, -3, 2.5, True):
         _raises(ValueError, "chunk_size", x, 0.5, backend="chunked", chunk_size=bad)
 

@@ -36,12 +36,12 @@ def test_package_imports_and_runs_without_triton():
     """Importing spikescan loads neither numba nor triton; the CPU kernels run with triton hidden."""
     code = (
         "import sys; sys.modules['triton'] = None\n"
-        "import torch, spikescan, spikescan.ops.fused as F, spikescan.ops.lif, spikescan.ops.scan\n"
+        "import torch, spikescan, spikescan.ops as O, spikescan.ops.spsn as P\n"
         "assert 'numba' not in sys.modules, 'numba imported eagerly'\n"
-        "assert not F.is_available('cuda')\n"
-        "s = F.lif_fused(torch.randn(6, 2, 3), 0.9)\n"
-        "u = F.leaky_integrate_fused(torch.randn(6, 3), 0.9)\n"
-        "z = F.fused_spsn(torch.randn(6, 3), 0.9, 0.9, seed=0)\n"
+        "assert 'fused' not in O.backends('lif', torch.empty(1, device='meta'))\n"
+        "s = O.lif(torch.randn(6, 2, 3), 0.9, backend='fused')\n"
+        "u = O.leaky_integrate(torch.randn(6, 3), 0.9, backend='fused')\n"
+        "z = P.fused_spsn(torch.randn(6, 3), 0.9, 0.9, seed=0)\n"
         "assert s.shape == (6, 2, 3) and u.shape == z.shape == (6, 3)\n"
         "assert sys.modules['triton'] is None\n"
         "print('ok')\n"
@@ -90,9 +90,9 @@ def test_triton_block_and_grid_shapes():
 
 
 def test_cuda_tensor_without_triton_is_a_clear_error(monkeypatch):
-    from spikescan.ops import fused
+    from spikescan.ops import _backend
 
-    monkeypatch.setattr(fused, "_triton_ok", lambda: False)
-    fake_cuda_tensor = types.SimpleNamespace(device=torch.device("cuda"))  # _impl_for reads .device only
-    with pytest.raises(RuntimeError, match="need triton"):
-        fused._impl_for(fake_cuda_tensor)
+    monkeypatch.setattr(_backend, "_HAS_TRITON", False)
+    with pytest.raises(ValueError, match="need triton"):
+        _backend.kernel_impl(torch.device("cuda"))
+    assert "need triton" in _backend.kernels_unavailable(torch.device("cuda"))

@@ -20,7 +20,7 @@ Implementations:
 * ``lif-<backend>`` -- the standard LIF (paper eq. 2: subtract reset, reset spike detached as
   in the surrogate-gradient tutorial code the paper builds on) with every backend of
   :func:`spikescan.ops.lif.lif`: ``lif-sequential`` is our reference loop; a fused kernel, when
-  registered in ``spikescan.ops.lif._BACKENDS``, is timed as well.
+  registered in ``spikescan.ops.backends("lif")``, is timed as well.
 
 Speed-up = baseline time / FastSNN time, for forward, backward and total.  The implementations
 of one grid cell are timed interleaved (every repeat runs each once), and the speed-up is the
@@ -65,9 +65,9 @@ PARTS = ("layer", "neuron")
 
 def lif_backends() -> list[str]:
     """Backends of :func:`spikescan.ops.lif.lif` available in this build (the reference loop first)."""
-    from spikescan.ops.lif import _BACKENDS
+    from spikescan.ops import backends
 
-    return ["sequential"] + [b for b in _BACKENDS if b != "sequential"]
+    return ["sequential"] + [b for b in backends("lif") if b != "sequential"]
 
 
 def make_neuron(impl: str, decay: float, scan_backend: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
@@ -171,7 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dt", type=float, default=1e-3, help="step in seconds (default 1e-3)")
     parser.add_argument("--tau", type=float, default=1e-2, help="membrane time constant in seconds (default 0.01)")
     parser.add_argument("--baselines", nargs="+", default=None,
-                        help="lif backends to compare against (default: all in spikescan.ops.lif._BACKENDS)")
+                        help="lif backends to compare against (default: all in spikescan.ops.backends("lif"))")
     parser.add_argument("--scan-backend", default="auto", help="leaky_integrate backend of FastSNN (default auto)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per case, medians reported (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per case (default 1)")

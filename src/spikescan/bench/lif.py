@@ -11,7 +11,7 @@ Two tables (temporal-parallelization paper, ``../shared/papers/temporal_parallel
 
 Implementations (``--impls``):
 
-* ``fused`` — ``spikescan.ops.fused.lif_fused``: one kernel pass over T (numba on CPU, Triton on
+* ``fused`` — ``spikescan.ops.lif.lif_fused``: one kernel pass over T (numba on CPU, Triton on
   CUDA); in (a) it writes only the spikes; in (b) its backward recomputes the membranes from
   the input and a state checkpoint every 32 steps (CPU) or reads the pre-reset membrane that
   the forward kept (CUDA, 4 B per (t, neuron));
@@ -109,7 +109,7 @@ def make_neuron(impl: str, decay: float, threshold: float, device: torch.device,
                 train: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     """The LIF layer of ``impl`` with decay ``k`` and threshold, hard reset to 0."""
     if impl == "fused":
-        from spikescan.ops.fused import lif_fused
+        from spikescan.ops.lif import lif_fused
 
         return lambda x: lif_fused(x, decay, threshold, reset="zero", surrogate="fast_sigmoid")
     if impl == "reference":

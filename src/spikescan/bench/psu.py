@@ -42,9 +42,9 @@ TT_COUNT = {("psu", "matrix"): 1, ("psu", "chunked"): 0, ("ipsu", "matrix"): 1, 
 
 
 def lif_backends() -> list[str]:
-    from spikescan.ops.lif import _BACKENDS
+    from spikescan.ops import backends
 
-    return ["sequential"] + [b for b in _BACKENDS if b != "sequential"]
+    return ["sequential"] + [b for b in backends("lif") if b != "sequential"]
 
 
 def make_neuron(impl: str, T: int, *, tau: float, threshold: float, device) -> tuple[Callable, list]:

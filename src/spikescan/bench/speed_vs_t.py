@@ -15,7 +15,7 @@ Implementations (alpha = beta = exp(-1/tau), tau = 20 steps):
   to 0 with the spike detached in the reset, surrogate FastSigmoid(100)) — eq. 5-6 as the
   authors' code runs it;
 * ``spsn-<backend>`` — SPSN-SB with each parallel backend of ``leaky_integrate`` (every entry of
-  ``spikescan.ops.scan._BACKENDS`` but ``"sequential"``): ``i = leaky_integrate(x, alpha)``,
+  ``spikescan.ops.backends("leaky_integrate")`` but ``"sequential"``): ``i = leaky_integrate(x, alpha)``,
   ``u = leaky_integrate(i, beta, scale=1 - beta)``, ``s = sigmoid_bernoulli(u)`` — eq. 13-19.
 
 Roofline (neuron alone): with N = T*B*128 elements of ``e`` bytes, a training step must at
@@ -59,16 +59,16 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def spsn_backends() -> list[str]:
     """The parallel backends of ``leaky_integrate`` this benchmark times (all but the reference)."""
-    from spikescan.ops.scan import _BACKENDS
+    from spikescan.ops import backends
 
-    return [b for b in _BACKENDS if b not in ("sequential", "auto")]
+    return [b for b in backends("leaky_integrate") if b != "sequential"]
 
 
 def make_neuron(impl: str, *, tau: float, generator: torch.Generator | None) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x [T, B, F] -> spikes [T, B, F]`` for ``impl`` (``"lif"`` or ``"spsn-<backend>"``)."""
     from spikescan.ops.firing import sigmoid_bernoulli
     from spikescan.ops.lif import lif
-    from spikescan.ops.scan import leaky_integrate
+    from spikescan.ops.leaky import leaky_integrate
     from spikescan.surrogate import FastSigmoid
 
     alpha = beta = math.exp(-1.0 / tau)
@@ -82,7 +82,7 @@ def make_neuron(impl: str, *, tau: float, generator: torch.Generator | None) -> 
 
         return neuron
     if impl == FUSED_STEP:
-        from spikescan.ops.fused import fused_spsn
+        from spikescan.ops.spsn import fused_spsn
 
         def fused_neuron(x: torch.Tensor) -> torch.Tensor:
             seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
@@ -152,7 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau", type=float, default=20.0,
                         help="tau_syn = tau_mem in steps; alpha = beta = exp(-1/tau) (default 20)")
     parser.add_argument("--backends", nargs="+", default=None,
-                        help="leaky_integrate backends to time for SPSN (default: all in _BACKENDS but sequential)")
+                        help="leaky_integrate backends to time for SPSN (default: all of spikescan.ops.backends('leaky_integrate') but sequential)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="neuron alone and/or the whole layer (default: both)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per case, median reported (default 5)")
@@ -234,10 +234,10 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     t_values = _t_values(args)
     backends = list(args.backends) if args.backends else spsn_backends()
     impls = [LIF] + [f"spsn-{b}" for b in backends]
-    from spikescan.ops import fused
+    from spikescan.ops import backends
 
-    if not args.backends and fused.is_available(device):
-        impls.append(FUSED_STEP)  # the whole SPSN step in one kernel (ops.fused.fused_spsn)
+    if not args.backends and "fused" in backends("spsn", torch.empty(0, device=device)):
+        impls.append(FUSED_STEP)  # the whole SPSN step in one kernel (ops.spsn.fused_spsn)
     parts = [p for p in PARTS if p in args.parts]
 
     print(f"speed-vs-t on {device} ({C.cpu_model() if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "

@@ -11,7 +11,7 @@ Linear neurons (leaky integration, SPSN, LI) -- :func:`leaky_integrate_split`, e
 collective each way.  For ``u[t] = d u[t-1] + s x[t]`` (``u[-1] = v0``), rank r
 
 1. scans its segment from a zero state: ``w[tau]`` (any local backend of
-   :func:`spikescan.ops.scan.leaky_integrate`);
+   :func:`spikescan.ops.leaky_integrate`);
 2. all-gathers ``(P_r, e_r) = (d**T_r, w[T_r - 1])`` -- the segment's decay product and final
    zero-start state -- from every rank (ONE ``all_gather``);
 3. forms its carry-in by the exclusive scan over the lower ranks,
@@ -59,7 +59,7 @@ from ..nn.leaky import LI, LIF
 from ..nn.spsn import SPSN
 from ..ops.firing import gumbel_spike, sigmoid_bernoulli
 from ..ops.lif import lif
-from ..ops.scan import leaky_integrate
+from ..ops.leaky import leaky_integrate
 from ._comm import PeerFailure, global_rank, guard, rank_of, world_of
 
 __all__ = ["segment_bounds", "local_segment", "gather_time", "leaky_integrate_split", "spsn_split", "lif_split",
@@ -241,7 +241,7 @@ def leaky_integrate_split(x_local: Tensor, decay, *, scale=1.0, v0=None,
     Every rank passes its own contiguous segment ``x_local`` ``[T_r, *rest]`` (rank order = time
     order; lengths may differ) and the SAME ``decay``, ``scale`` and ``v0`` (the global initial
     state; only rank 0 uses its value).  Returns this rank's segment of the single-process
-    :func:`spikescan.ops.scan.leaky_integrate` result.  Algorithm and gradients: module docstring
+    :func:`spikescan.ops.leaky_integrate` result.  Algorithm and gradients: module docstring
     (one ``all_gather`` forward, one backward, plus one ``all_reduce`` of the parameter
     gradients when ``reduce_grads``).
 
@@ -251,7 +251,7 @@ def leaky_integrate_split(x_local: Tensor, decay, *, scale=1.0, v0=None,
         scale: float or tensor broadcastable to ``rest``.
         v0: None (zero) or float / tensor broadcastable to ``rest``.
         group: process group (default: the world).
-        backend: local scan backend (see :func:`spikescan.ops.scan.leaky_integrate`).
+        backend: local scan backend (see :func:`spikescan.ops.leaky_integrate`).
         reduce_grads: sum the gradients of ``decay``, ``scale`` and ``v0`` over the ranks in the
             backward, so each rank holds the single-process gradient (see the module docstring).
     """

@@ -11,7 +11,8 @@ from .. import surrogate as surrogate_lib
 from .._checks import as_param_tensor, check_choice, check_finite, check_positive_int
 from ..ops.firing import heaviside
 from ..ops.lif import lif
-from ..ops.scan import leaky_integrate
+from ..ops._backend import backends
+from ..ops.leaky import leaky_integrate
 from .base import Decay, SigmoidDecay, SpikingNeuron, as_dtype, as_output, check_input
 
 
@@ -39,7 +40,7 @@ class LI(nn.Module):
 
 
 # Backends of the LIF modules; the same names are valid for ``leaky_integrate`` (the current).
-LIF_BACKENDS = ("auto", "fused", "sequential")
+LIF_BACKENDS = ("auto", *backends("lif"))
 
 
 class LIF(SpikingNeuron):

@@ -83,6 +83,11 @@ class _Heaviside(torch.autograd.Function):
         return (grad_out * g).to(u.dtype), None
 
 
+def heaviside_unchecked(u: Tensor, surrogate: _surrogate.Surrogate) -> Tensor:
+    """:func:`heaviside` without validation, for loops whose caller validated the sequence once."""
+    return _Heaviside.apply(u, surrogate)
+
+
 def heaviside(u: Tensor, surrogate=None, *, check: bool | None = None) -> Tensor:
     """Spike where ``u >= 0``: ``s = H(u)``, with a surrogate derivative in backward.
 

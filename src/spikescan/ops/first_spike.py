@@ -34,7 +34,7 @@ Readout neurons have an infinite threshold and the loss uses their maximum membr
 time: :func:`max_membrane_readout`.
 
 Backends (``backend=``, :data:`BACKENDS`): the composed op above, its membrane by any
-:func:`spikescan.ops.scan.leaky_integrate` backend (``"sequential"``, ``"fft"``,
+:func:`spikescan.ops.leaky_integrate` backend (``"sequential"``, ``"fft"``,
 ``"chunked"``), or ``"fused"``: the whole layer in one time-fused kernel each way (numba on the
 CPU, Triton on CUDA; :mod:`spikescan.ops.single_spike_fused`), the same spikes and membranes bit
 for bit and the composed op's gradient.  ``"auto"`` is ``"fused"`` on the CPU with a built-in
@@ -117,7 +117,7 @@ def first_spike(spikes: Tensor, *, straight_through: bool = False, check: bool |
 
 def _integrate(x: Tensor, decay, scale, v0, backend: str) -> Tensor:
     """No-reset membrane ``u[t] = decay u[t-1] + scale x[t]`` (``scale=None``: ``1 - decay``)."""
-    from .scan import leaky_integrate
+    from .leaky import leaky_integrate
 
     if scale is None:
         scale = 1.0 - decay
@@ -163,7 +163,7 @@ def single_spike_lif(x: Tensor, decay, threshold=1.0, *, scale=None, v0=None, su
             CUDA: Triton; built-in surrogates; no double backward), the same spikes and
             membranes and the composed op's gradient (:mod:`spikescan.ops.single_spike_fused`).
             ``"sequential"``, ``"fft"``, ``"chunked"``: the composed op above, its membrane by
-            that :func:`spikescan.ops.scan.leaky_integrate` backend.  ``"auto"``: ``"fused"``
+            that :func:`spikescan.ops.leaky_integrate` backend.  ``"auto"``: ``"fused"``
             on the CPU with a built-in surrogate, else the composed op with
             ``leaky_integrate``'s ``"auto"``.
         return_membrane: also return the no-reset membrane ``V~`` (its gradient is used).

@@ -38,7 +38,7 @@ Backends (``backend=``), all computing the same equations:
   PSU one (``P``); IPSU one (everything folded into ``tril(A_I) + I - P``; two are alive for a
   moment while it is built); RPSU two (``P`` and ``tril(A_R)``).
 - ``"chunked"``: the Toeplitz operators ``M1`` and ``R`` are applied in O(T·C) as leaky
-  recurrences with :func:`spikescan.ops.scan.leaky_integrate` (its chunked/parallel scan), no
+  recurrences with :func:`spikescan.ops.leaky_integrate` (its chunked/parallel scan), no
   T×T at all; the learned ``tril(A)`` (general lower-triangular, no recurrence exists) stays a
   dense matmul.  Memory: PSU none, IPSU and RPSU one T×T (the masked learned matrix).
 - ``"sequential"``: the reference -- explicit Python loops over time: the leak and reset as the
@@ -205,7 +205,7 @@ def _leak_sequential(x: Tensor, decay: float) -> Tensor:
 
 def _leak_scan(x: Tensor, decay: float) -> Tensor:
     """``P x`` in O(T·C) with the shared parallel scan."""
-    from .scan import leaky_integrate
+    from .leaky import leaky_integrate
 
     return leaky_integrate(x, decay, backend="chunked")
 

@@ -32,8 +32,49 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._kernels import _common as KC
-from .fused import (_check_n, _compute_dtype, _empty, _exp_args, _flat, _grad_rows, _impl_for, _meta, _numpy,
-                    _param_grads, _run_cpu, _scalars, _vec, is_available)
+from ._backend import kernel_impl as _impl_for_device
+from ._backend import kernels_unavailable
+from ._kernels._host import check_neuron_count as _check_n
+from ._kernels._host import empty as _empty
+from ._kernels._host import exp_args as _exp_args
+from ._kernels._host import flat as _flat
+from ._kernels._host import grad_rows as _grad_rows
+from ._kernels._host import kernel_dtype as _compute_dtype
+from ._kernels._host import numpy_dtype
+from ._kernels._host import numpy_views as _numpy
+from ._kernels._host import run_cpu as _run_cpu
+from ._kernels._common import surrogate_consts
+
+
+def is_available(device) -> bool:
+    return kernels_unavailable(device) is None
+
+
+def _impl_for(x: Tensor) -> str:
+    return _impl_for_device(x.device)
+
+
+def _vec(p: Tensor, rest, N: int, dtype: torch.dtype) -> Tensor:
+    """A parameter broadcastable to ``rest`` as a contiguous per-neuron ``[N]`` vector (detached)."""
+    return p.detach().to(dtype).expand(rest).reshape(N).contiguous()
+
+
+def _meta(*params) -> list:
+    """``(shape, dtype)`` of each parameter (``None`` for an absent one), for the backward."""
+    return [None if p is None else (p.shape, p.dtype) for p in params]
+
+
+def _param_grads(ctx, per_neuron, rest) -> list:
+    """Per-neuron ``[N]`` gradients summed back to their parameters' shapes and dtypes
+    (``per_neuron[i]`` belongs to forward input ``1 + i``; ``None`` where absent or not needed)."""
+    out = []
+    for i, (g, meta) in enumerate(zip(per_neuron, ctx.param_meta)):
+        if meta is None or not ctx.needs_input_grad[1 + i]:
+            out.append(None)
+        else:
+            shape, dtype = meta
+            out.append(g.reshape(rest).sum_to_size(shape).to(dtype))
+    return out
 
 __all__ = ["single_spike_backend", "readout_backend", "supports_single_spike"]
 
@@ -122,7 +163,7 @@ class _SingleSpikeFused(torch.autograd.Function):
             from ._kernels import single_spike_numba as K
 
             ec, fast = _exp_args(dt)
-            consts = _scalars(dt, (1.0, param, param / 2.0, math.pi / 2.0 * param, 1.0 / param))
+            consts = surrogate_consts(numpy_dtype(dt), param)
             args = _numpy(xf, state, gs, gv, d, c, th, lim)
             flags = (int(code), consts, ec, fast, pgrad, has_gv)
             outs = _numpy(gx, gd, gc, gth, gv0)
@@ -338,7 +379,7 @@ class _SingleSpikeEventsFused(torch.autograd.Function):
         gbn = wt.new_empty(M) if need_b else wt.new_empty(1)
         gd, gc, gth, gv0 = (wt.new_empty(M) for _ in range(4))
         ec, fast = _exp_args(dt)
-        consts = _scalars(dt, (1.0, param, param / 2.0, math.pi / 2.0 * param, 1.0 / param))
+        consts = surrogate_consts(numpy_dtype(dt), param)
         args = (crow, channels, values, has_values, evrow.numpy(), wt.numpy(), bv.numpy(), ck.numpy(), gs.numpy(),
                 *_numpy(d, c, th, lim), int(code), consts, ec, fast, pgrad, need_w, need_b, T, B)
         outs = _numpy(gev, gbn, gd, gc, gth, gv0)

@@ -29,7 +29,7 @@ from ..nn.linear import EventLinear
 from ..nn.psu import IPSU, PSU, RPSU
 from ..ops.events import SpikeEvents
 from ..ops.psu import BACKENDS as PSU_BACKENDS
-from ..ops.scan import _BACKENDS as _LEAKY
+from ..ops._backend import backends
 from ..nn.single_spike import MaxMembraneReadout, SingleSpikeLIF
 from ..nn.spsn import SPSN
 
@@ -45,7 +45,7 @@ READOUT_LAYERS = ("li", "max-membrane")
 #: which is FastSNN's U(-sqrt(1/N), sqrt(1/N)).
 BIAS_INITS = ("uniform", "zero")
 
-LEAKY_BACKENDS = ("auto", *_LEAKY)
+LEAKY_BACKENDS = ("auto", *backends("leaky_integrate"))
 #: the ``backend`` names each hidden neuron kind runs (relu has no dynamics: its name goes to the readout)
 NEURON_BACKENDS: dict[str, tuple[str, ...]] = {
     "spsn-sb": LEAKY_BACKENDS, "spsn-gs": LEAKY_BACKENDS, "single-spike": LEAKY_BACKENDS, "relu": LEAKY_BACKENDS,

@@ -29,11 +29,30 @@ draw the same numbers.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 # spikescan.surrogate kind -> code used inside the kernels
 SURROGATE_CODES = {"fast_sigmoid": 0, "atan": 1, "sigmoid": 2, "triangle": 3}
+
+
+class SurrogateConsts(NamedTuple):
+    """A surrogate's constants in the kernel dtype, passed by value (registers inside the loops)."""
+
+    one: float
+    param: float  # slope (fast_sigmoid, sigmoid), alpha (atan) or width (triangle)
+    half_param: float  # atan: alpha / 2
+    atan_scale: float  # atan: pi / 2 * alpha
+    inv_param: float  # triangle: 1 / width
+
+
+def surrogate_consts(dtype: str, param: float) -> SurrogateConsts:
+    """:class:`SurrogateConsts` of ``param`` as numpy scalars of ``dtype`` ("float32"/"float64")."""
+    scalar = np.dtype(dtype).type
+    p = float(param)
+    return SurrogateConsts(scalar(1.0), scalar(p), scalar(p / 2.0), scalar(math.pi / 2.0 * p), scalar(1.0 / p))
+
 
 RESET_CODES = {"subtract": 0, "zero": 1}
 

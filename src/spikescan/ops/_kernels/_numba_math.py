@@ -119,3 +119,26 @@ def exp_row(x, sign, out, c, fast):
     """``out[k] = exp(sign * x[k])`` (``sign`` is +1 or -1 of x's dtype); ``c = exp_consts(dtype)``."""
     for k in range(out.shape[0]):
         out[k] = exp1(sign * x[k], c, fast)
+
+
+# Surrogate codes (``_common.SURROGATE_CODES``) as named compile-time constants of the kernels.
+FAST_SIGMOID, ATAN, SIGMOID, TRIANGLE = 0, 1, 2, 3
+
+
+@njit(inline="always")
+def surrogate_grad(code, z, c, ec, fast):
+    """Surrogate derivative of ``H`` at ``z = v - threshold`` (the formulas of
+    :func:`spikescan.surrogate.surrogate_grad`); ``c`` a ``_common.SurrogateConsts``."""
+    one = c.one
+    if code == FAST_SIGMOID:
+        r = one / (c.param * abs(z) + one)
+        return r * r
+    elif code == ATAN:
+        y = z * c.atan_scale
+        return c.half_param / (one + y * y)
+    elif code == SIGMOID:
+        e = exp1(-(c.param * z), ec, fast)
+        q = one / (one + e)
+        return c.param * q * (one - q)
+    y = one - abs(z) * c.inv_param
+    return max(y, one - one) * c.inv_param

@@ -39,7 +39,7 @@ Without a membrane gradient every step from ``max(lim)`` of a block of neurons o
 those segments are written as zeros without recomputing them.  The others are recomputed from
 their checkpoint and ``x`` into a small buffer (``(seg + 1) x block`` elements, cache resident;
 the forward's operations, so the same membranes), then walked in reverse, two steps per sweep
-over the block (state and sums in registers across both), as in ``lif_numba``.
+over the block (state and sums in registers across both), as in ``lif/numba_kernels.py``.
 
 Memory kept for the backward: ``x`` (the caller's own tensor when it is a contiguous kernel
 dtype), ``tf`` and the checkpoints (``4 / seg`` bytes per (t, neuron) in float32).  Traffic of a
@@ -63,7 +63,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from ._numba_lowlevel import prefer_wide_vectors, specialise
-from .lif_numba import _sg
+from ._numba_math import surrogate_grad
 
 _JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
 _U = 4  # forward steps per sweep over a block
@@ -85,7 +85,7 @@ def _like(typingctx, value, like):
 # forward
 # ------------------------------------------------------------------------------------------
 #
-# As in lif_numba: the U-step bodies are separate functions whose rows arrive as distinct
+# As in lif/numba_kernels.py: the U-step bodies are separate functions whose rows arrive as distinct
 # arguments (so LLVM vectorizes them with runtime alias checks), state and parameters stay in
 # registers across the U steps.
 
@@ -242,10 +242,10 @@ _CODE = _FAST = _PGRAD = _HAS_GV = _bwd2 = _bwd1 = None
 @njit(inline="always")
 def _bstep(vv, tk, gsk, gvk, live, A, B, r, dk, code, consts, ec, fast, has_gv):
     """One reverse step of one neuron (module docstring): ``(q, new A, new B, new r)``."""
-    zero = consts[0] - consts[0]
+    zero = consts.one - consts.one
     A = A + (gsk if live else zero)
     B = B + _like(A, zero)
-    q = _like(B, zero) * _sg(code, vv - tk, consts, ec, fast)
+    q = _like(B, zero) * surrogate_grad(code, vv - tk, consts, ec, fast)
     dv = q + gvk if has_gv else q
     return q, A, B, dv + dk * r
 
@@ -255,7 +255,7 @@ def _bwd2_template(v0, v1, vm, x0, x1, gs0, gs1, gv0, gv1, gx0, gx1, d, c, th, l
     # steps t+1, t in reverse; v0/v1 = v[t]/v[t+1], vm = v[t-1]; a_r/b_r (float64): the running
     # sums A and B; r_r: dL/dv carried backwards; ad_r/ac_r/at_r: the decay, scale, threshold sums
     prefer_wide_vectors()
-    zero = consts[0] - consts[0]
+    zero = consts.one - consts.one
     for k in range(d.shape[0]):
         dk = d[k]
         tk = th[k]
@@ -281,7 +281,7 @@ def _bwd2_template(v0, v1, vm, x0, x1, gs0, gs1, gv0, gv1, gx0, gx1, d, c, th, l
 
 
 def _bwd1_template(v0, vm, x0, gs0, gv0, gx0, d, c, th, lim, t, a_r, b_r, r_r, ad_r, ac_r, at_r, consts, ec):
-    zero = consts[0] - consts[0]
+    zero = consts.one - consts.one
     for k in range(d.shape[0]):
         q, A, B, r = _bstep(v0[k], th[k], gs0[k], gv0[k] if _HAS_GV else zero, t < lim[k], a_r[k], b_r[k],
                             r_r[k], d[k], _CODE, consts, ec, _FAST, _HAS_GV)
@@ -386,7 +386,7 @@ def single_spike_backward(x, ck, gs, gv, decay, scale, thr, lim, code, consts, e
     ``gs``/``gv`` are ``[T, N]`` or one row ``[1, N]`` (``gv`` is not read unless ``has_gv``);
     ``lim`` ([N] int32): steps ``t < lim`` pass the spike gradient (``tf``, or ``T`` for the
     straight-through ``g``).  ``consts``/``ec``: tuples of scalars of ``x``'s dtype (surrogate and
-    exp constants, as for ``lif_numba``).  ``gd, gc, gth`` are written only when ``pgrad``;
+    exp constants, as for the LIF kernels).  ``gd, gc, gth`` are written only when ``pgrad``;
     ``gth`` is the sum of ``+q`` (negate it for the threshold's gradient).
     """
     key = (int(code), bool(fast), bool(pgrad), bool(has_gv))

@@ -15,8 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._triton_util import LAUNCH, block_for, grid
-from .lif_triton import surrogate
+from ._triton_util import LAUNCH, block_for, grid, surrogate
 
 
 @triton.jit

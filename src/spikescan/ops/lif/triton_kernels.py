@@ -1,4 +1,4 @@
-"""Time-fused exact LIF on the GPU (Triton): the contract of ``lif_numba`` (see its docstring).
+"""Time-fused exact LIF on the GPU (Triton): the contract of ``numba_kernels`` (see its docstring).
 
 One program per block of neurons loops over ``T``; the post-reset state lives in registers.
 Forward reads ``x`` once and writes ``s`` (and ``v`` when stored); the reverse-time backward
@@ -11,24 +11,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._triton_util import LAUNCH, block_for, grid
-
-
-@triton.jit
-def surrogate(x, p, CODE: tl.constexpr):
-    """Surrogate derivative of ``H`` at ``x``; ``CODE`` as in ``_common.SURROGATE_CODES``."""
-    if CODE == 0:  # fast sigmoid
-        r = 1.0 / (p * tl.abs(x) + 1.0)
-        g = r * r
-    elif CODE == 1:  # atan
-        y = x * (1.5707963267948966 * p)
-        g = (0.5 * p) / (1.0 + y * y)
-    elif CODE == 2:  # sigmoid
-        sg = 1.0 / (1.0 + tl.exp(-(p * x)))
-        g = p * sg * (1.0 - sg)
-    else:  # triangle
-        g = tl.maximum(1.0 - tl.abs(x) / p, 0.0) / p
-    return g
+from .._kernels._triton_util import LAUNCH, block_for, grid, surrogate
 
 
 @triton.jit
@@ -117,17 +100,34 @@ def _lif_bwd(v_ptr, gs_ptr, gv_ptr, gl_ptr, d_ptr, th_ptr, vr_ptr, v0_ptr,
     tl.store(gv0_ptr + offs, a, mask=mask)
 
 
-def forward(x, d, th, vr, v0, zero_reset: bool, s, v, vlast) -> None:
+# The backward reads the stored pre-reset membrane (4 bytes per (t, neuron) in float32).
+SAVES_MEMBRANE = True
+
+
+def forward(*, x, decay, threshold, v_reset, v0, config, store_v: bool, need_grad: bool):
+    """The contract of ``numba_kernels.forward``; ``v`` is written whenever ``store_v`` or
+    ``need_grad`` (the backward reads it), ``checkpoints`` is always ``[0, N]``."""
     T, N = x.shape
+    keep_v = bool(store_v or need_grad)
+    s = x.new_empty(T, N)
+    v = x.new_empty(T, N) if keep_v else x.new_empty(1, N)
+    vlast = x.new_empty(N)
     block = block_for(N)
-    _lif_fwd[grid(N, block)](x, d, th, vr, v0, s, v, vlast, T, N, ZERO_RESET=zero_reset,
-                             STORE_V=v.shape[0] == T, BLOCK=block, **LAUNCH)
+    _lif_fwd[grid(N, block)](x, decay, threshold, v_reset, v0, s, v, vlast, T, N, ZERO_RESET=bool(config.zero_reset),
+                             STORE_V=keep_v, BLOCK=block, **LAUNCH)
+    return s, (v if keep_v else x.new_empty(0, N)), vlast, x.new_empty(0, N)
 
 
-def backward(v, gs, gv, gl, d, th, vr, v0, zero_reset: bool, detach: bool, code: int, param: float,
-             gx, gd, gth, gvr, gv0) -> None:
+def backward(*, x, v, checkpoints, grad_s, grad_v, grad_last, decay, threshold, v_reset, v0, config,
+             param_grads: bool):
+    """The contract of ``numba_kernels.backward``; reads ``v`` and ``v0`` (not ``x``)."""
     T, N = v.shape
+    gv = grad_v if grad_v is not None else v.new_zeros(1, N)
+    gx = v.new_empty(T, N)
+    gd, gth, gvr, gv0 = (v.new_empty(N) for _ in range(4))
     block = block_for(N)
-    _lif_bwd[grid(N, block)](v, gs, gv, gl, d, th, vr, v0, gx, gd, gth, gvr, gv0, T, N,
-                             N if gs.shape[0] == T else 0, N if gv.shape[0] == T else 0, param,
-                             ZERO_RESET=zero_reset, DETACH=detach, CODE=code, BLOCK=block, **LAUNCH)
+    _lif_bwd[grid(N, block)](v, grad_s, gv, grad_last, decay, threshold, v_reset, v0, gx, gd, gth, gvr, gv0, T, N,
+                             N if grad_s.shape[0] == T else 0, N if gv.shape[0] == T else 0,
+                             float(config.surrogate_param), ZERO_RESET=bool(config.zero_reset),
+                             DETACH=bool(config.detach), CODE=int(config.surrogate_code), BLOCK=block, **LAUNCH)
+    return gx, gd, gth, gvr, gv0

@@ -77,3 +77,35 @@ def scan_backward(gu, u, x, decay, scale, v0, lo0, hi0, block, gx, gd, gc, gv0):
         gc[lo:hi] = acc_c
         for k in range(m):
             gv0[lo + k] = d[k] * r[k]
+
+
+# host launchers (same names and keyword arguments as ``triton_kernels``)
+
+
+def forward(*, x, decay, scale, v0):
+    """``u`` ``[T, N]``: ``u[t] = decay * u[t-1] + scale * x[t]``, ``u[-1] = v0``, for ``x``
+    ``[T, N]`` (contiguous float32/float64) and per-neuron ``[N]`` parameters."""
+    from .._kernels._host import empty, numpy_views, run_cpu
+
+    T, N = x.shape
+    u = empty((T, N), x)
+    args = numpy_views(x, decay, scale, v0)
+    un = u.numpy()
+    run_cpu(N, T, lambda lo, hi, bs: scan_forward(*args, lo, hi, bs, un))
+    return u
+
+
+def backward(*, steps: int, grad_u, u, x, decay, scale, v0):
+    """``(gx [steps, N], g_decay, g_scale, g_v0 [N])``.  ``grad_u`` is ``[T, N]`` or one ``[1, N]``
+    row shared by every step; ``u`` (read for ``g_decay``) and ``x`` (for ``g_scale``) are
+    ``[T, N]``, or one row of zeros when that gradient is not needed."""
+    from .._kernels._host import empty, numpy_views, run_cpu
+
+    N = decay.shape[0]
+    T = steps
+    gx = empty((T, N), decay)
+    gd, gc, gv0 = (decay.new_empty(N) for _ in range(3))
+    args = numpy_views(grad_u, u, x, decay, scale, v0)
+    outs = numpy_views(gx, gd, gc, gv0)
+    run_cpu(N, T, lambda lo, hi, bs: scan_backward(*args, lo, hi, bs, *outs))
+    return gx, gd, gc, gv0

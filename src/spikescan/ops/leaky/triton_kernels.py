@@ -1,11 +1,11 @@
-"""Time-fused leaky integration on the GPU (Triton): the contract of ``scan_numba``."""
+"""Time-fused leaky integration on the GPU (Triton): the contract of ``numba_kernels``."""
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from ._triton_util import LAUNCH, block_for, grid
+from .._kernels._triton_util import LAUNCH, block_for, grid
 
 
 @triton.jit
@@ -60,14 +60,21 @@ def _scan_bwd(gu_ptr, u_ptr, x_ptr, d_ptr, c_ptr, v0_ptr, gx_ptr, gd_ptr, gc_ptr
     tl.store(gv0_ptr + offs, d * r, mask=mask)
 
 
-def forward(x, d, c, v0, u) -> None:
+def forward(*, x, decay, scale, v0):
+    """``u`` ``[T, N]`` of the recurrence (contract of ``numba_kernels.forward``)."""
     T, N = x.shape
+    u = x.new_empty(T, N)
     block = block_for(N)
-    _scan_fwd[grid(N, block)](x, d, c, v0, u, T, N, BLOCK=block, **LAUNCH)
+    _scan_fwd[grid(N, block)](x, decay, scale, v0, u, T, N, BLOCK=block, **LAUNCH)
+    return u
 
 
-def backward(gu, u, x, d, c, v0, gx, gd, gc, gv0) -> None:
-    T, N = gx.shape
+def backward(*, steps: int, grad_u, u, x, decay, scale, v0):
+    """``(gx, g_decay, g_scale, g_v0)`` (contract of ``numba_kernels.backward``)."""
+    T, N = steps, decay.shape[0]
+    gx = x.new_empty(T, N)
+    gd, gc, gv0 = (x.new_empty(N) for _ in range(3))
     block = block_for(N)
-    _scan_bwd[grid(N, block)](gu, u, x, d, c, v0, gx, gd, gc, gv0, T, N, N if gu.shape[0] == T else 0, NEED_U=u.shape[0] == T,
-                              NEED_X=x.shape[0] == T, BLOCK=block, **LAUNCH)
+    _scan_bwd[grid(N, block)](grad_u, u, x, decay, scale, v0, gx, gd, gc, gv0, T, N, N if grad_u.shape[0] == T else 0,
+                              NEED_U=u.shape[0] == T, NEED_X=x.shape[0] == T, BLOCK=block, **LAUNCH)
+    return gx, gd, gc, gv0

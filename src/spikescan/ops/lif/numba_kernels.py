@@ -54,8 +54,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._numba_lowlevel import specialise
-from ._numba_math import exp1
+from .._kernels._numba_lowlevel import specialise
+from .._kernels._common import surrogate_consts
+from .._kernels._numba_math import surrogate_grad
 
 # Serial kernels over a range of neurons [lo0, hi0); the caller runs disjoint ranges on a thread
 # pool (nogil).  Inside, neurons are processed in blocks of ``block``: the state of a block lives
@@ -205,32 +206,13 @@ def lif_forward(x, decay, thr, vreset, v0, zero_reset, lo0, hi0, block, seg, sto
 
 
 @njit(inline="always")
-def _sg(code, z, consts, ec, fast):
-    """Surrogate derivative at ``z = v - th`` (the formulas of :func:`spikescan.surrogate.surrogate_grad`)."""
-    one = consts[0]
-    p = consts[1]
-    if code == 0:
-        r = one / (p * abs(z) + one)
-        return r * r
-    elif code == 1:
-        y = z * consts[3]
-        return consts[2] / (one + y * y)
-    elif code == 2:
-        e = exp1(-(p * z), ec, fast)
-        q = one / (one + e)
-        return p * q * (one - q)
-    y = one - abs(z) * consts[4]
-    return max(y, one - one) * consts[4]
-
-
-@njit(inline="always")
 def _bstep(vv, pv, prev_post, gsk, gvk, a, dk, tk, rk, zero_reset, keep, code, consts, ec, fast):
     """One reverse step of one neuron (module docstring).  ``pv``: ``v[t-1]``, or the post-reset
     state (a checkpoint) when ``prev_post``.  Returns ``(dv, new a, d_acc_d, d_acc_th, d_acc_vr)``;
     the three increments are dead code that LLVM drops where the caller does not use them."""
-    zero = consts[0] - consts[0]
+    zero = consts.one - consts.one
     f = vv >= tk
-    sg = _sg(code, vv - tk, consts, ec, fast)
+    sg = surrogate_grad(code, vv - tk, consts, ec, fast)
     if zero_reset:
         g_s = gsk + keep * a * (rk - vv)
         dv = gvk + (zero if f else a) + g_s * sg
@@ -257,7 +239,7 @@ def _lif_backward_template(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset,
     T = x.shape[0]
     gs_step = 1 if gs.shape[0] == T else 0
     gv_step = 1 if gv.shape[0] == T else 0
-    one = consts[0]
+    one = consts.one
     keep = one - one if detach else one  # weight of the reset path through the spike
     nseg = (T + seg - 1) // seg
     for lo in range(lo0, hi0, block):
@@ -307,7 +289,7 @@ def _bwd2_template(v0, v1, vm, gs0, gs1, gv0, gv1, gx0, gx1, d, th, vr, a_r, ad_
     # steps t+1, t in reverse; vm = v[t-1] (or the checkpoint when prev_post); a_r: dL/dvp
     # carried backwards, ad_r/at_r/av_r: the sums for decay, threshold, v_reset.  (Four
     # steps at a time would need more runtime alias checks than LLVM accepts.)
-    zero = consts[0] - consts[0]
+    zero = consts.one - consts.one
     for k in range(d.shape[0]):
         dk = d[k]
         tk = th[k]
@@ -330,7 +312,7 @@ def _bwd2_template(v0, v1, vm, gs0, gs1, gv0, gv1, gx0, gx1, d, th, vr, a_r, ad_
             av_r[k] = av + i_v
 
 def _bwd1_template(v0, vm, gs0, gv0, gx0, d, th, vr, a_r, ad_r, at_r, av_r, prev_post, zero_reset, keep, consts, ec):
-    zero = consts[0] - consts[0]
+    zero = consts.one - consts.one
     for k in range(d.shape[0]):
         dv, a, i_d, i_t, i_v = _bstep(v0[k], vm[k], prev_post, gs0[k], gv0[k] if _HAS_GV else zero, a_r[k],
                                       d[k], th[k], vr[k], zero_reset, keep, _CODE, consts, ec, _FAST)
@@ -366,8 +348,7 @@ def lif_backward(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset, detach, c
     """Reverse-time pass for neurons ``lo0 .. hi0-1``, recomputing the membranes per segment.
 
     ``gs``/``gv`` are ``[T, N]`` or one row ``[1, N]`` shared by all steps (``gv`` is not read
-    unless ``has_gv``).  ``consts``/``ec``: tuples of scalars of ``x``'s dtype (surrogate and exp
-    constants).  Steps are taken two at a time per neuron (state and sums in registers across
+    unless ``has_gv``).  ``consts``: a ``SurrogateConsts``, ``ec``: the exp constants, scalars of ``x``'s dtype.  Steps are taken two at a time per neuron (state and sums in registers across
     both); each neuron's sums accumulate in reverse time order, as in a step-by-step loop, and
     ``gd, gth, gvr`` are written only when ``pgrad``.  Dispatches to the kernel compiled for the
     flags.
@@ -378,3 +359,68 @@ def lif_backward(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset, detach, c
         kernel = _BACKWARD.setdefault(key, _make_backward(*key))
     kernel(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset, detach, consts, ec, lo0, hi0, block, seg,
            gx, gd, gth, gvr, gv0)
+
+
+# ------------------------------------------------------------------------------------------
+# host launchers (same names and keyword arguments as ``triton_kernels``)
+# ------------------------------------------------------------------------------------------
+
+# Neurons per block of the backward: its recomputation buffer, (SEGMENT + 1) x block elements,
+# stays in L2 (135 KiB in float32).
+_BACKWARD_BLOCK = 1024
+
+# The backward recomputes the membranes from ``x`` and checkpoints; it never reads ``v``.
+SAVES_MEMBRANE = False
+
+
+def forward(*, x, decay, threshold, v_reset, v0, config, store_v: bool, need_grad: bool):
+    """Run the LIF over ``x`` ``[T, N]`` (contiguous, float32/float64) with per-neuron ``[N]``
+    parameters and initial state ``v0``; ``config`` a :class:`~spikescan.ops.lif.fused.LIFKernelConfig`.
+
+    Returns ``(s, v, v_last, checkpoints)``: ``v`` ``[T, N]`` when ``store_v`` else ``[0, N]``;
+    ``checkpoints`` ``[ceil(T / SEGMENT), N]`` when ``need_grad`` else ``[0, N]``.
+    """
+    import torch
+
+    from .._kernels._common import SEGMENT
+    from .._kernels._host import empty, numpy_views, run_cpu
+
+    T, N = x.shape
+    s = empty((T, N), x)
+    v = empty((T, N), x) if store_v else x.new_empty(1, N)
+    ck = x.new_empty(-(-T // SEGMENT), N) if need_grad else x.new_empty(1, N)
+    vlast = x.new_empty(N)
+    args = numpy_views(x, decay, threshold, v_reset, v0)
+    outs = numpy_views(s, v, ck, vlast)
+    zero_reset = bool(config.zero_reset)
+    run_cpu(N, T, lambda lo, hi, bs: lif_forward(*args, zero_reset, lo, hi, bs, SEGMENT, bool(store_v),
+                                                  bool(need_grad), *outs))
+    empty_rows = torch.empty(0, N, dtype=x.dtype)
+    return s, (v if store_v else empty_rows), vlast, (ck if need_grad else empty_rows.clone())
+
+
+def backward(*, x, v, checkpoints, grad_s, grad_v, grad_last, decay, threshold, v_reset, v0, config,
+             param_grads: bool):
+    """Gradients ``(gx [T, N], g_decay, g_threshold, g_v_reset, g_v0 [N])`` of the forward above.
+
+    ``grad_s``/``grad_v``: ``[T, N]`` or one ``[1, N]`` row shared by every step; ``grad_v``
+    ``None`` when the membrane output has no gradient.  ``v``/``v0`` are not read (the segments
+    are recomputed from ``x`` and the checkpoints, whose first row is ``v0``).
+    """
+    from .._kernels._common import SEGMENT
+    from .._kernels._host import empty, exp_args, numpy_dtype, numpy_views, run_cpu
+
+    T, N = x.shape
+    dt = x.dtype
+    has_gv = grad_v is not None
+    gv = grad_v if has_gv else x.new_zeros(1, N)
+    gx = empty((T, N), x)
+    gd, gth, gvr, gv0 = (x.new_empty(N) for _ in range(4))
+    ec, fast = exp_args(dt)
+    consts = surrogate_consts(numpy_dtype(dt), config.surrogate_param)
+    args = numpy_views(x, checkpoints, grad_s, gv, grad_last, decay, threshold, v_reset)
+    flags = (bool(config.zero_reset), bool(config.detach), int(config.surrogate_code), consts, ec, fast,
+             bool(param_grads), has_gv)
+    outs = numpy_views(gx, gd, gth, gvr, gv0)
+    run_cpu(N, T, lambda lo, hi, bs: lif_backward(*args, *flags, lo, hi, bs, SEGMENT, *outs), _BACKWARD_BLOCK)
+    return gx, gd, gth, gvr, gv0
