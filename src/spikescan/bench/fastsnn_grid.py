@@ -171,7 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dt", type=float, default=1e-3, help="step in seconds (default 1e-3)")
     parser.add_argument("--tau", type=float, default=1e-2, help="membrane time constant in seconds (default 0.01)")
     parser.add_argument("--baselines", nargs="+", default=None,
-                        help="lif backends to compare against (default: all in spikescan.ops.backends("lif"))")
+                        help="lif backends to compare against (default: all of spikescan.ops.backends('lif'))")
     parser.add_argument("--scan-backend", default="auto", help="leaky_integrate backend of FastSNN (default auto)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per case, medians reported (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per case (default 1)")

@@ -9,8 +9,7 @@ from torch import nn
 
 from .. import surrogate as surrogate_lib
 from .._checks import as_param_tensor, check_choice, check_finite, check_positive_int
-from ..ops.firing import heaviside
-from ..ops.lif import lif
+from ..ops.lif import LIFParameters, lif, lif_step
 from ..ops._backend import backends
 from ..ops.leaky import leaky_integrate
 from .base import Decay, SigmoidDecay, SpikingNeuron, as_dtype, as_output, check_input
@@ -180,16 +179,11 @@ class RLIF(LIF):
         s = x.new_zeros(x.shape[1:])
         i = None
         spikes, membrane = [], []
+        p = LIFParameters(b, threshold, self.v_reset, self.reset, self.surrogate, self.detach_reset)
         for x_t in x.unbind(0):  # unbind: T indexing ops would make BPTT quadratic in T
             drive = x_t + nn.functional.linear(s, w, bias)
             i = drive if a is None or i is None else a * i + drive
-            v = b * v_post + i * scale
-            s = heaviside(v - threshold, self.surrogate)
-            s_reset = s.detach() if self.detach_reset else s
-            if self.reset == "subtract":
-                v_post = v - threshold * s_reset
-            else:
-                v_post = v * (1.0 - s_reset) + self.v_reset * s_reset
+            s, v, v_post = lif_step(i * scale, v_post, p)
             spikes.append(s)
             membrane.append(v)
         out = torch.stack(spikes)

@@ -65,6 +65,7 @@ from torch import Tensor
 
 from .. import surrogate as _surrogate
 from .._checks import as_param_tensor, check_choice, check_finite, check_tensor, check_time_first
+from .lif.reference import LIFParameters, lif_step
 
 __all__ = [
     "psu",
@@ -385,12 +386,11 @@ def _lif_subtract_sequential(x: Tensor, decay: float, scale: float, threshold) -
 
     Returns ``(spikes, pre-reset membrane u)``, both ``[T, *]``.
     """
+    p = LIFParameters(decay, threshold, 0.0, "subtract")
     u_post = torch.zeros_like(x[0])
     spikes, membrane = [], []
     for x_t in x.unbind(0):
-        u = decay * u_post + scale * x_t
-        s = (u >= threshold).to(x.dtype)
-        u_post = u - threshold * s
+        s, u, u_post = lif_step(scale * x_t, u_post, p)
         spikes.append(s)
         membrane.append(u)
     return torch.stack(spikes), torch.stack(membrane)
