@@ -2,7 +2,7 @@
 
 * On a machine without a GPU, ``test_triton_kernels.py`` runs this file as a script in a
   subprocess with ``TRITON_INTERPRET=1`` (it must be set before triton is imported): the Triton
-  kernels then run in Triton's interpreter on CPU tensors, forced by ``fused._FORCE_IMPL``.
+  kernels then run in Triton's interpreter on CPU tensors, forced by ``spikescan.ops._backend.force_kernels``.
 * On a CUDA machine the test imports it and calls :func:`run_all` with ``device="cuda"``: the
   kernels run compiled on the GPU and are compared with the CPU kernels on the same data.
 
@@ -18,8 +18,15 @@ import sys
 
 import torch
 
-from spikescan.ops import fused as F
+from spikescan.ops import spsn
+from spikescan.ops._backend import force_kernels
+from spikescan.ops.leaky import leaky_integrate
+from spikescan.ops.lif import lif_fused
 from spikescan.surrogate import ATan, FastSigmoid, Sigmoid, Triangle
+
+
+def leaky_integrate_fused(x, decay, **kw):
+    return leaky_integrate(x, decay, backend="fused", **kw)
 
 
 def _rel(a, b) -> float:
@@ -35,15 +42,11 @@ def _triton_impl(device: str) -> str | None:
 @contextlib.contextmanager
 def _on(impl: str | None):
     """Force ``impl`` for every tensor inside the block (``"triton"`` on CPU: the interpreter)."""
-    prev = F._FORCE_IMPL
-    F._FORCE_IMPL = impl
-    try:
+    with force_kernels(impl):
         yield
-    finally:
-        F._FORCE_IMPL = prev
 
 
-def _both(device: str, fn, *tensors, sum_loss: bool = False):
+def _both(device: str, fn, *tensors, sum_loss: bool = False, on=_on):
     """``fn`` on CPU tensors with numba, and on ``device`` tensors with Triton; grads of leaves.
 
     The loss weighs the outputs randomly, or (``sum_loss``) sums them, which hands the kernels a
@@ -52,7 +55,7 @@ def _both(device: str, fn, *tensors, sum_loss: bool = False):
     outs = []
     for dev, impl in (("cpu", None), (device, _triton_impl(device))):
         leaves = [t.detach().to(dev).requires_grad_(t.requires_grad) for t in tensors]
-        with _on(impl):
+        with on(impl):
             out = fn(*leaves)
             out = out if isinstance(out, tuple) else (out,)
             g = torch.Generator().manual_seed(0)
@@ -75,7 +78,7 @@ def check_lif(device, T, reset, surrogate, detach, dtype=torch.float32, sum_loss
     vr = torch.full((N,), 0.05, dtype=dtype, requires_grad=reset == "zero") if reset == "zero" else torch.zeros(())
 
     def fn(x, decay, th, v0, vr):
-        return F.lif_fused(x, decay, th, reset=reset, v_reset=vr, v0=v0, surrogate=surrogate,
+        return lif_fused(x, decay, th, reset=reset, v_reset=vr, v0=v0, surrogate=surrogate,
                            detach_reset=detach, return_membrane=membrane, return_state=True)
 
     (o_cpu, g_cpu), (o_dev, g_dev) = _both(device, fn, x, decay, th, v0, vr, sum_loss=sum_loss)
@@ -93,9 +96,9 @@ def check_lif(device, T, reset, surrogate, detach, dtype=torch.float32, sum_loss
 def check_lif_no_membrane(device):
     x = torch.randn(9, 50) * 0.7
     with torch.no_grad(), _on(None):
-        s_cpu, st_cpu = F.lif_fused(x, 0.8, 0.5, return_state=True)
+        s_cpu, st_cpu = lif_fused(x, 0.8, 0.5, return_state=True)
     with torch.no_grad(), _on(_triton_impl(device)):
-        s_dev, st_dev = F.lif_fused(x.to(device), 0.8, 0.5, return_state=True)
+        s_dev, st_dev = lif_fused(x.to(device), 0.8, 0.5, return_state=True)
     if not (torch.equal(s_cpu, s_dev.cpu()) and torch.equal(st_cpu, st_dev.cpu())):
         return "spikes or state differ without the stored membrane"
     return None
@@ -109,7 +112,7 @@ def check_scan(device, T, with_scale, sum_loss=False):
     c = (torch.rand(2, 1, generator=g) + 0.5).requires_grad_() if with_scale else torch.ones(())
 
     def fn(x, d, v0, c):
-        return F.leaky_integrate_fused(x, d, scale=c if with_scale else 1.0, v0=v0)
+        return leaky_integrate_fused(x, d, scale=c if with_scale else 1.0, v0=v0)
 
     (o_cpu, g_cpu), (o_dev, g_dev) = _both(device, fn, x, d, v0, c, sum_loss=sum_loss)
     if _rel(o_cpu[0], o_dev[0]) > 1e-6:
@@ -121,10 +124,10 @@ def check_scan(device, T, with_scale, sum_loss=False):
 
 
 def check_uniforms(device):
-    with _on(None):
-        u_cpu = F.spsn_uniforms(99, (13, 3, 77))
-    with _on(_triton_impl(device)):
-        u_dev = F.spsn_uniforms(99, (13, 3, 77), device=device)
+    with force_kernels(None):
+        u_cpu = spsn.spsn_uniforms(99, (13, 3, 77))
+    with force_kernels(_triton_impl(device)):
+        u_dev = spsn.spsn_uniforms(99, (13, 3, 77), device=device)
     return None if torch.equal(u_cpu, u_dev.cpu()) else "uniforms differ between numba and Triton"
 
 
@@ -135,9 +138,9 @@ def check_spsn(device, T, firing, dtype=torch.float32, sum_loss=False):
     b = (0.5 + 0.49 * torch.rand(60, generator=g, dtype=dtype)).requires_grad_()
 
     def fn(x, a, b):
-        return F.fused_spsn(x, a, b, seed=5, firing=firing, tau=0.5, logit_scale=2.0)
+        return spsn.fused_spsn(x, a, b, seed=5, firing=firing, tau=0.5, logit_scale=2.0)
 
-    (o_cpu, g_cpu), (o_dev, g_dev) = _both(device, fn, x, a, b, sum_loss=sum_loss)
+    (o_cpu, g_cpu), (o_dev, g_dev) = _both(device, fn, x, a, b, sum_loss=sum_loss, on=force_kernels)
     n_diff = int((o_cpu[0] != o_dev[0].cpu()).sum())
     if n_diff > 1:  # exp/log of two libraries may flip a draw lying within rounding of the boundary
         return f"spikes differ in {n_diff} places"
@@ -150,20 +153,20 @@ def check_spsn(device, T, firing, dtype=torch.float32, sum_loss=False):
 
 def check_empty(device):
     """No neuron (an empty batch): empty outputs and grad_x, zero parameter gradients, no launch error."""
-    with _on(_triton_impl(device)):
+    with _on(_triton_impl(device)), force_kernels(_triton_impl(device)):
         for shape in ((5, 0, 7), (5, 3, 0)):
             x = torch.randn(shape, device=device, requires_grad=True)
             d = torch.full(shape[2:], 0.8, device=device, requires_grad=True)
-            s, v, st = F.lif_fused(x, d, 0.5, return_membrane=True, return_state=True)
-            u = F.leaky_integrate_fused(x, d, scale=0.5, v0=0.2)
-            z = F.fused_spsn(x, d, d, seed=1)
+            s, v, st = lif_fused(x, d, 0.5, return_membrane=True, return_state=True)
+            u = leaky_integrate_fused(x, d, scale=0.5, v0=0.2)
+            z = spsn.fused_spsn(x, d, d, seed=1)
             outs = (s, v, u, z)
             if any(o.shape != x.shape for o in outs) or st.shape != shape[1:]:
                 return f"wrong output shapes for input {shape}"
             gx, gd = torch.autograd.grad(sum(o.sum() for o in outs) + st.sum(), [x, d])
             if gx.shape != x.shape or not torch.equal(gd, torch.zeros_like(d)):
                 return f"wrong gradients for input {shape}"
-            if F.spsn_uniforms(3, shape, device=device).shape != shape:
+            if spsn.spsn_uniforms(3, shape, device=device).shape != shape:
                 return f"wrong uniforms shape for {shape}"
     return None
 

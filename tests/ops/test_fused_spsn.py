@@ -8,8 +8,8 @@ import torch
 
 from spikescan.ops._kernels._common import uniforms_reference
 from spikescan.ops.firing import gumbel_spike, sigmoid_bernoulli
-from spikescan.ops.fused import fused_spsn, spsn_uniforms
-from spikescan.ops.scan import leaky_integrate
+from spikescan.ops.spsn import fused_spsn, spsn_uniforms
+from spikescan.ops import leaky_integrate
 
 F64 = torch.float64
 

@@ -234,6 +234,7 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     t_values = _t_values(args)
     backends = list(args.backends) if args.backends else spsn_backends()
     impls = [LIF] + [f"spsn-{b}" for b in backends]
+    import spikescan.ops.spsn  # noqa: F401  (registers the "spsn" backends)
     from spikescan.ops import backends
 
     if not args.backends and "fused" in backends("spsn", torch.empty(0, device=device)):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_choice, check_positive_int
-from ..ops import fused
+from ..ops import spsn as spsn_ops
+from ..ops._backend import backends
 from ..ops.firing import gumbel_spike, sigmoid_bernoulli
-from ..ops.scan import _BACKENDS as _SCAN_BACKENDS
-from ..ops.scan import leaky_integrate
+from ..ops.leaky import leaky_integrate
 from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input
 
 FIRING_MODES = ("sb", "gs")
@@ -31,9 +31,9 @@ class SPSN(SpikingNeuron):
 
     ``backend``:
 
-    - ``"auto"`` (default): where the fused kernels run (:func:`spikescan.ops.fused.is_available`:
+    - ``"auto"`` (default): where the fused kernels run (``"fused" in spikescan.ops.backends("spsn", x)``:
       CPU with numba, CUDA with Triton), the whole step -- both integrations, sigmoid and the
-      Bernoulli / Gumbel draw -- is ONE kernel, :func:`spikescan.ops.fused.fused_spsn`, which
+      Bernoulli / Gumbel draw -- is ONE kernel, :func:`spikescan.ops.spsn.fused_spsn`, which
       stores no ``[T, ...]`` random tensor: its uniforms are a counter-based hash of
       ``(seed, t, neuron)``, with the seed drawn from ``generator`` (or torch's global
       generator) at every forward, so ``torch.manual_seed`` / a seeded ``generator`` make runs
@@ -56,7 +56,7 @@ class SPSN(SpikingNeuron):
                  generator: torch.Generator | None = None):
         super().__init__()
         check_choice(firing, "firing", FIRING_MODES)
-        check_choice(backend, "backend", ("auto", *_SCAN_BACKENDS))
+        check_choice(backend, "backend", ("auto", *backends("leaky_integrate")))
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.features = check_positive_int(features, "features")
@@ -81,13 +81,14 @@ class SPSN(SpikingNeuron):
 
     def uses_fused_step(self, x: torch.Tensor) -> bool:
         """Whether :meth:`forward` runs ``x`` through the one-kernel SPSN step."""
-        return self.backend == "auto" and fused.is_available(x.device)
+        return self.backend == "auto" and "fused" in backends("spsn", x)
 
-    def _seed(self, device: torch.device) -> int:
+    def _seed(self, device: torch.device) -> torch.Tensor:
+        """A fresh seed of the fused step (a 0-dim int64 tensor, which ``torch.compile`` traces)."""
         g = self.generator
         if g is not None and g.device.type != device.type:
             raise ValueError(f"generator is on {g.device} but x is on {device}; create it on x's device")
-        return int(torch.randint(0, 2**62, (1,), generator=g, device=g.device if g is not None else "cpu").item())
+        return spsn_ops.random_seed(g, g.device if g is not None else "cpu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xc = check_input(self, x, self.features)
@@ -95,8 +96,8 @@ class SPSN(SpikingNeuron):
             seed = self._seed(xc.device)
             # tau_syn=None is alpha = 0: i[t] = 0 * i[t-1] + x[t] = x[t] exactly.
             alpha = 0.0 if self.syn is None else as_dtype(self.syn(), xc.dtype)
-            s = fused.fused_spsn(xc, alpha, as_dtype(self.mem(), xc.dtype), seed=seed, firing=self.firing,
-                                 tau=self.gs_tau, logit_scale=self.logit_scale)
+            s = spsn_ops.fused_spsn(xc, alpha, as_dtype(self.mem(), xc.dtype), seed=seed, firing=self.firing,
+                                    tau=self.gs_tau, logit_scale=self.logit_scale)
         elif self.firing == "sb":
             s = sigmoid_bernoulli(self._membrane(xc), generator=self.generator)
         else:

@@ -1,0 +1,167 @@
+"""The time-fused SPSN step as ``torch.library`` custom ops, and the uniforms it draws.
+
+Both integrations, the sigmoid and the Bernoulli / Gumbel draw of every step run in ONE kernel
+that reads ``x`` once and writes the spikes once; the backward (BPTT) is one reverse-time kernel.
+No random tensor is ever stored: the uniform of step ``t``, neuron ``n`` is a counter-based hash
+of ``(seed, t, n)`` (``_kernels._common``), which the backward regenerates.
+
+``spikescan::spsn_fused_forward`` and ``spikescan::spsn_fused_backward`` are custom ops with
+fake (meta) kernels and a registered autograd formula, so ``torch.compile`` traces through them
+without a graph break and ``torch.library.opcheck`` checks them.  The seed enters them as a 0-dim
+int64 tensor (a traced ``torch.randint`` when the caller gives none); the ops turn it into the
+per-step keys on the host.  Their implementation is the ``numba_kernels`` (CPU) or
+``triton_kernels`` (CUDA) module of this package, which share one host signature
+(:class:`SPSNKernelConfig` for the constants).
+
+What the forward keeps for the backward, per (t, neuron): on the CPU the input (the caller's own
+tensor when it is contiguous float32/float64) and checkpoints of ``(i, u)`` every 32 steps (0.25
+bytes in float32; the backward recomputes each segment); on CUDA the current and the membrane of
+every step (8 bytes).  The backward is not itself differentiable (no double backward).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .._backend import kernel_impl, kernel_module
+from .._kernels import _common as KC
+from .._kernels._host import check_neuron_count, grad_rows, kernel_dtype, per_neuron
+
+_PACKAGE = __package__
+
+
+class SPSNKernelConfig(NamedTuple):
+    """Constants of the SPSN kernels.
+
+    Attributes:
+        gumbel: binary Gumbel-softmax firing (``"gs"``), else Sigmoid-Bernoulli (``"sb"``).
+        tau: the Gumbel-softmax temperature (> 0; enters the backward only).
+        logit_scale: ``c`` of the Gumbel-softmax logit ``c * u + logit(U)`` (> 0).
+    """
+
+    gumbel: bool = False
+    tau: float = 1.0
+    logit_scale: float = 1.0
+
+
+def seed_tensor(seed: int) -> Tensor:
+    """A seed (an int in ``[0, 2**64)``) as the 0-dim int64 tensor of its bit pattern."""
+    seed = KC.normalize_seed(seed)
+    return torch.tensor(seed - (1 << 64) if seed >= 1 << 63 else seed, dtype=torch.int64)
+
+
+def random_seed(generator: torch.Generator | None = None, device="cpu") -> Tensor:
+    """A fresh seed drawn from ``generator`` (or torch's global generator) as a 0-dim int64 tensor."""
+    return torch.randint(0, 2**62, (), generator=generator, device=device)
+
+
+def step_keys(seed: Tensor | int, T: int, device: torch.device) -> Tensor:
+    """The two 32-bit keys of every step, ``[T, 2]`` int32 on ``device`` (read on the host)."""
+    seed = int(seed.item()) if isinstance(seed, Tensor) else seed
+    return torch.from_numpy(KC.step_keys(KC.normalize_seed(seed), T)).to(device)
+
+
+def spsn_uniforms(seed: int, shape, *, dtype: torch.dtype = torch.float32, device="cpu") -> Tensor:
+    """The uniforms ``U[t, ...]`` in (0, 1) that the fused SPSN step draws for ``seed`` and ``shape``.
+
+    ``U[t, n] = (2 * (h >> 9) + 1) * 2**-24`` with ``h = mix32(mix32(n ^ k1[t]) ^ k2[t])`` and
+    ``(k1[t], k2[t])`` the SplitMix64 keys of ``(seed, t)`` (``_kernels._common``; ``n`` is the
+    flat index of a neuron in ``shape[1:]``): 2**23 equally spaced values in the open interval,
+    the same numbers in float32 and float64.  Materialised by the same kernel code (numba on
+    CPU, Triton on CUDA) for tests and for reproducing a sample with the unfused ops:
+    ``sigmoid_bernoulli(u, noise=U)`` and ``gumbel_spike(u, noise=torch.logit(U))`` see the same
+    draws as the fused step.
+    """
+    seed = KC.normalize_seed(seed)
+    shape = torch.Size(shape)
+    if len(shape) < 1 or shape[0] < 1:
+        raise ValueError(f"shape must be time-first [T, ...] with T >= 1, got {tuple(shape)}")
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    device = torch.device(device)
+    T, N = shape[0], math.prod(shape[1:])
+    check_neuron_count(N)
+    out = torch.empty(T, N, dtype=dtype, device=device)
+    kernel_module(_PACKAGE, device).uniforms(keys=step_keys(seed, T, device), out=out)
+    return out.view(shape)
+
+
+def _saves_states(device: torch.device) -> bool:
+    return kernel_impl(device) == "triton"
+
+
+@torch.library.custom_op("spikescan::spsn_fused_forward", mutates_args=())
+def spsn_fused_forward(x: Tensor, alpha: Tensor, beta: Tensor, seed: Tensor, gumbel: bool, tau: float,
+                       logit_scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(s, state_i, state_u)`` of the SPSN step over ``x`` ``[T, N]`` with ``[N]`` decays."""
+    K = kernel_module(_PACKAGE, x.device)
+    keys = step_keys(seed, x.shape[0], x.device)
+    return K.forward(x=x, alpha=alpha, beta=beta, keys=keys, config=SPSNKernelConfig(gumbel, tau, logit_scale))
+
+
+@spsn_fused_forward.register_fake
+def _(x, alpha, beta, seed, gumbel, tau, logit_scale):
+    T, N = x.shape
+    rows = T if _saves_states(x.device) else -(-T // KC.SEGMENT)
+    return x.new_empty(T, N), x.new_empty(rows, N), x.new_empty(rows, N)
+
+
+@torch.library.custom_op("spikescan::spsn_fused_backward", mutates_args=())
+def spsn_fused_backward(x: Tensor, grad_s: Tensor, alpha: Tensor, beta: Tensor, seed: Tensor, state_i: Tensor,
+                        state_u: Tensor, gumbel: bool, tau: float, logit_scale: float,
+                        param_grads: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(grad_x [T, N], grad_alpha [N], grad_beta [N])``; ``grad_s`` is ``[T, N]``."""
+    T, N = grad_s.shape
+    K = kernel_module(_PACKAGE, grad_s.device)
+    return K.backward(x=x, grad_s=grad_rows(grad_s, T, N, alpha.dtype), alpha=alpha, beta=beta,
+                      keys=step_keys(seed, T, grad_s.device), state_i=state_i, state_u=state_u,
+                      config=SPSNKernelConfig(gumbel, tau, logit_scale), param_grads=param_grads)
+
+
+@spsn_fused_backward.register_fake
+def _(x, grad_s, alpha, beta, seed, state_i, state_u, gumbel, tau, logit_scale, param_grads):
+    T, N = grad_s.shape
+    return grad_s.new_empty(T, N), alpha.new_empty(N), alpha.new_empty(N)
+
+
+def _setup_context(ctx, inputs, output):
+    x, alpha, beta, seed, gumbel, tau, logit_scale = inputs
+    s, state_i, state_u = output
+    keep_x = x.new_empty(0, x.shape[1]) if _saves_states(x.device) else x  # the kernels that read it
+    ctx.save_for_backward(keep_x, alpha, beta, seed, state_i, state_u)
+    ctx.config = (gumbel, tau, logit_scale)
+    ctx.steps = x.shape[0]
+
+
+def _backward(ctx, g_s, g_state_i, g_state_u):
+    x, alpha, beta, seed, state_i, state_u = ctx.saved_tensors
+    N = alpha.shape[0]
+    gs = alpha.new_zeros(1, N).expand(ctx.steps, N) if g_s is None else g_s
+    need_a, need_b = ctx.needs_input_grad[1:3]
+    gx, ga, gb = spsn_fused_backward(x, gs, alpha, beta, seed, state_i, state_u, *ctx.config, need_a or need_b)
+    return gx, ga if need_a else None, gb if need_b else None, None, None, None, None
+
+
+spsn_fused_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def spsn_fused(x: Tensor, alpha: Tensor, beta: Tensor, seed: Tensor, *, gumbel: bool, tau: float,
+               logit_scale: float) -> Tensor:
+    """The ``"fused"`` backend of :func:`spikescan.ops.spsn.spsn_step` (arguments validated there).
+
+    Returns the spikes in ``x.dtype``; half inputs are computed in float32.  The decays,
+    broadcast to ``x.shape[1:]``, enter the kernels as per-neuron vectors; autograd sums their
+    gradients back to their own shapes.
+    """
+    T, rest = x.shape[0], x.shape[1:]
+    N = math.prod(rest)
+    check_neuron_count(N)
+    dt = kernel_dtype(x.dtype)
+    xf = x.to(dt).reshape(T, N).contiguous()
+    a, b = per_neuron(alpha, rest, dt), per_neuron(beta, rest, dt)
+    s, _, _ = spsn_fused_forward(xf, a, b, seed, bool(gumbel), float(tau), float(logit_scale))
+    return s.view(x.shape).to(x.dtype)
