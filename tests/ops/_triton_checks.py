@@ -46,7 +46,7 @@ def _on(impl: str | None):
         yield
 
 
-def _both(device: str, fn, *tensors, sum_loss: bool = False, on=_on):
+def _both(device: str, fn, *tensors, sum_loss: bool = False):
     """``fn`` on CPU tensors with numba, and on ``device`` tensors with Triton; grads of leaves.
 
     The loss weighs the outputs randomly, or (``sum_loss``) sums them, which hands the kernels a
@@ -55,7 +55,7 @@ def _both(device: str, fn, *tensors, sum_loss: bool = False, on=_on):
     outs = []
     for dev, impl in (("cpu", None), (device, _triton_impl(device))):
         leaves = [t.detach().to(dev).requires_grad_(t.requires_grad) for t in tensors]
-        with on(impl):
+        with _on(impl):
             out = fn(*leaves)
             out = out if isinstance(out, tuple) else (out,)
             g = torch.Generator().manual_seed(0)
@@ -140,7 +140,7 @@ def check_spsn(device, T, firing, dtype=torch.float32, sum_loss=False):
     def fn(x, a, b):
         return spsn.fused_spsn(x, a, b, seed=5, firing=firing, tau=0.5, logit_scale=2.0)
 
-    (o_cpu, g_cpu), (o_dev, g_dev) = _both(device, fn, x, a, b, sum_loss=sum_loss, on=force_kernels)
+    (o_cpu, g_cpu), (o_dev, g_dev) = _both(device, fn, x, a, b, sum_loss=sum_loss)
     n_diff = int((o_cpu[0] != o_dev[0].cpu()).sum())
     if n_diff > 1:  # exp/log of two libraries may flip a draw lying within rounding of the boundary
         return f"spikes differ in {n_diff} places"
@@ -153,7 +153,7 @@ def check_spsn(device, T, firing, dtype=torch.float32, sum_loss=False):
 
 def check_empty(device):
     """No neuron (an empty batch): empty outputs and grad_x, zero parameter gradients, no launch error."""
-    with _on(_triton_impl(device)), force_kernels(_triton_impl(device)):
+    with _on(_triton_impl(device)):
         for shape in ((5, 0, 7), (5, 3, 0)):
             x = torch.randn(shape, device=device, requires_grad=True)
             d = torch.full(shape[2:], 0.8, device=device, requires_grad=True)
