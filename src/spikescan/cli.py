@@ -15,6 +15,8 @@ BENCHMARKS = {
     "scaling": "scaling",
     "event-linear": "event_linear",
     "train-step": "train_step",
+    "compile": "compile_step",
+    "jax": "jax_lif",
 }
 
 
@@ -107,13 +109,21 @@ def _add_train(sub) -> None:
                    help="continue the run in --out from its checkpoint; --epochs N trains it longer, --data-dir, "
                         "--device, --threads, --eval-batch-size may change, any other changed flag is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--framework", choices=["torch", "jax"], default="torch",
+                   help="jax: the digits main job with the Flax modules of spikescan.jax (spikescan[jax]); takes "
+                        "--neuron spsn-sb|spsn-gs|lif|plif, --hidden, --epochs, --batch-size, --lr, --seed, ...")
 
 
 def _run_train(args) -> int:
+    overrides = _overrides(args)
+    if args.framework == "jax":
+        from .jax.train import run_from_cli
+
+        return run_from_cli(overrides, out=args.out, preset=args.preset, resume=args.resume)
+
     from .train.loop import resume_run, train
     from .train.presets import get_preset, preset_config
 
-    overrides = _overrides(args)
     if args.resume:
         # the run's own config.json, changed only by what the command line says (checked by train)
         changes = dict(get_preset(args.preset).config) if args.preset else {}
