@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from spikescan.nn import LI, LIF, PLIF, SPSN, TimeDistributed
-from spikescan.ops import fused
+from spikescan.ops import spsn as fused
 from spikescan.ops.firing import gumbel_spike, sigmoid_bernoulli
 from spikescan.ops.lif import lif
 from spikescan.ops import backends

@@ -46,11 +46,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikescan.ops import psu as P
-from spikescan.ops import scan as S
+from spikescan.ops.leaky import parallel as S
 from spikescan.ops._kernels._common import SEGMENT, uniforms_reference
 from spikescan.ops.first_spike import _single_spike_lif_sequential, first_spike, single_spike_lif
 from spikescan.ops.firing import gumbel_spike, sigmoid_bernoulli
-from spikescan.ops.fused import fused_spsn, spsn_uniforms
+from spikescan.ops.spsn import fused_spsn, spsn_uniforms
 from spikescan.ops.lif import lif
 from spikescan.ops import leaky_integrate
 from spikescan.surrogate import ATan, FastSigmoid, Sigmoid, Triangle

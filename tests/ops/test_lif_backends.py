@@ -1,7 +1,7 @@
 """``lif(..., backend="fused")`` and ``backend="auto"`` through the public front door, against
 ``backend="sequential"``.
 
-The kernel itself is tested in ``test_fused_lif.py`` (through ``ops.fused``); this file checks the
+The kernel itself is tested in ``test_fused_lif.py`` (through ``lif_fused``); this file checks the
 wiring: that ``lif`` dispatches to it, what ``"auto"`` picks, and the errors when the fused
 backend is asked for but cannot run.  Tolerances (issue #3): spikes identical, membranes and
 states <= 1e-5 relative (float32), gradients <= 1e-4 relative to the largest entry.

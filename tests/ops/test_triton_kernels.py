@@ -1,4 +1,4 @@
-"""Triton kernels of ``spikescan.ops.fused``: lazy import, and their logic against the CPU kernels.
+"""Triton kernels of ``spikescan.ops`` (lif, leaky, spsn): lazy import, and their logic against the CPU kernels.
 
 Without a GPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, which must be set
 before triton is imported, hence a subprocess running ``_triton_checks.py``).  With CUDA the same

@@ -13,6 +13,7 @@ from ..ops.lif import LIFParameters, lif, lif_step
 from ..ops._backend import backends
 from ..ops.leaky import leaky_integrate
 from .base import Decay, SigmoidDecay, SpikingNeuron, as_dtype, as_output, check_input
+from .registry import register_neuron
 
 
 class LI(nn.Module):
@@ -192,3 +193,21 @@ class RLIF(LIF):
     def extra_repr(self) -> str:
         return (f"features={self.features}, reset={self.reset!r}, surrogate={self.surrogate}, "
                 f"recurrent_bias={self.recurrent.bias is not None}")
+
+
+_EXACT_WHY = "the exact LIF's reset is not linear: no fft/chunked form"
+
+
+@register_neuron("lif", backends=LIF_BACKENDS, why=_EXACT_WHY)
+def _build_lif(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
+    return LIF(features, tau_syn, tau_mem, dt, backend=backend, **kwargs)
+
+
+@register_neuron("plif", backends=LIF_BACKENDS, why=_EXACT_WHY)
+def _build_plif(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
+    return PLIF(features, tau_syn, tau_mem, dt, backend=backend, **kwargs)
+
+
+@register_neuron("rlif", backends=("auto", "sequential"), why="the recurrent LIF is a loop over time")
+def _build_rlif(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
+    return RLIF(features, tau_syn, tau_mem, dt, **kwargs)

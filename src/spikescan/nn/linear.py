@@ -37,7 +37,8 @@ class EventLinear(nn.Linear):
       decides; :data:`EVENT_DENSITY_THRESHOLD`); when it requires grad (a hidden layer's
       spikes) it gets the dense gradient ``gy W``, only the forward and the weight gradient
       being event-driven;
-    - anything else (``mode="dense"``, other shapes) is plain ``F.linear``.
+    - anything else (``mode="dense"``, other shapes, a dense input under ``torch.compile``) is plain
+      ``F.linear``.
 
     ``backend`` is :func:`~spikescan.ops.events.event_linear`'s.  Outputs equal ``nn.Linear``'s
     up to float reassociation.
@@ -65,8 +66,10 @@ class EventLinear(nn.Linear):
             if not self.runs_events(x):
                 return F.linear(x.dense().to(self.weight.dtype), self.weight, self.bias)
             return event_linear(x, self.weight, self.bias, backend=self.backend)
+        # Under torch.compile a dense input stays dense: finding the events reads the values (a
+        # data-dependent shape), which the compiler cannot trace; the compiled matmul is the fast path.
         if (self.mode != "dense" and isinstance(x, torch.Tensor) and x.dim() == 3 and x.is_floating_point()
-                and x.numel()):
+                and x.numel() and not torch.compiler.is_compiling()):
             limit = None if self.mode == "events" else self.density_threshold
             events = SpikeEvents.from_dense(x, max_density=limit)  # None: too dense (only counted)
             if events is not None:

@@ -26,6 +26,7 @@ from .._checks import check_choice, check_positive_int
 from ..ops import psu as psu_ops
 from ..ops.firing import heaviside
 from .base import SpikingNeuron, as_output, check_input
+from .registry import register_neuron
 
 __all__ = ["PSU", "IPSU", "RPSU"]
 
@@ -143,3 +144,20 @@ class RPSU(_LearnedTimeMatrix):
     def _membrane(self, x):
         return psu_ops.rpsu_membrane(x, self.weight.to(x.dtype), self.bias.to(x.dtype), self.tau,
                                      leak=self.leak, backend=self.backend)
+
+
+def _psu_builder(kind: str):
+    def build(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
+        kwargs = dict(kwargs)
+        tau = float(kwargs.pop("tau", tau_mem / dt))  # PSU time constants count steps
+        if kind == "psu":
+            return PSU(tau, backend=backend, **kwargs)
+        if num_steps is None:
+            raise ValueError(f"neuron {kind!r} learns a T×T matrix: num_steps (T) is required")
+        return (IPSU if kind == "ipsu" else RPSU)(int(num_steps), tau, backend=backend, **kwargs)
+
+    return build
+
+
+for _kind in ("psu", "ipsu", "rpsu"):
+    register_neuron(_kind, backends=psu_ops.BACKENDS)(_psu_builder(_kind))

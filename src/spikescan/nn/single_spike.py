@@ -16,9 +16,11 @@ from torch import nn
 
 from .. import surrogate as surrogate_lib
 from .._checks import check_positive_int
+from ..ops._backend import backends
 from ..ops.events import SpikeEvents
 from ..ops.first_spike import DEFAULT_SURROGATE, max_membrane_readout, single_spike_lif, single_spike_lif_events
 from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input
+from .registry import register_neuron
 
 __all__ = ["SingleSpikeLIF", "MaxMembraneReadout"]
 
@@ -131,3 +133,8 @@ class MaxMembraneReadout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"features={self.features}, input_scale={self.input_scale!r}"
+
+
+@register_neuron("single-spike", backends=("auto", *backends("leaky_integrate")))
+def _build_single_spike(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
+    return SingleSpikeLIF(features, tau_mem, dt, backend=backend, **kwargs)

@@ -10,6 +10,7 @@ from ..ops._backend import backends
 from ..ops.firing import gumbel_spike, sigmoid_bernoulli
 from ..ops.leaky import leaky_integrate
 from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input
+from .registry import register_neuron
 
 FIRING_MODES = ("sb", "gs")
 
@@ -107,3 +108,16 @@ class SPSN(SpikingNeuron):
 
     def extra_repr(self) -> str:
         return f"features={self.features}, firing={self.firing!r}, backend={self.backend!r}"
+
+
+_LEAKY_BACKENDS = ("auto", *backends("leaky_integrate"))
+
+
+@register_neuron("spsn-sb", backends=_LEAKY_BACKENDS)
+def _build_spsn_sb(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
+    return SPSN(features, tau_syn, tau_mem, dt, firing="sb", backend=backend, **kwargs)
+
+
+@register_neuron("spsn-gs", backends=_LEAKY_BACKENDS)
+def _build_spsn_gs(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
+    return SPSN(features, tau_syn, tau_mem, dt, firing="gs", backend=backend, **kwargs)

@@ -13,6 +13,7 @@ from .firing import gumbel_spike, heaviside, sigmoid_bernoulli
 from .first_spike import first_spike, max_membrane_readout, single_spike_lif, single_spike_lif_events
 from .leaky import leaky_integrate
 from .lif import LIFParameters, LIFStep, lif, lif_step
+from .spsn import fused_spsn, spsn_step, spsn_uniforms
 from . import psu  # the module: psu/ipsu/rpsu are spikescan.ops.psu.psu, .ipsu, .rpsu
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "leaky_integrate",
     "lif", "lif_step", "LIFParameters", "LIFStep",
     "heaviside", "sigmoid_bernoulli", "gumbel_spike",
+    "spsn_step", "fused_spsn", "spsn_uniforms",
     "psu",
     "first_spike", "single_spike_lif", "single_spike_lif_events", "max_membrane_readout",
     "SpikeEvents", "event_linear",

@@ -23,20 +23,16 @@ from typing import Sequence
 
 from torch import nn
 
-from .. import nn as snn
-from ..nn.leaky import LI, LIF, LIF_BACKENDS, PLIF
+from .. import nn as snn  # noqa: F401  (imports every neuron module, which registers its kinds)
+from ..nn.leaky import LI
 from ..nn.linear import EventLinear
-from ..nn.psu import IPSU, PSU, RPSU
-from ..ops.events import SpikeEvents
-from ..ops.psu import BACKENDS as PSU_BACKENDS
-from ..ops._backend import backends
+from ..nn.registry import NEURON_KINDS, build_neuron
+from ..nn.registry import check_backend as _check_backend
 from ..nn.single_spike import MaxMembraneReadout, SingleSpikeLIF
-from ..nn.spsn import SPSN
+from ..ops._backend import backends
+from ..ops.events import SpikeEvents
 
-_BASE_NEURONS = ("spsn-sb", "spsn-gs", "lif", "plif", "psu", "ipsu", "rpsu", "single-spike", "relu")
-# RLIF is added to spikescan.nn by a separate change; offer it only where it exists.
-HAS_RLIF = hasattr(snn, "RLIF")
-NEURONS = _BASE_NEURONS + (("rlif",) if HAS_RLIF else ())
+NEURONS = tuple(NEURON_KINDS)
 #: readout layers of :class:`FeedForwardSNN`: ``"li"`` (membrane ``[T, B, C]``, reduced over time by
 #: the loop's ``readout``) or ``"max-membrane"`` (FastSNN's :class:`MaxMembraneReadout`, logits ``[B, C]``).
 READOUT_LAYERS = ("li", "max-membrane")
@@ -47,22 +43,16 @@ BIAS_INITS = ("uniform", "zero")
 
 LEAKY_BACKENDS = ("auto", *backends("leaky_integrate"))
 #: the ``backend`` names each hidden neuron kind runs (relu has no dynamics: its name goes to the readout)
-NEURON_BACKENDS: dict[str, tuple[str, ...]] = {
-    "spsn-sb": LEAKY_BACKENDS, "spsn-gs": LEAKY_BACKENDS, "single-spike": LEAKY_BACKENDS, "relu": LEAKY_BACKENDS,
-    "lif": LIF_BACKENDS, "plif": LIF_BACKENDS, "rlif": ("auto", "sequential"),  # RLIF is always its loop
-    "psu": PSU_BACKENDS, "ipsu": PSU_BACKENDS, "rpsu": PSU_BACKENDS,
-}
+NEURON_BACKENDS: dict[str, tuple[str, ...]] = {k: v.backends for k, v in NEURON_KINDS.items()}
+NEURON_BACKENDS["relu"] = LEAKY_BACKENDS
 
 
 def check_backend(neuron: str, backend: str) -> None:
     """Raise unless neuron kind ``neuron`` runs ``backend`` (see :data:`NEURON_BACKENDS`)."""
-    allowed = NEURON_BACKENDS.get(neuron)
-    if allowed is not None and backend not in allowed:
-        why = {"lif": " (the exact LIF's reset is not linear: no fft/chunked form)",
-               "plif": " (the exact LIF's reset is not linear: no fft/chunked form)",
-               "rlif": " (the recurrent LIF is a loop over time)"}.get(neuron, "")
-        raise ValueError(f"backend {backend!r} does not apply to neuron {neuron!r}{why}; "
-                         f"choose from {list(allowed)}")
+    if neuron != "relu":
+        _check_backend(neuron, backend)
+    elif backend not in LEAKY_BACKENDS:
+        raise ValueError(f"backend {backend!r} does not apply to neuron 'relu'; choose from {list(LEAKY_BACKENDS)}")
 
 
 def readout_backend(backend: str) -> str:
@@ -72,33 +62,11 @@ def readout_backend(backend: str) -> str:
 
 def make_neuron(kind: str, features: int, *, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
                 dt: float = 1e-3, backend: str = "auto", num_steps: int | None = None, **kwargs) -> nn.Module:
-    """One hidden neuron layer by name (see the module docstring); ``kwargs`` go to its constructor."""
+    """One hidden neuron layer by name (registered in :mod:`spikescan.nn.registry`); ``kwargs`` go
+    to its constructor."""
     check_backend(kind, backend)
-    if kind == "spsn-sb":
-        return SPSN(features, tau_syn, tau_mem, dt, firing="sb", backend=backend, **kwargs)
-    if kind == "spsn-gs":
-        return SPSN(features, tau_syn, tau_mem, dt, firing="gs", backend=backend, **kwargs)
-    if kind == "lif":
-        return LIF(features, tau_syn, tau_mem, dt, backend=backend, **kwargs)
-    if kind == "plif":
-        return PLIF(features, tau_syn, tau_mem, dt, backend=backend, **kwargs)
-    if kind == "rlif" and HAS_RLIF:
-        return snn.RLIF(features, tau_syn, tau_mem, dt, **kwargs)
-    if kind in ("psu", "ipsu", "rpsu"):
-        kwargs = dict(kwargs)
-        tau = float(kwargs.pop("tau", tau_mem / dt))  # PSU time constants count steps
-        if kind == "psu":
-            return PSU(tau, backend=backend, **kwargs)
-        if num_steps is None:
-            raise ValueError(f"neuron {kind!r} learns a T×T matrix: num_steps (T) is required")
-        return (IPSU if kind == "ipsu" else RPSU)(int(num_steps), tau, backend=backend, **kwargs)
-    if kind == "single-spike":
-        return SingleSpikeLIF(features, tau_mem, dt, backend=backend, **kwargs)
-    if kind == "relu":
-        if kwargs:
-            raise ValueError(f"neuron 'relu' takes no options, got {sorted(kwargs)}")
-        return nn.ReLU()
-    raise ValueError(f"neuron must be one of {list(NEURONS)}, got {kind!r}")
+    return build_neuron(kind, features, tau_syn=tau_syn, tau_mem=tau_mem, dt=dt,
+                        backend="auto" if kind == "relu" else backend, num_steps=num_steps, **kwargs)
 
 
 class FeedForwardSNN(nn.Sequential):
