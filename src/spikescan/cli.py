@@ -24,6 +24,16 @@ def _none_or_float(text: str):
     return None if text.lower() == "none" else float(text)
 
 
+def _backend_help() -> str:
+    """``kind: backends`` of every neuron kind, kinds with the same backends grouped."""
+    from .train.models import NEURON_BACKENDS
+
+    groups: dict[tuple, list[str]] = {}
+    for kind, names in NEURON_BACKENDS.items():
+        groups.setdefault(tuple(names), []).append(kind)
+    return "; ".join(f"{'/'.join(kinds)}: {' '.join(names)}" for names, kinds in groups.items())
+
+
 # (flag, TrainConfig field, argparse keywords); flags not given on the command line are absent
 # from the namespace (default SUPPRESS), so only explicit flags override a preset.
 def _train_flags():
@@ -56,10 +66,8 @@ def _train_flags():
         ("--k-shift", "k_shift", dict(type=float, help="random channel shift augmentation (SPSN §IV-B; 0: off)")),
         ("--k-scale", "k_scale", dict(type=float, help="random time/channel scale augmentation (SPSN §IV-B; 0: off)")),
         ("--max-batches", "max_batches", dict(type=int, help="stop each epoch after this many batches (smoke runs)")),
-        ("--backend", "backend", dict(help="the hidden neurons' backend; each neuron kind runs the names it has "
-                                           "(lif/plif: auto fused sequential; spsn/single-spike: auto fused "
-                                           "sequential fft chunked; psu/ipsu/rpsu: auto matrix chunked "
-                                           "sequential) and refuses the others")),
+        ("--backend", "backend", dict(help="the hidden neurons' backend; each neuron kind runs the names it has ("
+                                           + _backend_help() + ") and refuses the others")),
         ("--dtype", "dtype", dict(choices=["float32", "float64"], help="parameter and input float type")),
         ("--bias-init", "bias_init", dict(choices=["uniform", "zero"],
                                           help="Linear biases: PyTorch's uniform init or zero (FastSNN)")),

@@ -131,11 +131,12 @@ def test_spsn_auto_uses_the_fused_step(monkeypatch):
     real = fused.fused_spsn
     monkeypatch.setattr(fused, "fused_spsn", lambda *a, **k: calls.append(k["seed"]) or real(*a, **k))
     x = torch.randn(10, 2, 4)
-    assert SPSN(4).uses_fused_step(x) and not SPSN(4, backend="fused").uses_fused_step(x)
+    assert SPSN(4).uses_fused_step(x) and SPSN(4, backend="fused").uses_fused_step(x)
+    assert not SPSN(4, backend="fused-scans").uses_fused_step(x)
     SPSN(4, generator=torch.Generator().manual_seed(5))(x)
     assert calls == [_next_seed(5)]
     SPSN(4, backend="chunked")(x)
-    SPSN(4, backend="fused")(x)  # the fused scan twice, then the torch firing op
+    SPSN(4, backend="fused-scans")(x)  # the fused scan twice, then the torch firing op
     assert len(calls) == 1
 
 

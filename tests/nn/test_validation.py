@@ -9,6 +9,7 @@ import torch
 
 from spikescan.nn import IPSU, LI, LIF, PLIF, PSU, RLIF, RPSU, SPSN, MaxMembraneReadout, SingleSpikeLIF
 from spikescan.nn.leaky import LIF_BACKENDS
+from spikescan.nn.spsn import SPSN_BACKENDS
 from spikescan.ops import psu as psu_ops
 from spikescan.ops import backends
 
@@ -22,8 +23,8 @@ MODULES = {
     "PLIF": (lambda **k: PLIF(F, threshold=0.3, learn_threshold=True, **k), LIF_BACKENDS, {}),
     "RLIF": (lambda **k: RLIF(F, threshold=0.3, learn_tau=True, learn_threshold=True, recurrent_bias=True, **k),
              (None,), {"return_membrane": True}),
-    "SPSN-sb": (lambda **k: SPSN(F, learn_tau=True, **k), SCAN, {}),
-    "SPSN-gs": (lambda **k: SPSN(F, learn_tau=True, firing="gs", **k), SCAN, {}),
+    "SPSN-sb": (lambda **k: SPSN(F, learn_tau=True, **k), SPSN_BACKENDS, {}),
+    "SPSN-gs": (lambda **k: SPSN(F, learn_tau=True, firing="gs", **k), SPSN_BACKENDS, {}),
     "LI": (lambda **k: LI(F, learn_tau=True, **k), SCAN, {}),
     "PSU": (lambda **k: PSU(threshold=0.3, **k), psu_ops.BACKENDS, {"return_membrane": True}),
     "PSU-alpha": (lambda **k: PSU(threshold=0.3, learn_alpha=True, **k), psu_ops.BACKENDS, {"return_membrane": True}),

@@ -6,13 +6,16 @@ import torch
 
 from .._checks import check_choice, check_positive_int
 from ..ops import spsn as spsn_ops
-from ..ops._backend import backends
+from ..ops._backend import backends, resolve
 from ..ops.firing import gumbel_spike, sigmoid_bernoulli
 from ..ops.leaky import leaky_integrate
 from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input
 from .registry import register_neuron
 
 FIRING_MODES = ("sb", "gs")
+#: ``"fused"`` is the one-kernel SPSN step; ``"fused-scans"`` and the others are two
+#: ``leaky_integrate`` calls with that backend (``"fused-scans"``: its ``"fused"``) and the torch firing op.
+SPSN_BACKENDS = ("auto", "fused", "fused-scans", *(b for b in backends("leaky_integrate") if b != "fused"))
 
 
 class SPSN(SpikingNeuron):
@@ -32,16 +35,18 @@ class SPSN(SpikingNeuron):
 
     ``backend``:
 
-    - ``"auto"`` (default): where the fused kernels run (``"fused" in spikescan.ops.backends("spsn", x)``:
-      CPU with numba, CUDA with Triton), the whole step -- both integrations, sigmoid and the
-      Bernoulli / Gumbel draw -- is ONE kernel, :func:`spikescan.ops.spsn.fused_spsn`, which
+    - ``"fused"``: the whole step -- both integrations, sigmoid and the Bernoulli / Gumbel draw --
+      is ONE kernel, :func:`spikescan.ops.spsn.fused_spsn` (an error where it cannot run), which
       stores no ``[T, ...]`` random tensor: its uniforms are a counter-based hash of
       ``(seed, t, neuron)``, with the seed drawn from ``generator`` (or torch's global
       generator) at every forward, so ``torch.manual_seed`` / a seeded ``generator`` make runs
-      reproducible.  Elsewhere the same as below with ``leaky_integrate``'s ``"auto"``.
-    - ``"sequential"``, ``"fft"``, ``"chunked"``, ``"fused"``: two
-      :func:`spikescan.ops.leaky_integrate` calls with that backend (``"fused"``: the fused scan
-      kernel, two passes), then :func:`~spikescan.ops.firing.sigmoid_bernoulli` /
+      reproducible.
+    - ``"auto"`` (default): ``"fused"`` where the fused kernels run (``"fused" in
+      spikescan.ops.backends("spsn", x)``: CPU with numba, CUDA with Triton), elsewhere the
+      two-scan path below with ``leaky_integrate``'s ``"auto"``.
+    - ``"sequential"``, ``"fft"``, ``"chunked"``, ``"fused-scans"``: two
+      :func:`spikescan.ops.leaky_integrate` calls with that backend (``"fused-scans"``: its fused
+      scan kernel, two passes), then :func:`~spikescan.ops.firing.sigmoid_bernoulli` /
       :func:`~spikescan.ops.firing.gumbel_spike` drawing ``torch.rand`` from ``generator``.
 
     Both paths compute the same membrane and the same firing rule and gradients; for the same
@@ -57,7 +62,7 @@ class SPSN(SpikingNeuron):
                  generator: torch.Generator | None = None):
         super().__init__()
         check_choice(firing, "firing", FIRING_MODES)
-        check_choice(backend, "backend", ("auto", *backends("leaky_integrate")))
+        check_choice(backend, "backend", SPSN_BACKENDS)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.features = check_positive_int(features, "features")
@@ -76,12 +81,16 @@ class SPSN(SpikingNeuron):
     def _membrane(self, x: torch.Tensor) -> torch.Tensor:
         """``u`` of a checked ``x`` (already in the compute dtype)."""
         a = None if self.syn is None else as_dtype(self.syn(), x.dtype)
-        current = x if a is None else leaky_integrate(x, a, backend=self.backend)
+        scan = "fused" if self.backend == "fused-scans" else self.backend
+        current = x if a is None else leaky_integrate(x, a, backend=scan)
         b = as_dtype(self.mem(), x.dtype)
-        return leaky_integrate(current, b, scale=1.0 - b, backend=self.backend)
+        return leaky_integrate(current, b, scale=1.0 - b, backend=scan)
 
     def uses_fused_step(self, x: torch.Tensor) -> bool:
         """Whether :meth:`forward` runs ``x`` through the one-kernel SPSN step."""
+        if self.backend == "fused":
+            resolve("spsn", "fused", x)  # the registry's error where the kernel cannot run x
+            return True
         return self.backend == "auto" and "fused" in backends("spsn", x)
 
     def _seed(self, device: torch.device) -> torch.Tensor:
@@ -110,14 +119,11 @@ class SPSN(SpikingNeuron):
         return f"features={self.features}, firing={self.firing!r}, backend={self.backend!r}"
 
 
-_LEAKY_BACKENDS = ("auto", *backends("leaky_integrate"))
-
-
-@register_neuron("spsn-sb", backends=_LEAKY_BACKENDS)
+@register_neuron("spsn-sb", backends=SPSN_BACKENDS)
 def _build_spsn_sb(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
     return SPSN(features, tau_syn, tau_mem, dt, firing="sb", backend=backend, **kwargs)
 
 
-@register_neuron("spsn-gs", backends=_LEAKY_BACKENDS)
+@register_neuron("spsn-gs", backends=SPSN_BACKENDS)
 def _build_spsn_gs(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
     return SPSN(features, tau_syn, tau_mem, dt, firing="gs", backend=backend, **kwargs)
