@@ -374,3 +374,33 @@ def run_main(name: str, doc: str | None, add_arguments: Callable, run: Callable,
     parser = argparse.ArgumentParser(prog=f"spikescan bench {name}", description=(doc or "").split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
+
+
+def positive_ints(text: str) -> list[int]:
+    """argparse type: integers >= 1 separated by commas (``"8,16,32"``; with ``nargs="+"`` also spaces)."""
+    import argparse
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"values must be integers >= 1, got {text!r}")
+    return values
+
+
+def memory_limit(max_memory_gb: float | None, device: torch.device) -> int | None:
+    """The address-space limit of a CPU benchmark: ``max_memory_gb`` GiB, or 3/4 of the machine's
+    memory when ``None``; no limit for ``<= 0`` and on other devices."""
+    if device.type != "cpu":
+        return None
+    if max_memory_gb is None:
+        total = total_memory_bytes()
+        return int(0.75 * total) if total else None
+    return int(max_memory_gb * 2**30) if max_memory_gb > 0 else None
+
+
+def machine_title(m: dict[str, Any]) -> str:
+    """``device (CPU model or GPU name), N threads``: the part of a figure title naming the machine."""
+    where = m["cpu_model"] if m["device"] == "cpu" else m.get("cuda_device_name")
+    return f"{m['device']} ({where}), {m['torch_num_threads']} threads"

@@ -138,16 +138,6 @@ def time_interleaved(forwards: dict[str, Callable[[], torch.Tensor]], params, de
 # --------------------------------------------------------------------------------------------
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"values must be integers >= 1, got {text!r}")
-    return values
-
-
 def _flat(groups) -> list[int] | None:
     if groups is None:
         return None
@@ -158,11 +148,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``spikescan bench fastsnn-grid``."""
     parser.add_argument("--full", action="store_true",
                         help="the paper's grid: n = 100..1000 step 100, T = 8..2048 (powers of 2), b in {32, 64, 128}")
-    parser.add_argument("--units", type=_ints, nargs="+", default=None, metavar="N",
+    parser.add_argument("--units", type=C.positive_ints, nargs="+", default=None, metavar="N",
                         help=f"layer sizes n (default {list(REDUCED['units'])}; overrides --full)")
-    parser.add_argument("--t-values", type=_ints, nargs="+", default=None, metavar="T",
+    parser.add_argument("--t-values", type=C.positive_ints, nargs="+", default=None, metavar="T",
                         help=f"steps T (default {list(REDUCED['t_values'])}; overrides --full)")
-    parser.add_argument("--batch-sizes", type=_ints, nargs="+", default=None, metavar="B",
+    parser.add_argument("--batch-sizes", type=C.positive_ints, nargs="+", default=None, metavar="B",
                         help=f"batch sizes (default {list(REDUCED['batches'])}; overrides --full)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                         help="whole layer (Linear + neuron, as the paper) and/or the neuron alone (default: both)")
@@ -224,13 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = C.resolve_device(args.device)
-    limit = None
-    if device.type == "cpu":
-        if args.max_memory_gb is None:
-            total = C.total_memory_bytes()
-            limit = int(0.75 * total) if total else None
-        elif args.max_memory_gb > 0:
-            limit = int(args.max_memory_gb * 2**30)
+    limit = C.memory_limit(args.max_memory_gb, device)
     with C.address_space_limit(limit):
         results = _run(args, device)
     results["config"]["address_space_limit_bytes"] = limit

@@ -260,16 +260,6 @@ def step_peak_memory(impl: str, B: int, N: int, T: int, device: torch.device, se
 # --------------------------------------------------------------------------------------------
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"values must be integers >= 1, got {text!r}")
-    return values
-
-
 def _flat(groups) -> list[int]:
     return sorted({int(v) for g in groups for v in (g if isinstance(g, (list, tuple)) else [g])})
 
@@ -281,16 +271,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS),
                         help="implementations to time (default: all; peers that are not installed are skipped)")
     parser.add_argument("--neurons", type=int, default=1_000_000, help="(a) neurons in the layer (default 1e6)")
-    parser.add_argument("--t-forward", type=_int_list, nargs="+", default=[list(DEFAULT_T_FWD)], metavar="T",
+    parser.add_argument("--t-forward", type=C.positive_ints, nargs="+", default=[list(DEFAULT_T_FWD)], metavar="T",
                         help="(a) sequence lengths (default 8 16 32 64 128)")
     parser.add_argument("--batch", type=int, default=32, help="(b) batch size B (default 32)")
-    parser.add_argument("--hidden", type=_int_list, nargs="+", default=[list(DEFAULT_HIDDEN)], metavar="N",
+    parser.add_argument("--hidden", type=C.positive_ints, nargs="+", default=[list(DEFAULT_HIDDEN)], metavar="N",
                         help="(b) neurons per sample (default 128 256 512 1024)")
-    parser.add_argument("--t-train", type=_int_list, nargs="+", default=[list(DEFAULT_T_TRAIN)], metavar="T",
+    parser.add_argument("--t-train", type=C.positive_ints, nargs="+", default=[list(DEFAULT_T_TRAIN)], metavar="T",
                         help="(b) sequence lengths (default 100 1000)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                         help="measure the peak memory of one training step at --memory-case (default on)")
-    parser.add_argument("--memory-case", type=_int_list, default=[32, 256, 1000], metavar="B,N,T",
+    parser.add_argument("--memory-case", type=C.positive_ints, default=[32, 256, 1000], metavar="B,N,T",
                         help="training case of the peak-memory row (default 32,256,1000)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per case, median reported (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per case before timing (default 1)")

@@ -81,19 +81,9 @@ def tt_bytes(impl: str, T: int, element_size: int = 4) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"T values must be integers >= 1, got {text!r}")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``spikescan bench psu``."""
-    parser.add_argument("--t-values", type=_ints, nargs="+", default=[list(DEFAULT_T)], metavar="T",
+    parser.add_argument("--t-values", type=C.positive_ints, nargs="+", default=[list(DEFAULT_T)], metavar="T",
                         help=f"sequence lengths (default {' '.join(map(str, DEFAULT_T))})")
     parser.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--in-features", type=int, default=700, help="Linear input features (default 700)")

@@ -57,21 +57,11 @@ DEFAULT_RANKS = (1, 2, 4)
 LAYERS = ("spsn", "lif")
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"values must be integers >= 1, got {text!r}")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``spikescan bench scaling``."""
-    parser.add_argument("--ranks", type=_ints, default=list(DEFAULT_RANKS),
+    parser.add_argument("--ranks", type=C.positive_ints, default=list(DEFAULT_RANKS),
                         help="numbers of processes, comma-separated (default 1,2,4)")
-    parser.add_argument("--t-values", type=_ints, default=list(DEFAULT_T),
+    parser.add_argument("--t-values", type=C.positive_ints, default=list(DEFAULT_T),
                         help="sequence lengths, comma-separated (default 256,1024,4096)")
     parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=LAYERS, help="neurons (default both)")
     parser.add_argument("--batch", type=int, default=16, help="batch size (default 16)")

@@ -131,19 +131,9 @@ def neuron_roofline_bytes(T: int, batch: int, hidden: int, dtype: torch.dtype) -
 # --------------------------------------------------------------------------------------------
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"T values must be integers >= 1, got {text!r}")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``spikescan bench speed-vs-t``."""
-    parser.add_argument("--t-values", type=_int_list, nargs="+", default=[list(DEFAULT_T)], metavar="T",
+    parser.add_argument("--t-values", type=C.positive_ints, nargs="+", default=[list(DEFAULT_T)], metavar="T",
                         help="sequence lengths, space or comma separated (default: 100 300 1000 3000 10000)")
     parser.add_argument("--batch", type=int, default=32, help="batch size B (default 32)")
     parser.add_argument("--in-features", type=int, default=700, help="Linear input features (default 700)")
@@ -214,13 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = C.resolve_device(args.device)
-    limit = None
-    if device.type == "cpu":
-        if args.max_memory_gb is None:
-            total = C.total_memory_bytes()
-            limit = int(0.75 * total) if total else None
-        elif args.max_memory_gb > 0:
-            limit = int(args.max_memory_gb * 2**30)
+    limit = C.memory_limit(args.max_memory_gb, device)
     with C.address_space_limit(limit):
         results = _run(args, device)
     results["config"]["address_space_limit_bytes"] = limit
