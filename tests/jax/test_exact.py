@@ -42,6 +42,30 @@ SCRIPT = textwrap.dedent("""
             for a, b in zip(got, ref):
                 assert np.array_equal(np.asarray(a), b.numpy()), (reset, backend)
                 checked += 1
+    # gradients of every argument, both resets, two surrogates, T = 1 and T = 200: the autodiff scan
+    # sums in torch's order, the custom VJP in its own (both within 1e-6)
+    import jax, jax.numpy as jnp
+    ws, wv = rng.standard_normal(x.shape).astype(np.float32), rng.standard_normal(x.shape).astype(np.float32)
+    worst = {}
+    for reset, sg, T in (("subtract", "fast_sigmoid", 200), ("zero", "atan", 200), ("zero", "fast_sigmoid", 1)):
+        r = vr if reset == "zero" else np.zeros_like(vr)
+        args = (x[:T], d, th, r, v0)
+        tt = [torch.tensor(a, requires_grad=True) for a in args]
+        s_, v_ = torch_lif(tt[0], tt[1], tt[2], reset=reset, v_reset=tt[3], v0=tt[4], surrogate=sg,
+                           backend="sequential", return_membrane=True)
+        ((s_ * t(ws[:T])).sum() + (v_ * t(wv[:T])).sum() * 0.1).backward()
+        for backend in ("sequential", "fused"):
+            def loss(x, d, th, r, v0):
+                s, v = lif(x, d, th, reset=reset, v_reset=r, v0=v0, surrogate=sg, backend=backend,
+                           return_membrane=True)
+                return jnp.sum(s * ws[:T]) + jnp.sum(v * wv[:T]) * 0.1
+            g = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))(*args)
+            for name, a, b in zip(("x", "decay", "threshold", "v_reset", "v0"), g, tt):
+                ref = np.zeros(b.shape, np.float32) if b.grad is None else b.grad.numpy()
+                err = float(np.max(np.abs(np.asarray(a, np.float64) - ref)) / max(np.max(np.abs(ref)), 1e-30))
+                worst[(backend, name)] = max(worst.get((backend, name), 0.0), err)
+    assert max(worst.values()) <= 1e-6, worst
+    print("lif gradients", max(worst.values()))
     u = np.asarray(leaky_integrate(x, d, scale=0.5, v0=v0, backend="sequential"))
     assert np.array_equal(u, torch_leaky(t(x), t(d), scale=0.5, v0=t(v0), backend="sequential").numpy())
     checked += 1
