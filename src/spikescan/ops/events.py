@@ -23,13 +23,10 @@ import warnings
 import torch
 from torch import Tensor
 
-from .._checks import check_choice
+from ._backend import backends, register, register_auto, resolve
 
 __all__ = ["SpikeEvents", "event_linear", "EVENT_LINEAR_BACKENDS"]
 
-#: ``"numba"`` (CPU kernels), ``"sparse"`` (torch's CSR matmul, any device), ``"dense"`` (the
-#: reference: the dense tensor times W), ``"auto"``: numba on the CPU when it is installed, else sparse.
-EVENT_LINEAR_BACKENDS = ("auto", "numba", "sparse", "dense")
 
 
 class SpikeEvents:
@@ -183,14 +180,25 @@ def _numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-def _resolve(backend: str, device: torch.device) -> str:
-    check_choice(backend, "backend", EVENT_LINEAR_BACKENDS)
-    if backend == "numba" and (device.type != "cpu" or not _numba_available()):
-        raise ValueError(f"backend 'numba' runs on the CPU with numba installed; the events are on {device}"
-                         + ("" if _numba_available() else " and numba is not installed"))
-    if backend == "auto":
-        return "numba" if device.type == "cpu" and _numba_available() else "sparse"
-    return backend
+def _numba_unsupported(x, **context) -> str | None:
+    if x.device.type != "cpu":
+        return f"the numba event kernels run on the CPU; the events are on {x.device}"
+    return None if _numba_available() else "the numba event kernels need numba (pip install numba)"
+
+
+# The implementations are branches of one autograd function: a backend registers its name.
+register("event_linear", "numba", unsupported=_numba_unsupported,
+         description="CPU kernels over the events' CSR rows")("numba")
+register("event_linear", "sparse", description="torch's CSR matmul (any device)")("sparse")
+register("event_linear", "dense", description="the reference: the dense tensor times W")("dense")
+register_auto("event_linear", lambda x, **context: ("numba", "sparse"))
+#: ``"numba"`` (CPU kernels), ``"sparse"`` (torch's CSR matmul, any device), ``"dense"`` (the
+#: reference: the dense tensor times W), ``"auto"``: numba on the CPU when it is installed, else sparse.
+EVENT_LINEAR_BACKENDS = ("auto", *backends("event_linear"))
+
+
+def _resolve(backend: str, x: "SpikeEvents") -> str:
+    return resolve("event_linear", backend, x).fn
 
 
 def _csr(x: SpikeEvents, dtype: torch.dtype) -> Tensor:
@@ -313,7 +321,7 @@ def event_linear(x, weight: Tensor, bias: Tensor | None = None, *, backend: str 
     elif not isinstance(x, SpikeEvents):
         raise TypeError(f"x must be SpikeEvents or a dense tensor [T, B, C], got {type(x).__name__}")
     bias = check_layer_params(x, weight, bias)
-    impl = _resolve(backend, x.device)
+    impl = _resolve(backend, x)
     if impl == "dense":
         return torch.nn.functional.linear(dense if dense is not None else x.dense().to(weight.dtype), weight, bias)
     if impl == "numba" and weight.dtype not in (torch.float32, torch.float64):

@@ -65,6 +65,7 @@ from torch import Tensor
 
 from .. import surrogate as _surrogate
 from .._checks import as_param_tensor, check_choice, check_finite, check_tensor, check_time_first
+from ._backend import backends, register, register_auto, resolve
 from .lif.reference import LIFParameters, lif_step
 
 __all__ = [
@@ -83,7 +84,6 @@ __all__ = [
 ]
 
 LEAKS = ("exact", "psu_code")
-BACKENDS = ("auto", "matrix", "chunked", "sequential")
 AUTO_MATRIX_MAX_T = 128
 """``backend="auto"`` of PSU / RPSU uses the dense T×T matmul up to this many steps, the O(T·C) scan above."""
 
@@ -124,11 +124,22 @@ def _check_x(x) -> Tensor:
     return x
 
 
-def _check_backend(backend: str, T: int, auto_max_t: float = AUTO_MATRIX_MAX_T) -> str:
-    check_choice(backend, "backend", BACKENDS)
-    if backend == "auto":
-        return "matrix" if T <= auto_max_t else "chunked"
-    return backend
+# One function per variant computes every form, so a backend registers its form's name; the
+# registry validates the choice and words the errors.
+_FORMS = {"matrix": "dense T×T matmul (one T×T in memory)",
+          "chunked": "O(T·C) chunked scan, no T×T",
+          "sequential": "explicit loops over time (the reference)"}
+for _op in ("psu", "ipsu", "rpsu"):
+    for _form, _description in _FORMS.items():
+        register(_op, _form, description=_description)(_form)
+register_auto("psu", lambda x, **k: ("matrix",) if x.shape[0] <= AUTO_MATRIX_MAX_T else ("chunked",))
+register_auto("rpsu", lambda x, **k: ("matrix",) if x.shape[0] <= AUTO_MATRIX_MAX_T else ("chunked",))
+register_auto("ipsu", lambda x, **k: ("matrix",))  # one T×T either way: one matmul is cheaper
+BACKENDS = ("auto", *backends("psu"))
+
+
+def _check_backend(op: str, backend: str, x: Tensor) -> str:
+    return resolve(op, backend, x).fn
 
 
 def _check_square(weight, bias, T: int, x: Tensor, wname: str, bname: str) -> tuple[Tensor, Tensor]:
@@ -293,7 +304,7 @@ def psu_membrane(x: Tensor, tau: float = 2.0, threshold=1.0, *, leak: str = "exa
     _check_x(x)
     decay, scale = leak_coefficients(tau, leak)
     thr = _threshold(threshold, x)
-    backend = _check_backend(backend, x.shape[0])
+    backend = _check_backend("psu", backend, x)
     P = causal_leak_matrix(x.shape[0], decay, dtype=x.dtype, device=x.device) if backend == "matrix" else None
     h = scale * _apply_P(x, decay, backend, P)
     return h + thr * _apply_R(torch.sigmoid(h), decay, backend, P)
@@ -320,7 +331,7 @@ def ipsu_membrane(x: Tensor, weight_i: Tensor, bias_i: Tensor, tau: float = 2.0,
     T = x.shape[0]
     weight_i, bias_i = _check_square(weight_i, bias_i, T, x, "weight_i", "bias_i")
     decay, _ = leak_coefficients(tau, leak)
-    backend = _check_backend(backend, T, auto_max_t=math.inf)
+    backend = _check_backend("ipsu", backend, x)
     if backend == "matrix":
         # tril(A_I) + R with R = I - P (the diagonals cancel exactly: decay^0 = 1)
         op = torch.tril(weight_i)
@@ -352,7 +363,7 @@ def rpsu_membrane(x: Tensor, weight_r: Tensor, bias_r: Tensor, tau: float = 2.0,
     T = x.shape[0]
     weight_r, bias_r = _check_square(weight_r, bias_r, T, x, "weight_r", "bias_r")
     decay, scale = leak_coefficients(tau, leak)
-    backend = _check_backend(backend, T)
+    backend = _check_backend("rpsu", backend, x)
     P = causal_leak_matrix(T, decay, dtype=x.dtype, device=x.device) if backend == "matrix" else None
     est = torch.sigmoid(_masked_time_matmul(weight_r, x, backend) + _bias_over_time(bias_r, x))
     return scale * _apply_P(x, decay, backend, P) + _apply_R(est, decay, backend, P)
@@ -376,7 +387,7 @@ def psu_membrane_from_spikes(x: Tensor, spikes: Tensor, tau: float = 2.0, thresh
         raise ValueError(f"spikes must have the shape of x {tuple(x.shape)}, got {tuple(spikes.shape)}")
     decay, scale = leak_coefficients(tau, leak)
     thr = _threshold(threshold, x)
-    backend = _check_backend(backend, x.shape[0])
+    backend = _check_backend("psu", backend, x)
     P = causal_leak_matrix(x.shape[0], decay, dtype=x.dtype, device=x.device) if backend == "matrix" else None
     return scale * _apply_P(x, decay, backend, P) + thr * _apply_R(spikes.to(x.dtype), decay, backend, P)
 
