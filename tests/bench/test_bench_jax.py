@@ -9,7 +9,7 @@ pytest.importorskip("jax", reason="spikescan bench jax needs jax (pip install 's
 from spikescan.bench import jax_lif as bench  # noqa: E402
 
 TINY = ["--neurons", "300", "--t-forward", "4", "8", "--batch", "2", "--hidden", "5", "--t-train", "6",
-        "--profile-neurons", "50,100", "--repeats", "1", "--warmup", "0"]
+        "--profile-neurons", "50,100", "--check-neurons", "500", "--repeats", "1", "--warmup", "0"]
 
 
 def test_tiny_run_writes_json_table_and_png(tmp_path):

@@ -61,8 +61,10 @@ def test_sigmoid_bernoulli_same_noise_same_spikes_and_gradient(n, seed, scale):
     js = np.asarray(sigmoid_bernoulli(u, noise=noise))
     assert np.array_equal(js[far], st_.detach().numpy()[far])
     assert rel_err(g, ut.grad.numpy()) <= 1e-5
-    # the p-scaled straight-through gradient of the authors' code: p^2 (1 - p)
-    assert np.allclose(np.asarray(g), w * p * p * (1 - p), rtol=1e-5, atol=1e-7)
+    # the p-scaled straight-through gradient of the authors' code: p^2 (1 - p); p rounded to float32
+    # moves 1 - p by up to eps32 / 2 (all of it where p is near 1), plus a few roundings of the products
+    expected = w * p * p * (1 - p)
+    assert np.all(np.abs(np.asarray(g) - expected) <= 1e-5 * np.abs(expected) + 2 * EPS32 * np.abs(w))
 
 
 @pytest.mark.parametrize("tau, logit_scale", [(1.0, 1.0), (0.5, 2.0)])

@@ -80,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--t-train", type=_int_list, nargs="+", default=[[100, 1000]], metavar="T")
     parser.add_argument("--profile-neurons", type=_int_list, default=[1000, 10_000, 100_000, 1_000_000],
                         metavar="N,N,...", help="(profile) layer sizes of the per-step cost")
+    parser.add_argument("--check-neurons", type=int, default=20_000,
+                        help="neurons of the JAX vs fused-torch spike check (T = 64)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per case, median reported")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per case (JAX compiles in the first)")
     parser.add_argument("--budget-s", type=float, default=60.0,
@@ -91,9 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate(args) -> None:
-    for name in ("neurons", "batch", "repeats"):
+    for name in ("neurons", "batch", "repeats", "check_neurons"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     if not args.budget_s > 0:
@@ -325,7 +327,7 @@ def run(args) -> dict[str, Any]:
         print(warning)
     bandwidth = C.measure_copy_bandwidth(device)
     print(f"copy bandwidth (read + write): {bandwidth / 1e9:.2f} GB/s", flush=True)
-    check = check_spikes()
+    check = check_spikes(args.check_neurons)
     print(f"check: JAX and fused torch spikes agree on every determined step ({check['determined_fraction']:.4%} "
           f"of {check['T']} x {check['neurons']}): {'yes' if check['ok'] else 'NO'}", flush=True)
     budget = C.BudgetTracker(args.budget_s, calls_per_case=args.warmup + args.repeats + 1)
@@ -453,7 +455,8 @@ def _plot(results, path) -> None:
         for impl, entries in series.items():
             ok = [e for e in entries if e["status"] == "ok"]
             if ok:
-                ax.plot([e["T"] for e in ok], [e["median_s"] for e in ok], "-o", markersize=4, label=impl)
+                ax.plot([e["T"] for e in ok], [e["median_s"] for e in ok], "-o", markersize=4, label=impl,
+                        color=f"C{IMPLS.index(impl)}")  # one colour per implementation in both panels
         ax.plot([r["T"] for r in roof], [r["seconds"] for r in roof], ":", color="k", label="roofline")
         ax.set(xscale="log", yscale="log", ylabel="time [s] (median)")
         ax.legend(fontsize=7)
