@@ -10,9 +10,9 @@ same argument names.  Two backends:
                    ``O(T)``; the parallel form for accelerators.  It forms products of at most
                    ``T`` decays, never a division or a negative power, so decays 0 and 1 are
                    exact.
-``"auto"``         ``"sequential"`` on the CPU (the tree form does about twice the work and
-                   moves its ``[T, ...]`` operands through memory ``log2 T`` times; measured
-                   in ``spikescan bench jax``), ``"associative"`` on other devices (not measured).
+``"auto"``         ``"sequential"`` on the CPU (where the tree form, which streams its
+                   ``[T, ...]`` operands through memory once per level, measured slower: see
+                   the README), ``"associative"`` on other devices (not measured).
 
 Gradients (to ``x``, ``decay``, ``scale``, ``v0``) are JAX's own differentiation of each form.
 Rounding: each output of ``"sequential"`` carries at most ``2(t+1)`` roundings of the terms it
