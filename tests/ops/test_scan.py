@@ -415,7 +415,7 @@ def test_fused_has_its_own_backward():
     d = torch.full((1, 1), 0.8)
     assert torch.equal(S.SCAN_KERNELS["fused"](y, d, None, None), S.leaky_reference(y, d, None))
     (g,) = torch.autograd.grad(u.pow(2).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="no autograd formula"):
+    with pytest.raises(RuntimeError, match="once_differentiable|twice|no autograd formula"):
         g.sum().backward()
 
 

@@ -40,8 +40,9 @@ def flat(t: Tensor, T: int, N: int, dtype: torch.dtype) -> Tensor:
 
 def grad_rows(g: Tensor, T: int, N: int, dtype: torch.dtype) -> Tensor:
     """An incoming gradient as ``[T, N]``, or as one ``[1, N]`` row when it is the same at every
-    step (e.g. the expanded gradient of ``s.sum()``), which the kernels then read from cache."""
-    if T > 1 and g.dim() > 0 and g.stride(0) == 0:
+    step (e.g. the expanded gradient of ``s.sum()``, or a row of zeros for an output that got no
+    gradient), which the kernels then read from cache."""
+    if g.dim() > 0 and (g.shape[0] == 1 or g.stride(0) == 0):
         return flat(g[:1], 1, N, dtype)
     return flat(g, T, N, dtype)
 
@@ -93,3 +94,29 @@ def run_cpu(N: int, T: int, fn, max_block: int = 4096) -> None:
 def check_neuron_count(N: int) -> None:
     if N >= 2**31:
         raise ValueError(f"the fused kernels index neurons with 32-bit integers; got {N} neurons per step")
+
+
+def eager_function(name: str, forward_impl, setup_context, backward):
+    """The eager twin of a fused custom op: an ``autograd.Function`` over the same implementation.
+
+    ``torch.library`` custom ops are what ``torch.compile`` traces, but their first eager call
+    imports the compiler stack (~1 s, sympy and dynamo) and each call pays a dispatch; outside a
+    compiled region the ops run through this Function instead: the same ``forward_impl`` (the op's
+    body), the same ``setup_context`` and the same ``backward`` (given the backward's body, not
+    its op).  Gradients that no output received arrive as ``None`` (not materialised zeros).
+    """
+    from torch.autograd.function import once_differentiable
+
+    def forward(ctx, *inputs):
+        ctx.set_materialize_grads(False)
+        out = forward_impl(*inputs)
+        setup_context(ctx, inputs, out)
+        return out
+
+    def backward_(ctx, *grads):
+        return backward(ctx, *grads)
+
+    return type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(forward),
+        "backward": staticmethod(once_differentiable(backward_)),
+    })

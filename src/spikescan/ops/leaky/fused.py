@@ -14,15 +14,17 @@ import torch
 from torch import Tensor
 
 from .._backend import kernel_module
-from .._kernels._host import check_neuron_count, grad_rows, kernel_dtype, per_neuron
+from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, per_neuron
 
 _PACKAGE = __package__
 
 
-@torch.library.custom_op("spikescan::leaky_fused_forward", mutates_args=())
-def leaky_fused_forward(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor) -> Tensor:
+def _forward_impl(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor) -> Tensor:
     """``u`` ``[T, N]`` for ``x`` ``[T, N]`` and per-neuron ``[N]`` parameters."""
     return kernel_module(_PACKAGE, x.device).forward(x=x, decay=decay, scale=scale, v0=v0)
+
+
+leaky_fused_forward = torch.library.custom_op("spikescan::leaky_fused_forward", _forward_impl, mutates_args=())
 
 
 @leaky_fused_forward.register_fake
@@ -30,13 +32,16 @@ def _(x, decay, scale, v0):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("spikescan::leaky_fused_backward", mutates_args=())
-def leaky_fused_backward(grad_u: Tensor, u: Tensor, x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor,
+def _backward_impl(grad_u: Tensor, u: Tensor, x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor,
                          steps: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(grad_x [T, N], grad_decay, grad_scale, grad_v0 [N])``; ``u``/``x`` may be one zero row."""
     N = decay.shape[0]
     return kernel_module(_PACKAGE, decay.device).backward(
         steps=steps, grad_u=grad_rows(grad_u, steps, N, decay.dtype), u=u, x=x, decay=decay, scale=scale, v0=v0)
+
+
+leaky_fused_backward = torch.library.custom_op("spikescan::leaky_fused_backward", _backward_impl,
+                                              mutates_args=())
 
 
 @leaky_fused_backward.register_fake
@@ -55,12 +60,16 @@ def _setup_context(ctx, inputs, output):
     ctx.steps = T
 
 
-def _backward(ctx, grad_u):
+def _backward(ctx, grad_u, backward_op=leaky_fused_backward):
+    if grad_u is None:  # the output got no gradient
+        return None, None, None, None
     u, x, decay, scale, v0 = ctx.saved_tensors
-    return leaky_fused_backward(grad_u, u, x, decay, scale, v0, ctx.steps)
+    return backward_op(grad_u, u, x, decay, scale, v0, ctx.steps)
 
 
 leaky_fused_forward.register_autograd(_backward, setup_context=_setup_context)
+_LeakyFusedEager = eager_function("leaky_fused_forward", _forward_impl, _setup_context,
+                                  lambda ctx, grad_u: _backward(ctx, grad_u, backward_op=_backward_impl))
 
 
 def leaky_fused(x: Tensor, decay: Tensor, scale: Tensor | None, v0: Tensor | None, chunk_size=None) -> Tensor:
@@ -74,7 +83,8 @@ def leaky_fused(x: Tensor, decay: Tensor, scale: Tensor | None, v0: Tensor | Non
     d = per_neuron(decay, rest, dt)
     c = xf.new_ones(N) if scale is None else per_neuron(scale, rest, dt)
     v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, dt)
-    return leaky_fused_forward(xf, d, c, v).view(x.shape).to(x.dtype)
+    op = leaky_fused_forward if torch.compiler.is_compiling() else _LeakyFusedEager.apply
+    return op(xf, d, c, v).view(x.shape).to(x.dtype)
 
 
 def scan_kernel(y: Tensor, decay: Tensor, v0: Tensor | None, chunk_size=None) -> Tensor:

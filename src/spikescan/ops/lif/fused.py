@@ -9,7 +9,8 @@ looping over T, saving only the pre-reset membrane"; on the CPU we save less sti
 
 ``spikescan::lif_fused_forward`` and ``spikescan::lif_fused_backward`` are custom ops with fake
 (meta) kernels and a registered autograd formula, so ``torch.compile`` traces through them
-without a graph break and ``torch.library.opcheck`` checks them.  Their implementation is the
+without a graph break and ``torch.library.opcheck`` checks them; in eager mode the same bodies
+run through an ``autograd.Function`` (``_host.eager_function``: no compiler import, no dispatch).  Their implementation is the
 ``numba_kernels`` (CPU) or ``triton_kernels`` (CUDA) module of this package, which share one host
 signature (:class:`LIFKernelConfig` for the constants).
 
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from .._backend import kernel_impl, kernel_module
 from .._kernels import _common as KC
-from .._kernels._host import check_neuron_count, grad_rows, kernel_dtype, per_neuron
+from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, per_neuron
 
 
 class LIFKernelConfig(NamedTuple):
@@ -55,8 +56,7 @@ def _saves_membrane(device: torch.device) -> bool:
     return kernel_impl(device) == "triton"
 
 
-@torch.library.custom_op("spikescan::lif_fused_forward", mutates_args=())
-def lif_fused_forward(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: Tensor, zero_reset: bool,
+def _forward_impl(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: Tensor, zero_reset: bool,
                       detach: bool, surrogate_code: int, surrogate_param: float, store_v: bool,
                       need_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(s, v, v_last, checkpoints)`` of the LIF over ``x`` ``[T, N]`` with ``[N]`` parameters."""
@@ -64,6 +64,9 @@ def lif_fused_forward(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tens
     config = LIFKernelConfig(zero_reset, detach, surrogate_code, surrogate_param)
     return K.forward(x=x, decay=decay, threshold=threshold, v_reset=v_reset, v0=v0, config=config,
                      store_v=store_v, need_grad=need_grad)
+
+
+lif_fused_forward = torch.library.custom_op("spikescan::lif_fused_forward", _forward_impl, mutates_args=())
 
 
 @lif_fused_forward.register_fake
@@ -74,8 +77,7 @@ def _(x, decay, threshold, v_reset, v0, zero_reset, detach, surrogate_code, surr
     return (x.new_empty(T, N), x.new_empty(T if keep_v else 0, N), x.new_empty(N), x.new_empty(ck_rows, N))
 
 
-@torch.library.custom_op("spikescan::lif_fused_backward", mutates_args=())
-def lif_fused_backward(x: Tensor, v: Tensor, checkpoints: Tensor, grad_s: Tensor, grad_v: Tensor | None,
+def _backward_impl(x: Tensor, v: Tensor, checkpoints: Tensor, grad_s: Tensor, grad_v: Tensor | None,
                        grad_last: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: Tensor,
                        zero_reset: bool, detach: bool, surrogate_code: int, surrogate_param: float,
                        param_grads: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -88,6 +90,9 @@ def lif_fused_backward(x: Tensor, v: Tensor, checkpoints: Tensor, grad_s: Tensor
                       grad_v=None if grad_v is None else grad_rows(grad_v, T, N, dt),
                       grad_last=grad_last.contiguous(), decay=decay, threshold=threshold, v_reset=v_reset, v0=v0,
                       config=config, param_grads=param_grads)
+
+
+lif_fused_backward = torch.library.custom_op("spikescan::lif_fused_backward", _backward_impl, mutates_args=())
 
 
 @lif_fused_backward.register_fake
@@ -105,18 +110,20 @@ def _setup_context(ctx, inputs, output):
     ctx.config = (zero_reset, detach, code, param)
 
 
-def _backward(ctx, g_s, g_v, g_last, g_ck):
+def _backward(ctx, g_s, g_v, g_last, g_ck, backward_op=lif_fused_backward):
     x, v, checkpoints, decay, threshold, v_reset, v0 = ctx.saved_tensors
     T, N = x.shape
     gs = x.new_zeros(1, N) if g_s is None else g_s
     gv = None if g_v is None or g_v.numel() == 0 else g_v
     gl = x.new_zeros(N) if g_last is None else g_last
-    grads = lif_fused_backward(x, v, checkpoints, gs, gv, gl, decay, threshold, v_reset, v0, *ctx.config,
+    grads = backward_op(x, v, checkpoints, gs, gv, gl, decay, threshold, v_reset, v0, *ctx.config,
                                any(ctx.needs_input_grad[1:4]))
     return (*grads, None, None, None, None, None, None)
 
 
 lif_fused_forward.register_autograd(_backward, setup_context=_setup_context)
+_LIFFusedEager = eager_function("lif_fused_forward", _forward_impl, _setup_context,
+                                lambda ctx, *grads: _backward(ctx, *grads, backward_op=_backward_impl))
 
 
 def lif_fused(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: Tensor | None, *,
@@ -137,7 +144,8 @@ def lif_fused(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: 
     v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, dt)
     need_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, decay, threshold, v_reset, v0))
-    s, v, last, _ = lif_fused_forward(xf, d, th, vr, v0v, reset == "zero", bool(detach_reset), code, sparam,
+    op = lif_fused_forward if torch.compiler.is_compiling() else _LIFFusedEager.apply
+    s, v, last, _ = op(xf, d, th, vr, v0v, reset == "zero", bool(detach_reset), code, sparam,
                                       bool(need_membrane), need_grad)
     out = x.dtype
     v = v.view(x.shape).to(out) if need_membrane else v.new_empty(0, dtype=out)

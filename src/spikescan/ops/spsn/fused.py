@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .._backend import kernel_impl, kernel_module
 from .._kernels import _common as KC
-from .._kernels._host import check_neuron_count, grad_rows, kernel_dtype, per_neuron
+from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, per_neuron
 
 _PACKAGE = __package__
 
@@ -94,13 +94,15 @@ def _saves_states(device: torch.device) -> bool:
     return kernel_impl(device) == "triton"
 
 
-@torch.library.custom_op("spikescan::spsn_fused_forward", mutates_args=())
-def spsn_fused_forward(x: Tensor, alpha: Tensor, beta: Tensor, seed: Tensor, gumbel: bool, tau: float,
+def _forward_impl(x: Tensor, alpha: Tensor, beta: Tensor, seed: Tensor, gumbel: bool, tau: float,
                        logit_scale: float) -> tuple[Tensor, Tensor, Tensor]:
     """``(s, state_i, state_u)`` of the SPSN step over ``x`` ``[T, N]`` with ``[N]`` decays."""
     K = kernel_module(_PACKAGE, x.device)
     keys = step_keys(seed, x.shape[0], x.device)
     return K.forward(x=x, alpha=alpha, beta=beta, keys=keys, config=SPSNKernelConfig(gumbel, tau, logit_scale))
+
+
+spsn_fused_forward = torch.library.custom_op("spikescan::spsn_fused_forward", _forward_impl, mutates_args=())
 
 
 @spsn_fused_forward.register_fake
@@ -110,8 +112,7 @@ def _(x, alpha, beta, seed, gumbel, tau, logit_scale):
     return x.new_empty(T, N), x.new_empty(rows, N), x.new_empty(rows, N)
 
 
-@torch.library.custom_op("spikescan::spsn_fused_backward", mutates_args=())
-def spsn_fused_backward(x: Tensor, grad_s: Tensor, alpha: Tensor, beta: Tensor, seed: Tensor, state_i: Tensor,
+def _backward_impl(x: Tensor, grad_s: Tensor, alpha: Tensor, beta: Tensor, seed: Tensor, state_i: Tensor,
                         state_u: Tensor, gumbel: bool, tau: float, logit_scale: float,
                         param_grads: bool) -> tuple[Tensor, Tensor, Tensor]:
     """``(grad_x [T, N], grad_alpha [N], grad_beta [N])``; ``grad_s`` is ``[T, N]``."""
@@ -120,6 +121,9 @@ def spsn_fused_backward(x: Tensor, grad_s: Tensor, alpha: Tensor, beta: Tensor, 
     return K.backward(x=x, grad_s=grad_rows(grad_s, T, N, alpha.dtype), alpha=alpha, beta=beta,
                       keys=step_keys(seed, T, grad_s.device), state_i=state_i, state_u=state_u,
                       config=SPSNKernelConfig(gumbel, tau, logit_scale), param_grads=param_grads)
+
+
+spsn_fused_backward = torch.library.custom_op("spikescan::spsn_fused_backward", _backward_impl, mutates_args=())
 
 
 @spsn_fused_backward.register_fake
@@ -137,16 +141,18 @@ def _setup_context(ctx, inputs, output):
     ctx.steps = x.shape[0]
 
 
-def _backward(ctx, g_s, g_state_i, g_state_u):
+def _backward(ctx, g_s, g_state_i, g_state_u, backward_op=spsn_fused_backward):
     x, alpha, beta, seed, state_i, state_u = ctx.saved_tensors
     N = alpha.shape[0]
     gs = alpha.new_zeros(1, N).expand(ctx.steps, N) if g_s is None else g_s
     need_a, need_b = ctx.needs_input_grad[1:3]
-    gx, ga, gb = spsn_fused_backward(x, gs, alpha, beta, seed, state_i, state_u, *ctx.config, need_a or need_b)
+    gx, ga, gb = backward_op(x, gs, alpha, beta, seed, state_i, state_u, *ctx.config, need_a or need_b)
     return gx, ga if need_a else None, gb if need_b else None, None, None, None, None
 
 
 spsn_fused_forward.register_autograd(_backward, setup_context=_setup_context)
+_SPSNFusedEager = eager_function("spsn_fused_forward", _forward_impl, _setup_context,
+                                 lambda ctx, *grads: _backward(ctx, *grads, backward_op=_backward_impl))
 
 
 def spsn_fused(x: Tensor, alpha: Tensor, beta: Tensor, seed: Tensor, *, gumbel: bool, tau: float,
@@ -163,5 +169,6 @@ def spsn_fused(x: Tensor, alpha: Tensor, beta: Tensor, seed: Tensor, *, gumbel: 
     dt = kernel_dtype(x.dtype)
     xf = x.to(dt).reshape(T, N).contiguous()
     a, b = per_neuron(alpha, rest, dt), per_neuron(beta, rest, dt)
-    s, _, _ = spsn_fused_forward(xf, a, b, seed, bool(gumbel), float(tau), float(logit_scale))
+    op = spsn_fused_forward if torch.compiler.is_compiling() else _SPSNFusedEager.apply
+    s, _, _ = op(xf, a, b, seed, bool(gumbel), float(tau), float(logit_scale))
     return s.view(x.shape).to(x.dtype)
