@@ -73,6 +73,13 @@ class LIF(SpikingNeuron):
         super().__init__()
         check_choice(reset, "reset", ("zero", "subtract"))
         check_choice(backend, "backend", LIF_BACKENDS)
+        try:  # a [features] tensor would make the comparison below a RuntimeError
+            if isinstance(threshold, (str, bool)):
+                raise TypeError
+            threshold = float(threshold)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"threshold must be one number > 0 (per neuron: learn_threshold=True, or assign a "
+                             f"[features] tensor to .threshold), got {threshold!r}") from None
         if not (threshold > 0):
             raise ValueError(f"threshold must be > 0, got {threshold!r}")
         self.features = check_positive_int(features, "features")
