@@ -46,14 +46,14 @@ _SMALL = ["--hidden", "8", "--num-steps", "4", "--max-batches", "2", "--no-progr
 
 
 @pytest.mark.parametrize("flags, field", [
-    (["--dropout", "-0.1"], "dropout"),
-    (["--reg-weight", "nan", "--theta-reg", "0.1"], "reg_weight"),
-    (["--seed", str(2**70)], "seed"),
-    (["--lr", "inf"], "lr"),
-    (["--tau-mem", "0"], "tau_mem"),
-    (["--hidden", "0"], "hidden"),
-    (["--neuron", "lif", "--backend", "fft"], "backend 'fft' does not apply to neuron 'lif'"),
-    (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "gpu"], "device"),
+    (["--dropout", "-0.1"], "error: --dropout must"),
+    (["--reg-weight", "nan", "--theta-reg", "0.1"], "error: --reg-weight must"),
+    (["--seed", str(2**70)], "error: --seed must"),
+    (["--lr", "inf"], "error: --lr must"),
+    (["--tau-mem", "0"], "error: --tau-mem must"),
+    (["--hidden", "0"], "error: --hidden must"),
+    (["--neuron", "lif", "--backend", "fft"], "error: --backend 'fft' does not apply to neuron 'lif'"),
+    (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "gpu"], "--device"),
     (["--preset", "fastsnn-fmnist-typo"], "preset must be one of ['fastsnn-fmnist', 'fastsnn-fmnist-lif',"),
 ])
 def test_cli_bad_values_give_one_error_line(tmp_path, capsys, flags, field):

@@ -214,13 +214,23 @@ def _run_compare(args) -> int:
     return 0
 
 
+class _DefaultsOnceFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already states its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS, False) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="speed benchmarks reproducing the papers' figures")
     bsub = p.add_subparsers(dest="bench", required=True)
     for name, module in BENCHMARKS.items():
         mod = importlib.import_module(f"spikescan.bench.{module}")
         bp = bsub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0],
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                             formatter_class=_DefaultsOnceFormatter)
         mod.add_arguments(bp)
         bp.set_defaults(_bench_module=mod)
 
@@ -344,8 +354,19 @@ def main(argv=None) -> int:
     except _user_errors() as e:
         if os.environ.get("SPIKESCAN_TRACEBACK", "0") not in ("", "0"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_with_flag_names(str(e), args)}", file=sys.stderr)
         return 1
+
+
+def _with_flag_names(message: str, args) -> str:
+    """A config field that starts an error message is named by its command-line flag
+    (``tau_mem must be ...`` -> ``--tau-mem must be ...``) when the user gave that flag."""
+    if getattr(args, "command", None) not in ("train", "compare"):
+        return message
+    for flag, field, _ in _train_flags():
+        if message.startswith(f"{field} ") and field in vars(args):
+            return flag + message[len(field):]
+    return message
 
 
 if __name__ == "__main__":
