@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from spikescan.ops import backends, leaky_integrate, lif
+from spikescan.ops import backends, leaky_integrate, lif, max_membrane_readout, single_spike_lif
 from spikescan.ops._backend import force_kernels
 from spikescan.surrogate import ATan, FastSigmoid, Sigmoid, Triangle
 
@@ -39,6 +39,11 @@ def _inputs(op: str, T: int, dtype, seed: int):
         params = dict(decay=0.05 + 0.9 * torch.rand(N, generator=g, dtype=F64),
                       threshold=0.4 + torch.rand(B, N, generator=g, dtype=F64),
                       v0=0.2 * torch.randn(B, N, generator=g, dtype=F64))
+    elif op == "single_spike_lif":
+        params = dict(decay=0.6 + 0.35 * torch.rand(N, generator=g, dtype=F64),  # some neurons never fire
+                      threshold=0.6 + 2.0 * torch.rand(B, N, generator=g, dtype=F64),
+                      scale=0.5 + torch.rand(N, generator=g, dtype=F64),
+                      v0=0.2 * torch.randn(B, N, generator=g, dtype=F64))
     else:
         params = dict(decay=torch.rand(N, generator=g, dtype=F64) ** 0.3,
                       scale=0.5 + torch.rand(N, generator=g, dtype=F64),
@@ -52,6 +57,10 @@ def _run(op: str, backend: str, x, params, options):
     if op == "lif":
         s, v, state = lif(leaves[0], backend=backend, return_membrane=True, return_state=True, **kw, **options)
         outs = (s, v, state)
+    elif op == "single_spike_lif":
+        outs = single_spike_lif(leaves[0], backend=backend, return_membrane=True, **kw, **options)
+    elif op == "max_membrane_readout":
+        outs = (max_membrane_readout(leaves[0], backend=backend, **kw, **options),)
     else:
         outs = (leaky_integrate(leaves[0], backend=backend, **kw, **options),)
     g = torch.Generator().manual_seed(7)
@@ -63,14 +72,15 @@ def check_op(op: str, T: int, dtype, seed: int = 0, **options) -> list[str]:
     """Failures (empty when every backend matches the reference) of one case of ``op``."""
     x, params = _inputs(op, T, dtype, seed)
     ref_outs, ref_grads = _run(op, "sequential", x.double(), {k: v.double() for k, v in params.items()}, options)
-    context = {"surrogate": options.get("surrogate")} if op == "lif" else {}
+    spiking = op in ("lif", "single_spike_lif")
+    context = {"surrogate": options.get("surrogate")} if spiking else {}
     failures = []
     for name in backends(op, x, **context):
         if name == "sequential" and dtype == F64:
             continue
         outs, grads = _run(op, name, x, params, options)
         where = f"{op}[{name}] T={T} {dtype} {options}"
-        if op == "lif":
+        if spiking:
             # the spikes of the backend and of the float64 reference agree where the float64
             # membrane is not within rounding of the threshold
             th = params["threshold"].double()
@@ -92,6 +102,7 @@ STEPS = (1, 5, 31, 32, 33, 97)
 LIF_OPTIONS = [dict(reset="subtract"), dict(reset="zero", v_reset=0.05, surrogate=ATan(2.0)),
                dict(reset="zero", detach_reset=True, surrogate=Sigmoid(4.0)),
                dict(reset="subtract", surrogate=Triangle(0.7)), dict(surrogate=FastSigmoid(100.0))]
+SINGLE_SPIKE_OPTIONS = [dict(), dict(surrogate=ATan(2.0), straight_through=True)]
 
 
 def all_cases():
@@ -100,6 +111,9 @@ def all_cases():
             yield "leaky_integrate", T, dtype, {}
             for opts in LIF_OPTIONS:
                 yield "lif", T, dtype, opts
+            for opts in SINGLE_SPIKE_OPTIONS:
+                yield "single_spike_lif", T, dtype, opts
+            yield "max_membrane_readout", T, dtype, {}
 
 
 if __name__ == "__main__":  # python parity.py triton   (with TRITON_INTERPRET=1)
@@ -107,7 +121,7 @@ if __name__ == "__main__":  # python parity.py triton   (with TRITON_INTERPRET=1
     failures = []
     with force_kernels(impl):
         for op, T, dtype, opts in all_cases():
-            if op == "lif" and T not in (1, 33):
+            if op != "leaky_integrate" and T not in (1, 33):
                 continue  # the interpreter is slow; the segment-free Triton kernels need fewer lengths
             failures += check_op(op, T, dtype, **opts)
     print(json.dumps(failures))

@@ -148,7 +148,7 @@ def test_incoming_gradient_ending_early(last, one_sample_blocks, monkeypatch):
     of a silent neuron must still reach the result, as in the composition."""
     T, B, O = 70, 6, 9
     if one_sample_blocks:  # the sweep's start is per block of samples
-        from spikescan.ops import single_spike_fused as SF
+        from spikescan.ops.single_spike import numba_kernels as SF
 
         monkeypatch.setattr(SF, "_EVENTS_BACKWARD_BLOCK", O)
     ev, case = make_case(T, B, 10, O, F64, seed=last)

@@ -28,7 +28,7 @@ import types
 import pytest
 import torch
 
-from spikescan.ops import single_spike_fused as SF
+from spikescan.ops.single_spike import fused as SF
 from spikescan.ops.first_spike import _single_spike_lif_sequential, max_membrane_readout, single_spike_lif
 from spikescan.surrogate import ATan, FastSigmoid, Sigmoid, Surrogate, Triangle
 
@@ -401,8 +401,8 @@ def test_gradcheck_smooth_stand_in(straight, surrogate):
 
 def test_auto_is_fused_on_cpu_with_builtin_surrogates(monkeypatch):
     calls = []
-    real = SF.single_spike_backend
-    monkeypatch.setattr(SF, "single_spike_backend", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = SF.single_spike_fused_forward
+    monkeypatch.setattr(SF, "single_spike_fused_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
     x = torch.rand(10, 2, 3)
     single_spike_lif(x, 0.9)
     assert calls == [1]
@@ -454,7 +454,7 @@ def test_bad_parameters_named():
 _PROBE = textwrap.dedent("""
     import json, torch
     from spikescan.ops.first_spike import single_spike_lif
-    from spikescan.ops._kernels import single_spike_numba as K
+    from spikescan.ops.single_spike import numba_kernels as K
     x = (torch.rand(40, 3, 16) * 2).requires_grad_()
     d = torch.full((16,), 0.9, requires_grad=True)
     single_spike_lif(x, 0.9).sum().backward()

@@ -96,12 +96,12 @@ class SingleSpikeLIF(SpikingNeuron):
         return as_output(out, x.dtype)
 
     def _fuses_with(self, input_layer: nn.Module, x, return_membrane: bool) -> bool:
-        from ..ops.single_spike_fused import supports_single_spike
+        from ..ops import backends as op_backends
         from .linear import EventLinear
 
         return (isinstance(x, SpikeEvents) and isinstance(input_layer, EventLinear) and not return_membrane
                 and self.backend in ("auto", "fused") and x.device.type == "cpu"
-                and supports_single_spike(input_layer.weight, self.surrogate)
+                and "fused" in op_backends("single_spike_lif", input_layer.weight, surrogate=self.surrogate)
                 and input_layer.runs_events(x, kernel="numba"))
 
     def extra_repr(self) -> str:

@@ -1,6 +1,6 @@
 """Time-fused FastSNN single-spike LIF on the CPU (numba): forward and backward, one pass each.
 
-Equations (those of :func:`spikescan.ops.first_spike.single_spike_lif`), per neuron ``n`` and
+Equations (those of :func:`spikescan.ops.single_spike.single_spike_lif`), per neuron ``n`` and
 step ``t = 0 .. T-1``::
 
     v[t] = d * v[t-1] + (c * x[t])        v[-1] = v0          no reset
@@ -62,8 +62,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ._numba_lowlevel import prefer_wide_vectors, specialise
-from ._numba_math import surrogate_grad
+from .._kernels._numba_lowlevel import prefer_wide_vectors, specialise
+from .._kernels._numba_math import surrogate_grad
 
 _JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
 _U = 4  # forward steps per sweep over a block
@@ -417,7 +417,7 @@ def _rfwd1(x0, d, c, vp, mx, cnt, one):
 
 
 @njit(**_JIT)
-def readout_forward(x, decay, scale, v0, lo0, hi0, block, seg, store_ck, ck, mx, cnt):
+def max_membrane_forward(x, decay, scale, v0, lo0, hi0, block, seg, store_ck, ck, mx, cnt):
     """``mx`` ([N]): max over time of the membrane, ``cnt`` ([N], x's dtype): how many steps reach
     it; the checkpoints ``ck`` as for :func:`single_spike_forward` when ``store_ck``."""
     T = x.shape[0]
@@ -449,7 +449,7 @@ def _rbwd1(v0, vm, x0, gx0, d, c, mx, w, r_r, ad_r, ac_r, pgrad, zero):
 
 
 @njit(**_JIT)
-def readout_backward(x, ck, gm, decay, scale, mx, cnt, lo0, hi0, block, seg, pgrad, gx, gd, gc, gv0):
+def max_membrane_backward(x, ck, gm, decay, scale, mx, cnt, lo0, hi0, block, seg, pgrad, gx, gd, gc, gv0):
     """Reverse-time pass of the readout for neurons ``lo0 .. hi0-1`` (``gm`` [N]: the incoming
     gradient of the maxima); ``gd, gc`` written only when ``pgrad``."""
     T = x.shape[0]
@@ -585,8 +585,8 @@ def _last_nonzero_step(gs, t_end, lo, hi):
 
 
 @njit(**_JIT)
-def events_forward(crow, channels, values, has_values, wt, bias, decay, scale, thr, v0, T, B, lo0, hi0, bblock, seg,
-                   store_ck, s, ck, tf):
+def single_spike_events_forward(crow, channels, values, has_values, wt, bias, decay, scale, thr, v0, T, B, lo0, hi0,
+                                bblock, seg, store_ck, s, ck, tf):
     """Samples ``lo0 .. hi0-1``, ``bblock`` samples per block: fill their segments of ``s``
     ([T, B * O]), ``tf`` ([B * O] int32) and, when ``store_ck``, the checkpoints ``ck``
     ([ceil(T / seg), B * O]); ``decay, scale, thr, v0``: [B * O].  ``seg`` is a multiple of 4."""
@@ -729,8 +729,9 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
 _EVENTS_BACKWARD: dict = {}
 
 
-def events_backward(crow, channels, values, has_values, evrow, wt, bias, ck, gs, decay, scale, thr, lim, code, consts,
-                    ec, fast, pgrad, need_w, need_b, T, B, lo0, hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0):
+def single_spike_events_backward(crow, channels, values, has_values, evrow, wt, bias, ck, gs, decay, scale, thr, lim,
+                                 code, consts, ec, fast, pgrad, need_w, need_b, T, B, lo0, hi0, bblock, seg, gev, gbn,
+                                 gd, gc, gth, gv0):
     """The events backward for samples ``lo0 .. hi0-1``, compiled per surrogate ``code``, exp
     flavour, ``pgrad`` (decay/scale/threshold sums), ``need_w`` (the ``gev`` rows) and ``need_b``
     (the bias sums ``gbn``); arrays not asked for are not touched (pass any of the dtype)."""
@@ -757,3 +758,219 @@ def sum_samples(gbn, B, out):
             acc[j] += row[j]
     for j in range(O):
         out[j] = acc[j]
+
+
+# ------------------------------------------------------------------------------------------
+# host functions (the contract of triton_kernels.py: same names, same keyword arguments)
+# ------------------------------------------------------------------------------------------
+
+# Neurons per block of the CPU backward: its recomputation buffer, (SEGMENT + 1) x block
+# elements, stays in L2 (135 KiB in float32), as for the LIF backward.
+_BACKWARD_BLOCK = 1024
+# Neurons per block of the events backward (whole samples, at least one): its three
+# (SEGMENT + 1) x block buffers (membranes, currents, gI) stay in L2.
+_EVENTS_BACKWARD_BLOCK = 1024
+# ... and of the events forward (four current buffers and the state of the block, in L1/L2).
+_EVENTS_FORWARD_BLOCK = 4096
+_SAMPLE_CHUNKS_PER_THREAD = 4
+
+
+def forward(*, x, decay, scale, threshold, v0, config, store_v: bool, need_grad: bool):
+    """Run the single-spike LIF over ``x`` ``[T, N]`` (contiguous, float32/float64) with per-neuron
+    ``[N]`` parameters; ``config`` a :class:`~spikescan.ops.single_spike.fused.SingleSpikeKernelConfig`
+    (not read: the forward has no constant).
+
+    Returns ``(s, v, first, checkpoints)``: ``v`` ``[T, N]`` when ``store_v`` else ``[0, N]``;
+    ``first`` ``[N]`` int32; ``checkpoints`` ``[ceil(T / SEGMENT), N]`` when ``need_grad`` else ``[0, N]``.
+    """
+    import torch
+
+    from .._kernels._common import SEGMENT
+    from .._kernels._host import empty, numpy_views, run_cpu
+
+    T, N = x.shape
+    s = empty((T, N), x)
+    v = empty((T, N), x) if store_v else x.new_empty(1, N)
+    ck = x.new_empty(-(-T // SEGMENT), N) if need_grad else x.new_empty(1, N)
+    first = torch.empty(N, dtype=torch.int32)
+    args = numpy_views(x, decay, scale, threshold, v0)
+    outs = numpy_views(s, v, ck, first)
+    flags = (bool(store_v), bool(need_grad))
+    run_cpu(N, T, lambda lo, hi, bs: single_spike_forward(*args, lo, hi, bs, SEGMENT, *flags, *outs))
+    empty_rows = torch.empty(0, N, dtype=x.dtype)
+    return s, (v if store_v else empty_rows), first, (ck if need_grad else empty_rows.clone())
+
+
+def backward(*, x, v, checkpoints, first, grad_s, grad_v, decay, scale, threshold, v0, config, param_grads: bool):
+    """Gradients ``(gx [T, N], g_decay, g_scale, g_threshold, g_v0 [N])`` of the forward above.
+
+    ``grad_s``/``grad_v``: ``[T, N]`` or one ``[1, N]`` row shared by every step; ``grad_v``
+    ``None`` when the membrane output has no gradient.  ``v``/``v0`` are not read (the segments
+    are recomputed from ``x`` and the checkpoints, whose first row is ``v0``).  The parameter
+    sums are zeros unless ``param_grads``.
+    """
+    import torch
+
+    from .._kernels._common import SEGMENT, surrogate_consts
+    from .._kernels._host import empty, exp_args, numpy_dtype, numpy_views, run_cpu
+
+    T, N = x.shape
+    dt = x.dtype
+    has_gv = grad_v is not None
+    gv = grad_v if has_gv else x.new_zeros(1, N)
+    lim = torch.full_like(first, T) if config.straight_through else first
+    gx = empty((T, N), x)
+    gd, gc, gth = (x.new_zeros(N) for _ in range(3))  # zeros: written only when param_grads
+    gv0 = x.new_empty(N)
+    ec, fast = exp_args(dt)
+    consts = surrogate_consts(numpy_dtype(dt), config.surrogate_param)
+    args = numpy_views(x, checkpoints, grad_s, gv, decay, scale, threshold, lim)
+    flags = (int(config.surrogate_code), consts, ec, fast, bool(param_grads), has_gv)
+    outs = numpy_views(gx, gd, gc, gth, gv0)
+    run_cpu(N, T, lambda lo, hi, bs: single_spike_backward(*args, *flags, lo, hi, bs, SEGMENT, *outs),
+            _BACKWARD_BLOCK)
+    return gx, gd, gc, gth.neg_(), gv0
+
+
+def readout_forward(*, x, decay, scale, v0, need_grad: bool):
+    """``(maximum, count, v, checkpoints)`` of the max-membrane readout over ``x`` ``[T, N]``:
+    ``v`` is always ``[0, N]`` (the backward recomputes it), ``checkpoints`` as for :func:`forward`."""
+    import torch
+
+    from .._kernels._common import SEGMENT
+    from .._kernels._host import numpy_views, run_cpu
+
+    T, N = x.shape
+    ck = x.new_empty(-(-T // SEGMENT), N) if need_grad else x.new_empty(1, N)
+    mx, cnt = x.new_empty(N), x.new_empty(N)
+    args = numpy_views(x, decay, scale, v0)
+    outs = numpy_views(ck, mx, cnt)
+    run_cpu(N, T, lambda lo, hi, bs: max_membrane_forward(*args, lo, hi, bs, SEGMENT, bool(need_grad), *outs),
+            _BACKWARD_BLOCK)
+    empty_rows = torch.empty(0, N, dtype=x.dtype)
+    return mx, cnt, empty_rows, (ck if need_grad else empty_rows.clone())
+
+
+def readout_backward(*, x, v, checkpoints, grad_max, decay, scale, v0, maximum, count, param_grads: bool):
+    """Gradients ``(gx [T, N], g_decay, g_scale, g_v0 [N])`` of the readout (``grad_max`` ``[N]``);
+    the sums are zeros unless ``param_grads``."""
+    from .._kernels._common import SEGMENT
+    from .._kernels._host import empty, numpy_views, run_cpu
+
+    T, N = x.shape
+    gx = empty((T, N), x)
+    gd, gc = x.new_zeros(N), x.new_zeros(N)  # zeros: written only when param_grads
+    gv0 = x.new_empty(N)
+    args = numpy_views(x, checkpoints, grad_max, decay, scale, maximum, count)
+    outs = numpy_views(gx, gd, gc, gv0)
+    run_cpu(N, T, lambda lo, hi, bs: max_membrane_backward(*args, lo, hi, bs, SEGMENT, bool(param_grads), *outs),
+            _BACKWARD_BLOCK)
+    return gx, gd, gc, gv0
+
+
+# The events-fed layer (CPU only).  Threads: samples are split over the pool in fixed ranges;
+# every (t, b, neuron) value is computed the same way whatever the range, and the two sums across
+# samples (the bias gradient over b, the weight gradient over rows) run afterwards in a fixed
+# order, so results do not depend on the thread count or the scheduling.
+
+
+def _run_samples(B: int, work: int, block: int, fn) -> None:
+    """Call ``fn(lo, hi)`` on disjoint ranges of samples covering ``0 .. B-1``, each range a
+    multiple of ``block`` samples (but the last), up to ``_SAMPLE_CHUNKS_PER_THREAD`` ranges per
+    thread taken from a shared counter (as ``_cpu.parallel_for``, over samples instead of neurons)."""
+    if B == 0:
+        return
+    import torch
+
+    from .._kernels import _cpu
+
+    threads = max(1, torch.get_num_threads())
+    if threads == 1 or work < _cpu._MIN_PARALLEL or B < 2:
+        fn(0, B)
+        return
+    size = max(1, -(-B // (threads * _SAMPLE_CHUNKS_PER_THREAD)))
+    size = block * (-(-size // block)) if size > block else size
+    ranges = [(lo, min(B, lo + size)) for lo in range(0, B, size)]
+    _cpu.run_ranges(ranges, fn, threads)
+
+
+def _events_arrays(crow, channels, values):
+    """``(crow, channels, values, has_values)`` as numpy arrays for the kernels (``values`` empty: all 1)."""
+    return crow.contiguous().numpy(), channels.contiguous().numpy(), values.contiguous().numpy(), values.numel() > 0
+
+
+def events_forward(*, crow, channels, values, weight, bias, decay, scale, threshold, v0, steps: int, batch: int,
+                   need_grad: bool):
+    """``(s [T, B * O], checkpoints, first)`` of the neurons fed by ``weight @ x + bias``, ``x`` the
+    events ``(crow, channels, values)`` of ``[T, B, C]``; ``weight`` ``[O, C]`` and ``bias`` ``[O]``
+    in the kernel dtype, the neuron parameters ``[B * O]``."""
+    import torch
+
+    from .._kernels._common import SEGMENT
+    from .._kernels._host import empty, numpy_views
+
+    T, B = steps, batch
+    O = weight.shape[0]
+    M = B * O
+    wt = weight.detach().t().contiguous()
+    s = empty((T, M), wt)
+    first = torch.empty(M, dtype=torch.int32)
+    ck = wt.new_empty(-(-T // SEGMENT), M) if need_grad else wt.new_empty(1, M)
+    args = (*_events_arrays(crow, channels, values), wt.numpy(), bias.detach().contiguous().numpy(),
+            *numpy_views(decay, scale, threshold, v0), T, B)
+    outs = numpy_views(s, ck, first)
+    bblock = max(1, _EVENTS_FORWARD_BLOCK // max(O, 1))
+    _run_samples(B, T * M, bblock,
+                 lambda lo, hi: single_spike_events_forward(*args, lo, hi, bblock, SEGMENT, bool(need_grad), *outs))
+    return s, (ck if need_grad else wt.new_empty(0, M)), first
+
+
+def events_backward(*, crow, channels, values, weight, bias, checkpoints, first, grad_s, decay, scale, threshold,
+                    steps: int, batch: int, config, need_weight: bool, need_bias: bool, param_grads: bool):
+    """Gradients ``(g_weight_t [C, O], g_bias [O], g_decay, g_scale, g_threshold, g_v0 [B * O])`` of
+    :func:`events_forward` for ``grad_s`` ``[T, B * O]`` (or one row); ``g_weight_t`` (the weight's
+    gradient transposed) and ``g_bias`` are zeros unless asked for, the parameter sums unless
+    ``param_grads``."""
+    import torch
+
+    from .._kernels import event_numba as EK
+    from .._kernels._common import SEGMENT, surrogate_consts
+    from .._kernels._cpu import parallel_for
+    from .._kernels._host import empty, exp_args, numpy_dtype, numpy_views
+
+    T, B = steps, batch
+    O, C = weight.shape
+    M = B * O
+    dt = weight.dtype
+    wt = weight.detach().t().contiguous()
+    bv = bias.detach().contiguous()
+    crow_a, channels_a, values_a, has_values = _events_arrays(crow, channels, values)
+    lim = torch.full_like(first, T) if config.straight_through else first
+    crow_t = torch.from_numpy(crow_a)
+    nonempty = crow_t[1:] > crow_t[:-1]
+    rows = int(nonempty.sum())
+    evrow = (torch.cumsum(nonempty, 0) - 1) if need_weight else crow_t.new_empty(1)
+    gev = empty((rows, O), wt) if need_weight else wt.new_empty(1, O)
+    gbn = wt.new_empty(M) if need_bias else wt.new_empty(1)
+    gd, gc, gth = (wt.new_zeros(M) for _ in range(3))  # zeros: written only when param_grads
+    gv0 = wt.new_empty(M)
+    ec, fast = exp_args(dt)
+    consts = surrogate_consts(numpy_dtype(dt), config.surrogate_param)
+    args = (crow_a, channels_a, values_a, has_values, evrow.numpy(), wt.numpy(), bv.numpy(), checkpoints.numpy(),
+            grad_s.numpy(), *numpy_views(decay, scale, threshold, lim), int(config.surrogate_code), consts, ec, fast,
+            bool(param_grads), bool(need_weight), bool(need_bias), T, B)
+    outs = numpy_views(gev, gbn, gd, gc, gth, gv0)
+    bblock = max(1, _EVENTS_BACKWARD_BLOCK // max(O, 1))
+    _run_samples(B, T * M, bblock,
+                 lambda lo, hi: single_spike_events_backward(*args, lo, hi, bblock, SEGMENT, *outs))
+    gwt = wt.new_zeros(C, O) if not need_weight or O == 0 else wt.new_empty(C, O)
+    if need_weight and O > 0:
+        # gev holds the rows that have events, in order: their CSR is the weight gradient's input
+        # as in event_linear's backward (the same sums in the same order)
+        crow_ev = torch.cat([crow_t[:1], crow_t[1:][nonempty]]).numpy()
+        wargs = (crow_ev, channels_a, values_a, has_values, gev.numpy(), gwt.numpy(), wt.new_empty(O).numpy(), False)
+        parallel_for(O, channels_a.shape[0] * O + C * O, lambda lo, hi, _b: EK.event_linear_weight_grad(*wargs, lo, hi))
+    gb = wt.new_zeros(O)
+    if need_bias:
+        sum_samples(gbn.numpy(), B, gb.numpy())
+    return gwt, gb, gd, gc, gth.neg_(), gv0

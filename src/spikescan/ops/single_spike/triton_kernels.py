@@ -1,4 +1,4 @@
-"""Time-fused FastSNN single-spike LIF on the GPU (Triton): the contract of ``single_spike_numba``.
+"""Time-fused FastSNN single-spike LIF on the GPU (Triton): the contract of ``numba_kernels``.
 
 One program per block of neurons loops over ``T`` with the membrane in registers.  The forward
 reads ``x`` and writes ``s``, the first-spike times and, when stored (a gradient will be needed,
@@ -6,7 +6,7 @@ or the caller asked), ``v``.  The reverse-time backward reads ``v`` (``v[t-1]`` 
 next iteration), ``gs`` and ``gv`` (``[T, N]`` or one row read at every step: stride 0) and ``x``
 (for the scale's sum) and writes ``gx``; the running sums ``A``, ``B`` of phi's adjoint are
 float64, rounded to the kernel dtype at every step, as on the CPU (equations in
-``single_spike_numba``'s docstring).  The max-membrane readout likewise, storing ``v`` for its
+``numba_kernels``' docstring).  The max-membrane readout likewise, storing ``v`` for its
 backward.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._triton_util import LAUNCH, block_for, grid, surrogate
+from .._kernels._triton_util import LAUNCH, block_for, grid, surrogate
 
 
 @triton.jit
@@ -159,30 +159,58 @@ def _ro_bwd(v_ptr, x_ptr, gm_ptr, d_ptr, c_ptr, v0_ptr, mx_ptr, cnt_ptr, gx_ptr,
     tl.store(gv0_ptr + offs, d * r, mask=mask)
 
 
-def forward(x, d, c, th, v0, s, v, tf) -> None:
-    """``v`` is written when it has ``T`` rows (else pass one row)."""
+def forward(*, x, decay, scale, threshold, v0, config, store_v: bool, need_grad: bool):
+    """The contract of ``numba_kernels.forward``; ``v`` is written whenever ``store_v`` or
+    ``need_grad`` (the backward reads it), ``checkpoints`` is always ``[0, N]``."""
+    import torch
+
     T, N = x.shape
+    keep_v = bool(store_v or need_grad)
+    s = x.new_empty(T, N)
+    v = x.new_empty(T, N) if keep_v else x.new_empty(1, N)
+    first = torch.empty(N, dtype=torch.int32, device=x.device)
     block = block_for(N)
-    _ss_fwd[grid(N, block)](x, d, c, th, v0, s, v, tf, T, N, STORE_V=v.shape[0] == T, BLOCK=block, **LAUNCH)
+    _ss_fwd[grid(N, block)](x, decay, scale, threshold, v0, s, v, first, T, N, STORE_V=keep_v, BLOCK=block, **LAUNCH)
+    return s, (v if keep_v else x.new_empty(0, N)), first, x.new_empty(0, N)
 
 
-def backward(v, x, gs, gv, d, c, th, v0, lim, code: int, param: float, has_gv: bool, pgrad: bool,
-             gx, gd, gc, gth, gv0) -> None:
+def backward(*, x, v, checkpoints, first, grad_s, grad_v, decay, scale, threshold, v0, config, param_grads: bool):
+    """The contract of ``numba_kernels.backward``; reads ``v``, ``x`` and ``v0`` (not the checkpoints)."""
+    import torch
+
     T, N = v.shape
+    has_gv = grad_v is not None
+    gv = grad_v if has_gv else v.new_zeros(1, N)
+    lim = torch.full_like(first, T) if config.straight_through else first
+    gx = v.new_empty(T, N)
+    gd, gc, gth = (v.new_zeros(N) for _ in range(3))  # zeros: written only when param_grads
+    gv0 = v.new_empty(N)
     block = block_for(N)
-    _ss_bwd[grid(N, block)](v, x, gs, gv, d, c, th, v0, lim, gx, gd, gc, gth, gv0, T, N,
-                            N if gs.shape[0] == T else 0, N if gv.shape[0] == T else 0, param,
-                            CODE=code, HAS_GV=has_gv, PGRAD=pgrad, BLOCK=block, **LAUNCH)
+    _ss_bwd[grid(N, block)](v, x, grad_s, gv, decay, scale, threshold, v0, lim, gx, gd, gc, gth, gv0, T, N,
+                            N if grad_s.shape[0] == T else 0, N if gv.shape[0] == T else 0,
+                            float(config.surrogate_param), CODE=int(config.surrogate_code), HAS_GV=has_gv,
+                            PGRAD=bool(param_grads), BLOCK=block, **LAUNCH)
+    return gx, gd, gc, gth.neg_(), gv0
 
 
-def readout_forward(x, d, c, v0, v, mx, cnt) -> None:
-    """``v`` is written when it has ``T`` rows (the backward reads it)."""
+def readout_forward(*, x, decay, scale, v0, need_grad: bool):
+    """The contract of ``numba_kernels.readout_forward``; ``v`` ``[T, N]`` when ``need_grad`` (the
+    backward reads it), ``checkpoints`` always ``[0, N]``."""
     T, N = x.shape
+    v = x.new_empty(T, N) if need_grad else x.new_empty(1, N)
+    mx, cnt = x.new_empty(N), x.new_empty(N)
     block = block_for(N)
-    _ro_fwd[grid(N, block)](x, d, c, v0, v, mx, cnt, T, N, STORE_V=v.shape[0] == T, BLOCK=block, **LAUNCH)
+    _ro_fwd[grid(N, block)](x, decay, scale, v0, v, mx, cnt, T, N, STORE_V=bool(need_grad), BLOCK=block, **LAUNCH)
+    return mx, cnt, (v if need_grad else x.new_empty(0, N)), x.new_empty(0, N)
 
 
-def readout_backward(v, x, gm, d, c, v0, mx, cnt, pgrad: bool, gx, gd, gc, gv0) -> None:
+def readout_backward(*, x, v, checkpoints, grad_max, decay, scale, v0, maximum, count, param_grads: bool):
+    """The contract of ``numba_kernels.readout_backward``; reads ``v``, ``x`` and ``v0``."""
     T, N = v.shape
+    gx = v.new_empty(T, N)
+    gd, gc = v.new_zeros(N), v.new_zeros(N)  # zeros: written only when param_grads
+    gv0 = v.new_empty(N)
     block = block_for(N)
-    _ro_bwd[grid(N, block)](v, x, gm, d, c, v0, mx, cnt, gx, gd, gc, gv0, T, N, PGRAD=pgrad, BLOCK=block, **LAUNCH)
+    _ro_bwd[grid(N, block)](v, x, grad_max, decay, scale, v0, maximum, count, gx, gd, gc, gv0, T, N,
+                            PGRAD=bool(param_grads), BLOCK=block, **LAUNCH)
+    return gx, gd, gc, gv0

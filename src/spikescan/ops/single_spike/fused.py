@@ -1,0 +1,373 @@
+"""The time-fused FastSNN ops as ``torch.library`` custom ops: one kernel pass forward, one in reverse time backward.
+
+The composed single-spike LIF (a leaky integration, a Heaviside with a surrogate, two cumulative
+sums and ``g``) makes about ten passes over ``[T, N]`` tensors each way, plus the autograd graph.
+The fused kernels compute the same function in one pass each way (equations in
+``numba_kernels``' docstring): the forward reads ``x`` and writes the spikes, the backward reads
+``x`` (and the incoming gradients) and writes ``grad_x``.  The forward equals the composed op
+bit for bit (spikes and membranes); the backward is the gradient autograd gives the composed op
+(phi's adjoint masked before the first spike, or not with ``straight_through``), computed with
+the same roundings where the composed op's are known, so it agrees to rounding.
+
+Three pairs of custom ops, each with fake (meta) kernels and a registered autograd formula, so
+``torch.compile`` traces through them without a graph break and ``torch.library.opcheck``
+checks them:
+
+* ``spikescan::single_spike_fused_forward`` / ``..._backward``: the dense single-spike LIF.
+* ``spikescan::max_membrane_fused_forward`` / ``..._backward``: the max-membrane readout, the same
+  membrane with an infinite threshold reduced to its maximum over time (and the number of steps
+  that reach it); the backward sends the gradient to those steps, split evenly among ties as
+  ``torch.amax``'s backward does.
+* ``spikescan::single_spike_events_fused_forward`` / ``..._backward``: the events-fed layer
+  ``single_spike_lif(event_linear(x, W, b), ...)`` in one kernel each way, the CSR arrays of the
+  events (``crow``, ``channels``, ``values``) entering as tensors.  CPU only (numba).
+
+Their implementation is the ``numba_kernels`` (CPU) or ``triton_kernels`` (CUDA) module of this
+package, which share one host signature (:class:`SingleSpikeKernelConfig` for the constants).
+What the forward keeps for the backward, per (t, neuron): on the CPU the input (the caller's own
+tensor when it is contiguous float32/float64), the first-spike times and a membrane checkpoint
+every 32 steps (the backward recomputes each segment); on CUDA the membrane of every step.  The
+backward ops are not themselves differentiable (no double backward; the composed backends
+support it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .._backend import kernel_impl, kernel_module, kernels_unavailable
+from .._kernels import _common as KC
+from .._kernels._host import check_neuron_count, grad_rows, kernel_dtype, per_neuron
+
+__all__ = ["SingleSpikeKernelConfig", "single_spike_fused", "max_membrane_fused", "single_spike_events_fused",
+           "fused_unsupported", "check_device"]
+
+_PACKAGE = __package__
+
+
+class SingleSpikeKernelConfig(NamedTuple):
+    """Constants of the single-spike backward kernels (the forward kernels need none).
+
+    Attributes:
+        surrogate_code: ``_kernels._common.SURROGATE_CODES[surrogate.kind]``.
+        surrogate_param: the surrogate's ``param`` (slope, alpha or width).
+        straight_through: ``g``'s backward is the identity (every step passes the spike gradient).
+    """
+
+    surrogate_code: int = 0
+    surrogate_param: float = 100.0
+    straight_through: bool = False
+
+
+def fused_unsupported(x, **context) -> str | None:
+    """Why the fused kernels cannot run on ``x``'s device (with what to install), or ``None``."""
+    device = x.device
+    if kernels_unavailable(device) is None:
+        return None
+    if device.type not in ("cpu", "cuda"):
+        return f"the fused kernel runs on the CPU (numba) or CUDA (Triton), x is on {device}"
+    need = "numba (pip install numba)" if device.type == "cpu" else "triton and a visible CUDA device"
+    return f"the fused kernel on {device.type} needs {need}"
+
+
+def check_device(x) -> None:
+    """Raise unless a fused kernel runs on ``x``'s device (CPU: numba; CUDA: Triton)."""
+    reason = fused_unsupported(x)
+    if reason is not None:
+        raise ValueError(reason)
+
+
+def _saves_membrane(device: torch.device) -> bool:
+    return kernel_impl(device) == "triton"
+
+
+def _need_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _check_saved(kept: Tensor, op: str) -> None:
+    """The backward needs the membranes or checkpoints a forward with ``need_grad=False`` did not keep."""
+    if kept.shape[0] == 0:
+        raise RuntimeError(f"spikescan::{op} ran with need_grad=False, so it kept nothing for a backward; "
+                           f"call it with need_grad=True when a gradient will be needed")
+
+
+# --------------------------------------------------------------------------------------------
+# the dense single-spike LIF
+# --------------------------------------------------------------------------------------------
+
+
+
+
+@torch.library.custom_op("spikescan::single_spike_fused_forward", mutates_args=())
+def single_spike_fused_forward(x: Tensor, decay: Tensor, scale: Tensor, threshold: Tensor, v0: Tensor,
+                               surrogate_code: int, surrogate_param: float, straight_through: bool, store_v: bool,
+                               need_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(s, v, first, checkpoints)`` over ``x`` ``[T, N]`` with ``[N]`` parameters; ``first`` is
+    each neuron's first-spike step (int32, ``T`` for none).  The surrogate constants are the
+    backward's, carried here so that the registered autograd formula sees them."""
+    config = SingleSpikeKernelConfig(surrogate_code, surrogate_param, straight_through)
+    return kernel_module(_PACKAGE, x.device).forward(x=x, decay=decay, scale=scale, threshold=threshold, v0=v0,
+                                                     config=config, store_v=store_v, need_grad=need_grad)
+
+
+@single_spike_fused_forward.register_fake
+def _(x, decay, scale, threshold, v0, surrogate_code, surrogate_param, straight_through, store_v, need_grad):
+    T, N = x.shape
+    keep_v = store_v or (need_grad and _saves_membrane(x.device))
+    ck_rows = -(-T // KC.SEGMENT) if need_grad and not _saves_membrane(x.device) else 0
+    return (x.new_empty(T, N), x.new_empty(T if keep_v else 0, N), x.new_empty(N, dtype=torch.int32),
+            x.new_empty(ck_rows, N))
+
+
+@torch.library.custom_op("spikescan::single_spike_fused_backward", mutates_args=())
+def single_spike_fused_backward(x: Tensor, v: Tensor, checkpoints: Tensor, first: Tensor, grad_s: Tensor,
+                                grad_v: Tensor | None, decay: Tensor, scale: Tensor, threshold: Tensor, v0: Tensor,
+                                surrogate_code: int, surrogate_param: float, straight_through: bool,
+                                param_grads: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(grad_x [T, N], grad_decay, grad_scale, grad_threshold, grad_v0 [N])``."""
+    T, N = x.shape
+    dt = x.dtype
+    config = SingleSpikeKernelConfig(surrogate_code, surrogate_param, straight_through)
+    return kernel_module(_PACKAGE, x.device).backward(
+        x=x, v=v, checkpoints=checkpoints, first=first, grad_s=grad_rows(grad_s, T, N, dt),
+        grad_v=None if grad_v is None else grad_rows(grad_v, T, N, dt), decay=decay, scale=scale,
+        threshold=threshold, v0=v0, config=config, param_grads=param_grads)
+
+
+@single_spike_fused_backward.register_fake
+def _(x, v, checkpoints, first, grad_s, grad_v, decay, scale, threshold, v0, surrogate_code, surrogate_param,
+      straight_through, param_grads):
+    T, N = x.shape
+    return (x.new_empty(T, N), *(x.new_empty(N) for _ in range(4)))
+
+
+def _single_spike_setup_context(ctx, inputs, output):
+    x, decay, scale, threshold, v0, code, param, straight, store_v, need_grad = inputs
+    s, v, first, checkpoints = output
+    keep_v = v if _saves_membrane(x.device) else v.new_empty(0, v.shape[1])
+    ctx.save_for_backward(x, keep_v, checkpoints, first, decay, scale, threshold, v0)
+    ctx.config = (code, param, straight)
+
+
+def _single_spike_backward(ctx, g_s, g_v, g_first, g_ck):
+    x, v, checkpoints, first, decay, scale, threshold, v0 = ctx.saved_tensors
+    _check_saved(v if _saves_membrane(x.device) else checkpoints, "single_spike_fused_forward")
+    N = x.shape[1]
+    gs = x.new_zeros(1, N) if g_s is None else g_s
+    gv = None if g_v is None or g_v.numel() == 0 else g_v
+    grads = single_spike_fused_backward(x, v, checkpoints, first, gs, gv, decay, scale, threshold, v0, *ctx.config,
+                                        any(ctx.needs_input_grad[1:4]))
+    return (*grads, None, None, None, None, None)
+
+
+single_spike_fused_forward.register_autograd(_single_spike_backward, setup_context=_single_spike_setup_context)
+
+
+def single_spike_fused(x: Tensor, decay: Tensor, threshold: Tensor, scale: Tensor, v0: Tensor | None, *,
+                       surrogate, straight_through: bool, need_membrane: bool = True) -> tuple[Tensor, Tensor]:
+    """The ``"fused"`` backend of :func:`spikescan.ops.single_spike.single_spike_lif` (arguments
+    validated there, ``scale`` a tensor: ``1 - decay`` already formed where the paper's factor is
+    meant, so autograd carries that dependence).
+
+    Returns ``(s, v)`` in ``x.dtype``; ``v`` is empty unless ``need_membrane``.  Half inputs are
+    computed in float32.  Parameters broadcast to ``x.shape[1:]`` enter the kernels as per-neuron
+    vectors; autograd sums their gradients back to their own shapes.
+    """
+    T, rest = x.shape[0], x.shape[1:]
+    N = math.prod(rest)
+    check_neuron_count(N)
+    code, sparam = KC.surrogate_constants(surrogate.kind, surrogate.param)
+    dt = kernel_dtype(x.dtype)
+    xf = x.to(dt).reshape(T, N).contiguous()
+    d, c, th = (per_neuron(p, rest, dt) for p in (decay, scale, threshold))
+    v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, dt)
+    s, v, _, _ = single_spike_fused_forward(xf, d, c, th, v0v, code, sparam, bool(straight_through),
+                                            bool(need_membrane), _need_grad(x, decay, scale, threshold, v0))
+    out = x.dtype
+    v = v.view(x.shape).to(out) if need_membrane else v.new_empty(0, dtype=out)
+    return s.view(x.shape).to(out), v
+
+
+# --------------------------------------------------------------------------------------------
+# the max-membrane readout
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("spikescan::max_membrane_fused_forward", mutates_args=())
+def max_membrane_fused_forward(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor,
+                               need_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(maximum, count, v, checkpoints)``: ``max_t v[t]`` of each neuron of ``x`` ``[T, N]``,
+    the number of steps reaching it, and what the backward reads (``v`` on CUDA, checkpoints on
+    the CPU; ``[0, N]`` when not needed)."""
+    return kernel_module(_PACKAGE, x.device).readout_forward(x=x, decay=decay, scale=scale, v0=v0,
+                                                             need_grad=need_grad)
+
+
+@max_membrane_fused_forward.register_fake
+def _(x, decay, scale, v0, need_grad):
+    T, N = x.shape
+    v_rows = T if need_grad and _saves_membrane(x.device) else 0
+    ck_rows = -(-T // KC.SEGMENT) if need_grad and not _saves_membrane(x.device) else 0
+    return x.new_empty(N), x.new_empty(N), x.new_empty(v_rows, N), x.new_empty(ck_rows, N)
+
+
+@torch.library.custom_op("spikescan::max_membrane_fused_backward", mutates_args=())
+def max_membrane_fused_backward(x: Tensor, v: Tensor, checkpoints: Tensor, grad_max: Tensor, decay: Tensor,
+                                scale: Tensor, v0: Tensor, maximum: Tensor, count: Tensor,
+                                param_grads: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(grad_x [T, N], grad_decay, grad_scale, grad_v0 [N])``."""
+    return kernel_module(_PACKAGE, x.device).readout_backward(
+        x=x, v=v, checkpoints=checkpoints, grad_max=grad_max.to(x.dtype).contiguous(), decay=decay, scale=scale,
+        v0=v0, maximum=maximum, count=count, param_grads=param_grads)
+
+
+@max_membrane_fused_backward.register_fake
+def _(x, v, checkpoints, grad_max, decay, scale, v0, maximum, count, param_grads):
+    T, N = x.shape
+    return (x.new_empty(T, N), *(x.new_empty(N) for _ in range(3)))
+
+
+def _max_membrane_setup_context(ctx, inputs, output):
+    x, decay, scale, v0, need_grad = inputs
+    maximum, count, v, checkpoints = output
+    ctx.save_for_backward(x, v, checkpoints, decay, scale, v0, maximum, count)
+
+
+def _max_membrane_backward(ctx, g_max, g_count, g_v, g_ck):
+    x, v, checkpoints, decay, scale, v0, maximum, count = ctx.saved_tensors
+    _check_saved(v if _saves_membrane(x.device) else checkpoints, "max_membrane_fused_forward")
+    gm = x.new_zeros(x.shape[1]) if g_max is None else g_max
+    grads = max_membrane_fused_backward(x, v, checkpoints, gm, decay, scale, v0, maximum, count,
+                                        any(ctx.needs_input_grad[1:3]))
+    return (*grads, None)
+
+
+max_membrane_fused_forward.register_autograd(_max_membrane_backward, setup_context=_max_membrane_setup_context)
+
+
+def max_membrane_fused(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor | None) -> Tensor:
+    """The ``"fused"`` backend of :func:`spikescan.ops.single_spike.max_membrane_readout`
+    (arguments validated there, as for :func:`single_spike_fused`); returns ``x.shape[1:]`` in
+    ``x.dtype``."""
+    T, rest = x.shape[0], x.shape[1:]
+    N = math.prod(rest)
+    check_neuron_count(N)
+    dt = kernel_dtype(x.dtype)
+    xf = x.to(dt).reshape(T, N).contiguous()
+    d, c = per_neuron(decay, rest, dt), per_neuron(scale, rest, dt)
+    v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, dt)
+    mx, _, _, _ = max_membrane_fused_forward(xf, d, c, v0v, _need_grad(x, decay, scale, v0))
+    return mx.view(rest).to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# the single-spike LIF fed by events (input layer fused into the kernel)
+# --------------------------------------------------------------------------------------------
+#
+# single_spike_lif(event_linear(x, W, b), ...) writes the current I = W x + b ([T, B, O]) in the
+# forward and reads it again in the neuron's backward, which writes gI for event_linear's
+# backward to read: four passes over a [T, B, O] tensor besides the spikes.  The fused op builds
+# I step by step from the events inside the neuron kernel and in the backward sends gI straight
+# on (numba_kernels.py, last section).  The events are data, not differentiable: their CSR
+# arrays are plain tensor inputs of the ops.
+
+
+@torch.library.custom_op("spikescan::single_spike_events_fused_forward", mutates_args=())
+def single_spike_events_fused_forward(crow: Tensor, channels: Tensor, values: Tensor, weight: Tensor, bias: Tensor,
+                                      decay: Tensor, scale: Tensor, threshold: Tensor, v0: Tensor, steps: int,
+                                      batch: int, surrogate_code: int, surrogate_param: float,
+                                      straight_through: bool, need_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(s [T, B * O], checkpoints, first)`` of the single-spike neurons fed by ``W x + b``, ``x``
+    the events ``(crow, channels, values)`` of ``[T, B, C]`` (``values`` empty: all 1)."""
+    from . import numba_kernels as K  # CPU only
+
+    return K.events_forward(crow=crow, channels=channels, values=values, weight=weight, bias=bias, decay=decay,
+                            scale=scale, threshold=threshold, v0=v0, steps=steps, batch=batch, need_grad=need_grad)
+
+
+@single_spike_events_fused_forward.register_fake
+def _(crow, channels, values, weight, bias, decay, scale, threshold, v0, steps, batch, surrogate_code,
+      surrogate_param, straight_through, need_grad):
+    M = batch * weight.shape[0]
+    ck_rows = -(-steps // KC.SEGMENT) if need_grad else 0
+    return weight.new_empty(steps, M), weight.new_empty(ck_rows, M), weight.new_empty(M, dtype=torch.int32)
+
+
+@torch.library.custom_op("spikescan::single_spike_events_fused_backward", mutates_args=())
+def single_spike_events_fused_backward(crow: Tensor, channels: Tensor, values: Tensor, weight: Tensor, bias: Tensor,
+                                       checkpoints: Tensor, first: Tensor, grad_s: Tensor, decay: Tensor,
+                                       scale: Tensor, threshold: Tensor, steps: int, batch: int, surrogate_code: int,
+                                       surrogate_param: float, straight_through: bool, need_weight: bool,
+                                       need_bias: bool,
+                                       param_grads: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(grad_weight_t [C, O], grad_bias [O], grad_decay, grad_scale, grad_threshold, grad_v0 [B * O])``;
+    ``grad_weight_t`` is the weight's gradient transposed (zeros unless ``need_weight``, as
+    ``grad_bias`` unless ``need_bias``)."""
+    from . import numba_kernels as K
+
+    config = SingleSpikeKernelConfig(surrogate_code, surrogate_param, straight_through)
+    M = batch * weight.shape[0]
+    return K.events_backward(crow=crow, channels=channels, values=values, weight=weight, bias=bias,
+                             checkpoints=checkpoints, first=first, grad_s=grad_rows(grad_s, steps, M, weight.dtype),
+                             decay=decay, scale=scale, threshold=threshold, steps=steps, batch=batch, config=config,
+                             need_weight=need_weight, need_bias=need_bias, param_grads=param_grads)
+
+
+@single_spike_events_fused_backward.register_fake
+def _(crow, channels, values, weight, bias, checkpoints, first, grad_s, decay, scale, threshold, steps, batch,
+      surrogate_code, surrogate_param, straight_through, need_weight, need_bias, param_grads):
+    O, C = weight.shape
+    M = batch * O
+    return (weight.new_empty(C, O), weight.new_empty(O), *(weight.new_empty(M) for _ in range(4)))
+
+
+def _events_setup_context(ctx, inputs, output):
+    crow, channels, values, weight, bias, decay, scale, threshold, v0, steps, batch, code, param, straight, _ = inputs
+    s, checkpoints, first = output
+    ctx.save_for_backward(crow, channels, values, weight, bias, checkpoints, first, decay, scale, threshold)
+    ctx.sizes = (steps, batch)
+    ctx.config = (code, param, straight)
+
+
+def _events_backward(ctx, g_s, g_ck, g_first):
+    crow, channels, values, weight, bias, checkpoints, first, decay, scale, threshold = ctx.saved_tensors
+    _check_saved(checkpoints, "single_spike_events_fused_forward")
+    steps, batch = ctx.sizes
+    gs = weight.new_zeros(1, batch * weight.shape[0]) if g_s is None else g_s
+    need = ctx.needs_input_grad
+    gwt, gb, gd, gc, gth, gv0 = single_spike_events_fused_backward(
+        crow, channels, values, weight, bias, checkpoints, first, gs, decay, scale, threshold, steps, batch,
+        *ctx.config, bool(need[3]), bool(need[4]), any(need[5:8]))
+    return (None, None, None, gwt.t() if need[3] else None, gb if need[4] else None, gd, gc, gth, gv0,
+            *(None for _ in range(6)))
+
+
+single_spike_events_fused_forward.register_autograd(_events_backward, setup_context=_events_setup_context)
+
+
+def single_spike_events_fused(x, weight: Tensor, bias: Tensor, decay: Tensor, threshold: Tensor, scale: Tensor,
+                              v0: Tensor | None, *, surrogate, straight_through: bool) -> Tensor:
+    """The fused kernel of :func:`spikescan.ops.single_spike.single_spike_lif_events`: validated
+    inputs (``x`` :class:`~spikescan.ops.events.SpikeEvents` on the CPU, ``scale`` already
+    ``1 - decay`` where meant, the parameters broadcastable to ``[B, O]``); returns the spikes
+    ``[T, B, O]`` in ``weight.dtype``."""
+    T, B, _ = x.shape
+    O = weight.shape[0]
+    rest = torch.Size((B, O))
+    M = B * O
+    check_neuron_count(M)
+    code, sparam = KC.surrogate_constants(surrogate.kind, surrogate.param)
+    dt = kernel_dtype(weight.dtype)
+    w, b = weight.to(dt), bias.to(dt)
+    d, c, th = (per_neuron(p, rest, dt) for p in (decay, scale, threshold))
+    v0v = w.new_zeros(M) if v0 is None else per_neuron(v0, rest, dt)
+    values = w.new_empty(0) if x.values is None else x.values.detach().to(dt).contiguous()
+    s, _, _ = single_spike_events_fused_forward(x.crow, x.channels, values, w, b, d, c, th, v0v, T, B, code, sparam,
+                                                bool(straight_through), _need_grad(weight, bias, decay, scale,
+                                                                                   threshold, v0))
+    return s.view(T, B, O).to(weight.dtype)
