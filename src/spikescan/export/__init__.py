@@ -1,5 +1,5 @@
 """Export trained networks for neuromorphic hardware: the Neuromorphic Intermediate Representation."""
 
-from .nir import from_nir, read, to_nir, write
+from .nir import PEERS, from_nir, module_map, node_map, read, to_nir, write
 
-__all__ = ["to_nir", "from_nir", "write", "read"]
+__all__ = ["to_nir", "from_nir", "write", "read", "node_map", "module_map", "PEERS"]
