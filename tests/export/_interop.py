@@ -426,7 +426,8 @@ def from_peer(peer: str, network: str) -> Outcome:
     spiking = network != "LI readout"
     with torch.no_grad():
         ours = ours_net(x).numpy()
-    out = _compare(theirs, ours, spiking, f"Read at dt={dt:g}. {KNOWN.get((peer, network), '')}".strip())
+    dt_text = f"{dt:.0e}".replace("e-0", "e-")
+    out = _compare(theirs, ours, spiking, f"Read at dt={dt_text}. {KNOWN.get((peer, network), '')}".strip())
     _, margin = simulate(ours_net, x)
     if out.status == "differs" and spiking and margin < MARGIN:
         out = out._replace(note=f"{out.note} A membrane comes within {margin:.2g} of its threshold.")

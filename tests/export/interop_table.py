@@ -15,16 +15,20 @@ LABEL = {"snntorch": "snnTorch", "norse": "Norse", "spikingjelly": "SpikingJelly
 
 
 def _cell(out, notes: list[str], key: str) -> str:
-    at = re.search(r"Read at dt=(\S+)\.", out.note)
+    at = re.search(r"Read at dt=(\S+?)\.", out.note)
+    loads = f"loads at dt={at.group(1)}" if at else "loads"
     if out.status == "identical":
-        return f"loads at dt={at.group(1)}, **identical**" if at else "loads, **identical**"
+        return f"{loads}, **identical**"
     if out.status == "n/a":
-        return "n/a"
+        return "n/a (no such export)"
     notes.append(f"{key}: {out.note}" + (f" The alternative, run: {out.alternative}" if out.alternative else ""))
     mark = f"[{len(notes)}]"
     if out.status == "refused":
-        return f"refused {mark}" + ("; alternative **identical**" if out.alternative.startswith("identical") else "")
-    return f"loads, **differs** {mark}"
+        why = re.search(r"has no (\w+) node|takes one (\w+) per layer", out.note)
+        short = (f"no {why.group(1)} node" if why.group(1) else f"one {why.group(2)} per layer") if why else "refused"
+        alt = "; the alternative **identical**" if out.alternative.startswith("identical") else ""
+        return f"refused {mark}: {short}{alt}"
+    return f"{loads}, **differs** {mark}"
 
 
 def main() -> None:
