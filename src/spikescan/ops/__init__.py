@@ -10,7 +10,7 @@ that can run ``x`` (``"auto"`` picks one).  The registry is :mod:`spikescan.ops.
 from ._backend import backends, describe
 from .events import SpikeEvents, event_linear
 from .firing import gumbel_spike, heaviside, sigmoid_bernoulli
-from .first_spike import first_spike, max_membrane_readout, single_spike_lif, single_spike_lif_events
+from .single_spike import first_spike, max_membrane_readout, single_spike_lif, single_spike_lif_events
 from .leaky import leaky_integrate
 from .lif import LIFParameters, LIFStep, lif, lif_step
 from .spsn import fused_spsn, spsn_step, spsn_uniforms

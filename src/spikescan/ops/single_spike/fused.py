@@ -41,7 +41,7 @@ from torch import Tensor
 
 from .._backend import kernel_impl, kernel_module, kernels_unavailable
 from .._kernels import _common as KC
-from .._kernels._host import check_neuron_count, grad_rows, kernel_dtype, per_neuron
+from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, per_neuron
 
 __all__ = ["SingleSpikeKernelConfig", "single_spike_fused", "max_membrane_fused", "single_spike_events_fused",
            "fused_unsupported", "check_device"]
@@ -103,8 +103,7 @@ def _check_saved(kept: Tensor, op: str) -> None:
 
 
 
-@torch.library.custom_op("spikescan::single_spike_fused_forward", mutates_args=())
-def single_spike_fused_forward(x: Tensor, decay: Tensor, scale: Tensor, threshold: Tensor, v0: Tensor,
+def _single_spike_fused_forward_impl(x: Tensor, decay: Tensor, scale: Tensor, threshold: Tensor, v0: Tensor,
                                surrogate_code: int, surrogate_param: float, straight_through: bool, store_v: bool,
                                need_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(s, v, first, checkpoints)`` over ``x`` ``[T, N]`` with ``[N]`` parameters; ``first`` is
@@ -113,6 +112,10 @@ def single_spike_fused_forward(x: Tensor, decay: Tensor, scale: Tensor, threshol
     config = SingleSpikeKernelConfig(surrogate_code, surrogate_param, straight_through)
     return kernel_module(_PACKAGE, x.device).forward(x=x, decay=decay, scale=scale, threshold=threshold, v0=v0,
                                                      config=config, store_v=store_v, need_grad=need_grad)
+
+
+single_spike_fused_forward = torch.library.custom_op(
+    "spikescan::single_spike_fused_forward", _single_spike_fused_forward_impl, mutates_args=())
 
 
 @single_spike_fused_forward.register_fake
@@ -124,8 +127,7 @@ def _(x, decay, scale, threshold, v0, surrogate_code, surrogate_param, straight_
             x.new_empty(ck_rows, N))
 
 
-@torch.library.custom_op("spikescan::single_spike_fused_backward", mutates_args=())
-def single_spike_fused_backward(x: Tensor, v: Tensor, checkpoints: Tensor, first: Tensor, grad_s: Tensor,
+def _single_spike_fused_backward_impl(x: Tensor, v: Tensor, checkpoints: Tensor, first: Tensor, grad_s: Tensor,
                                 grad_v: Tensor | None, decay: Tensor, scale: Tensor, threshold: Tensor, v0: Tensor,
                                 surrogate_code: int, surrogate_param: float, straight_through: bool,
                                 param_grads: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -137,6 +139,10 @@ def single_spike_fused_backward(x: Tensor, v: Tensor, checkpoints: Tensor, first
         x=x, v=v, checkpoints=checkpoints, first=first, grad_s=grad_rows(grad_s, T, N, dt),
         grad_v=None if grad_v is None else grad_rows(grad_v, T, N, dt), decay=decay, scale=scale,
         threshold=threshold, v0=v0, config=config, param_grads=param_grads)
+
+
+single_spike_fused_backward = torch.library.custom_op(
+    "spikescan::single_spike_fused_backward", _single_spike_fused_backward_impl, mutates_args=())
 
 
 @single_spike_fused_backward.register_fake
@@ -154,18 +160,21 @@ def _single_spike_setup_context(ctx, inputs, output):
     ctx.config = (code, param, straight)
 
 
-def _single_spike_backward(ctx, g_s, g_v, g_first, g_ck):
+def _single_spike_backward(ctx, g_s, g_v, g_first, g_ck, backward_op=single_spike_fused_backward):
     x, v, checkpoints, first, decay, scale, threshold, v0 = ctx.saved_tensors
     _check_saved(v if _saves_membrane(x.device) else checkpoints, "single_spike_fused_forward")
     N = x.shape[1]
     gs = x.new_zeros(1, N) if g_s is None else g_s
     gv = None if g_v is None or g_v.numel() == 0 else g_v
-    grads = single_spike_fused_backward(x, v, checkpoints, first, gs, gv, decay, scale, threshold, v0, *ctx.config,
-                                        any(ctx.needs_input_grad[1:4]))
+    grads = backward_op(x, v, checkpoints, first, gs, gv, decay, scale, threshold, v0, *ctx.config,
+                        any(ctx.needs_input_grad[1:4]))
     return (*grads, None, None, None, None, None)
 
 
 single_spike_fused_forward.register_autograd(_single_spike_backward, setup_context=_single_spike_setup_context)
+_SingleSpikeFusedForwardEager = eager_function(
+    "single_spike_fused_forward", _single_spike_fused_forward_impl, _single_spike_setup_context,
+    lambda ctx, *grads: _single_spike_backward(ctx, *grads, backward_op=_single_spike_fused_backward_impl))
 
 
 def single_spike_fused(x: Tensor, decay: Tensor, threshold: Tensor, scale: Tensor, v0: Tensor | None, *,
@@ -186,8 +195,9 @@ def single_spike_fused(x: Tensor, decay: Tensor, threshold: Tensor, scale: Tenso
     xf = x.to(dt).reshape(T, N).contiguous()
     d, c, th = (per_neuron(p, rest, dt) for p in (decay, scale, threshold))
     v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, dt)
-    s, v, _, _ = single_spike_fused_forward(xf, d, c, th, v0v, code, sparam, bool(straight_through),
-                                            bool(need_membrane), _need_grad(x, decay, scale, threshold, v0))
+    op = single_spike_fused_forward if torch.compiler.is_compiling() else _SingleSpikeFusedForwardEager.apply
+    s, v, _, _ = op(xf, d, c, th, v0v, code, sparam, bool(straight_through), bool(need_membrane),
+                    _need_grad(x, decay, scale, threshold, v0))
     out = x.dtype
     v = v.view(x.shape).to(out) if need_membrane else v.new_empty(0, dtype=out)
     return s.view(x.shape).to(out), v
@@ -198,14 +208,17 @@ def single_spike_fused(x: Tensor, decay: Tensor, threshold: Tensor, scale: Tenso
 # --------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("spikescan::max_membrane_fused_forward", mutates_args=())
-def max_membrane_fused_forward(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor,
+def _max_membrane_fused_forward_impl(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor,
                                need_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(maximum, count, v, checkpoints)``: ``max_t v[t]`` of each neuron of ``x`` ``[T, N]``,
     the number of steps reaching it, and what the backward reads (``v`` on CUDA, checkpoints on
     the CPU; ``[0, N]`` when not needed)."""
     return kernel_module(_PACKAGE, x.device).readout_forward(x=x, decay=decay, scale=scale, v0=v0,
                                                              need_grad=need_grad)
+
+
+max_membrane_fused_forward = torch.library.custom_op(
+    "spikescan::max_membrane_fused_forward", _max_membrane_fused_forward_impl, mutates_args=())
 
 
 @max_membrane_fused_forward.register_fake
@@ -216,14 +229,17 @@ def _(x, decay, scale, v0, need_grad):
     return x.new_empty(N), x.new_empty(N), x.new_empty(v_rows, N), x.new_empty(ck_rows, N)
 
 
-@torch.library.custom_op("spikescan::max_membrane_fused_backward", mutates_args=())
-def max_membrane_fused_backward(x: Tensor, v: Tensor, checkpoints: Tensor, grad_max: Tensor, decay: Tensor,
+def _max_membrane_fused_backward_impl(x: Tensor, v: Tensor, checkpoints: Tensor, grad_max: Tensor, decay: Tensor,
                                 scale: Tensor, v0: Tensor, maximum: Tensor, count: Tensor,
                                 param_grads: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(grad_x [T, N], grad_decay, grad_scale, grad_v0 [N])``."""
     return kernel_module(_PACKAGE, x.device).readout_backward(
         x=x, v=v, checkpoints=checkpoints, grad_max=grad_max.to(x.dtype).contiguous(), decay=decay, scale=scale,
         v0=v0, maximum=maximum, count=count, param_grads=param_grads)
+
+
+max_membrane_fused_backward = torch.library.custom_op(
+    "spikescan::max_membrane_fused_backward", _max_membrane_fused_backward_impl, mutates_args=())
 
 
 @max_membrane_fused_backward.register_fake
@@ -238,16 +254,18 @@ def _max_membrane_setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, v, checkpoints, decay, scale, v0, maximum, count)
 
 
-def _max_membrane_backward(ctx, g_max, g_count, g_v, g_ck):
+def _max_membrane_backward(ctx, g_max, g_count, g_v, g_ck, backward_op=max_membrane_fused_backward):
     x, v, checkpoints, decay, scale, v0, maximum, count = ctx.saved_tensors
     _check_saved(v if _saves_membrane(x.device) else checkpoints, "max_membrane_fused_forward")
     gm = x.new_zeros(x.shape[1]) if g_max is None else g_max
-    grads = max_membrane_fused_backward(x, v, checkpoints, gm, decay, scale, v0, maximum, count,
-                                        any(ctx.needs_input_grad[1:3]))
+    grads = backward_op(x, v, checkpoints, gm, decay, scale, v0, maximum, count, any(ctx.needs_input_grad[1:3]))
     return (*grads, None)
 
 
 max_membrane_fused_forward.register_autograd(_max_membrane_backward, setup_context=_max_membrane_setup_context)
+_MaxMembraneFusedForwardEager = eager_function(
+    "max_membrane_fused_forward", _max_membrane_fused_forward_impl, _max_membrane_setup_context,
+    lambda ctx, *grads: _max_membrane_backward(ctx, *grads, backward_op=_max_membrane_fused_backward_impl))
 
 
 def max_membrane_fused(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor | None) -> Tensor:
@@ -261,7 +279,8 @@ def max_membrane_fused(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor | Non
     xf = x.to(dt).reshape(T, N).contiguous()
     d, c = per_neuron(decay, rest, dt), per_neuron(scale, rest, dt)
     v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, dt)
-    mx, _, _, _ = max_membrane_fused_forward(xf, d, c, v0v, _need_grad(x, decay, scale, v0))
+    op = max_membrane_fused_forward if torch.compiler.is_compiling() else _MaxMembraneFusedForwardEager.apply
+    mx, _, _, _ = op(xf, d, c, v0v, _need_grad(x, decay, scale, v0))
     return mx.view(rest).to(x.dtype)
 
 
@@ -277,8 +296,7 @@ def max_membrane_fused(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor | Non
 # arrays are plain tensor inputs of the ops.
 
 
-@torch.library.custom_op("spikescan::single_spike_events_fused_forward", mutates_args=())
-def single_spike_events_fused_forward(crow: Tensor, channels: Tensor, values: Tensor, weight: Tensor, bias: Tensor,
+def _single_spike_events_fused_forward_impl(crow: Tensor, channels: Tensor, values: Tensor, weight: Tensor, bias: Tensor,
                                       decay: Tensor, scale: Tensor, threshold: Tensor, v0: Tensor, steps: int,
                                       batch: int, surrogate_code: int, surrogate_param: float,
                                       straight_through: bool, need_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -290,6 +308,10 @@ def single_spike_events_fused_forward(crow: Tensor, channels: Tensor, values: Te
                             scale=scale, threshold=threshold, v0=v0, steps=steps, batch=batch, need_grad=need_grad)
 
 
+single_spike_events_fused_forward = torch.library.custom_op(
+    "spikescan::single_spike_events_fused_forward", _single_spike_events_fused_forward_impl, mutates_args=())
+
+
 @single_spike_events_fused_forward.register_fake
 def _(crow, channels, values, weight, bias, decay, scale, threshold, v0, steps, batch, surrogate_code,
       surrogate_param, straight_through, need_grad):
@@ -298,8 +320,7 @@ def _(crow, channels, values, weight, bias, decay, scale, threshold, v0, steps, 
     return weight.new_empty(steps, M), weight.new_empty(ck_rows, M), weight.new_empty(M, dtype=torch.int32)
 
 
-@torch.library.custom_op("spikescan::single_spike_events_fused_backward", mutates_args=())
-def single_spike_events_fused_backward(crow: Tensor, channels: Tensor, values: Tensor, weight: Tensor, bias: Tensor,
+def _single_spike_events_fused_backward_impl(crow: Tensor, channels: Tensor, values: Tensor, weight: Tensor, bias: Tensor,
                                        checkpoints: Tensor, first: Tensor, grad_s: Tensor, decay: Tensor,
                                        scale: Tensor, threshold: Tensor, steps: int, batch: int, surrogate_code: int,
                                        surrogate_param: float, straight_through: bool, need_weight: bool,
@@ -318,6 +339,10 @@ def single_spike_events_fused_backward(crow: Tensor, channels: Tensor, values: T
                              need_weight=need_weight, need_bias=need_bias, param_grads=param_grads)
 
 
+single_spike_events_fused_backward = torch.library.custom_op(
+    "spikescan::single_spike_events_fused_backward", _single_spike_events_fused_backward_impl, mutates_args=())
+
+
 @single_spike_events_fused_backward.register_fake
 def _(crow, channels, values, weight, bias, checkpoints, first, grad_s, decay, scale, threshold, steps, batch,
       surrogate_code, surrogate_param, straight_through, need_weight, need_bias, param_grads):
@@ -334,13 +359,13 @@ def _events_setup_context(ctx, inputs, output):
     ctx.config = (code, param, straight)
 
 
-def _events_backward(ctx, g_s, g_ck, g_first):
+def _events_backward(ctx, g_s, g_ck, g_first, backward_op=single_spike_events_fused_backward):
     crow, channels, values, weight, bias, checkpoints, first, decay, scale, threshold = ctx.saved_tensors
     _check_saved(checkpoints, "single_spike_events_fused_forward")
     steps, batch = ctx.sizes
     gs = weight.new_zeros(1, batch * weight.shape[0]) if g_s is None else g_s
     need = ctx.needs_input_grad
-    gwt, gb, gd, gc, gth, gv0 = single_spike_events_fused_backward(
+    gwt, gb, gd, gc, gth, gv0 = backward_op(
         crow, channels, values, weight, bias, checkpoints, first, gs, decay, scale, threshold, steps, batch,
         *ctx.config, bool(need[3]), bool(need[4]), any(need[5:8]))
     return (None, None, None, gwt.t() if need[3] else None, gb if need[4] else None, gd, gc, gth, gv0,
@@ -348,6 +373,9 @@ def _events_backward(ctx, g_s, g_ck, g_first):
 
 
 single_spike_events_fused_forward.register_autograd(_events_backward, setup_context=_events_setup_context)
+_SingleSpikeEventsFusedForwardEager = eager_function(
+    "single_spike_events_fused_forward", _single_spike_events_fused_forward_impl, _events_setup_context,
+    lambda ctx, *grads: _events_backward(ctx, *grads, backward_op=_single_spike_events_fused_backward_impl))
 
 
 def single_spike_events_fused(x, weight: Tensor, bias: Tensor, decay: Tensor, threshold: Tensor, scale: Tensor,
@@ -367,7 +395,7 @@ def single_spike_events_fused(x, weight: Tensor, bias: Tensor, decay: Tensor, th
     d, c, th = (per_neuron(p, rest, dt) for p in (decay, scale, threshold))
     v0v = w.new_zeros(M) if v0 is None else per_neuron(v0, rest, dt)
     values = w.new_empty(0) if x.values is None else x.values.detach().to(dt).contiguous()
-    s, _, _ = single_spike_events_fused_forward(x.crow, x.channels, values, w, b, d, c, th, v0v, T, B, code, sparam,
-                                                bool(straight_through), _need_grad(weight, bias, decay, scale,
-                                                                                   threshold, v0))
+    op = single_spike_events_fused_forward if torch.compiler.is_compiling() else _SingleSpikeEventsFusedForwardEager.apply
+    s, _, _ = op(x.crow, x.channels, values, w, b, d, c, th, v0v, T, B, code, sparam, bool(straight_through),
+                 _need_grad(weight, bias, decay, scale, threshold, v0))
     return s.view(T, B, O).to(weight.dtype)
