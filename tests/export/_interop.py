@@ -3,15 +3,17 @@
 through NIR with the other side's own exporter / importer, runs both and reports an
 :class:`Outcome`.
 
-Spikes are compared exactly.  Both sides run in float64 where the peer allows it (snnTorch,
-SpikingJelly, nirtorch); Norse keeps its parameters in float32 whatever the input.  Either way
-the two sides' decays can differ by the float32 rounding of NIR's stored time constants
-(2**-24 relative), which moves a membrane by at most about ``T * 2**-23 * max|v|`` (~3e-6
-here); so every case first checks, on an independent float64 simulation of the spikescan
-side, that no membrane comes within ``MARGIN`` = 1e-4 of its threshold -- a spike that differs
-then is a real difference, not rounding.  LI readouts (membranes, not spikes) are compared to
-``READOUT_RTOL``: float32 constants (2**-24 relative each) through T leaky steps stay below
-``T * 2**-22`` ~ 6e-6 relative to the readout's scale, so 1e-5.
+Spikes are compared exactly.  Both sides run in float64 where the peer allows it (SpikingJelly,
+nirtorch); snnTorch's spikes are float32 whatever its parameters and Norse keeps its parameters
+in float32, so those run in float32.  Two things can then move a membrane without any real
+difference: the float32 rounding of NIR's stored time constants (2**-24 relative, in every
+peer), and float32 arithmetic, which rounds the matmul and the update of each step by at most
+``(fan_in + 3) * 2**-24`` relative, ``T (fan_in + 3) 2**-24 max|v|`` ~ 1.5e-4 over these
+networks' 25 steps (fan-in 8, |v| < 9).  So every case first checks, on an independent float64
+simulation of the spikescan side, that no membrane comes within ``MARGIN`` = 5e-4 of its
+threshold -- a spike that differs then is a real difference, not rounding.  LI readouts
+(membranes, not spikes) are compared to ``READOUT_RTOL``: the same rounding through T leaky
+steps stays below ``T * 2**-22`` ~ 6e-6 relative to the readout's scale, so 1e-5.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ PEERS = ("snntorch", "norse", "spikingjelly", "nirtorch")
 DIRECTIONS = ("spikescan -> peer", "peer -> spikescan")
 T, B, N_IN, N_HID, N_OUT = 25, 3, 6, 8, 4
 DT = 1e-3
-MARGIN = 1e-4
+MARGIN = 5e-4
 READOUT_RTOL = 1e-5
 
 

@@ -37,7 +37,7 @@ def main() -> None:
                                                                           "nirtorch", "nir"))
     print(f"NIR interop of spikescan with each peer's own importer / exporter ({versions}).")
     print("Spikes compared exactly (float64 where the peer allows, float32 for snnTorch and Norse, inputs kept")
-    print("1e-4 from every threshold); LI readouts to 1e-5 of their scale. Made by")
+    print("5e-4 from every threshold); LI readouts to 1e-5 of their scale. Made by")
     print("`python -m tests.export.interop_table`, the cases of `tests/export/test_interop.py`.\n")
     notes: list[str] = []
     for direction in DIRECTIONS:
