@@ -12,17 +12,24 @@ Rules every module here follows (one shared implementation, :func:`spikescan.nn.
   outputs and zero parameter gradients, on every backend.
 - **parameters** are checked once per forward: on ``x``'s device (not meta) and finite, with
   one host sync for all of them; a message names the module and the parameter.
+- **state**: every neuron module runs from an optional initial state and returns its final state
+  (``forward(x, state=None, *, return_state=False, ...)``, a typed ``NamedTuple`` per neuron in
+  :mod:`spikescan.nn.state`); ``module.step(x_t, state)`` runs one step ``[B, ..., features]``.
+  A 2-dim input to a sequence call is an error pointing to ``step`` (it would otherwise read the
+  batch axis as time).
 - **construction**: ``features`` (and IPSU/RPSU's ``T``) is a positive int; a time constant in seconds
   whose decay ``exp(-dt/tau)`` is exactly 0 or 1 in float64 is refused, naming the usable range.
 """
 
-from .base import SpikingNeuron
+from .base import SpikingNeuron, StatefulModule
 from .container import TimeDistributed
 from .leaky import LI, LIF, PLIF, RLIF
 from .linear import EventLinear
 from .psu import IPSU, PSU, RPSU
 from .single_spike import MaxMembraneReadout, SingleSpikeLIF
 from .spsn import SPSN
+from .state import LIFState, LIState, MaxMembraneState, PSUState, RLIFState, SingleSpikeState, SPSNState
 
 __all__ = ["EventLinear", "IPSU", "LI", "LIF", "MaxMembraneReadout", "PLIF", "PSU", "RLIF", "RPSU", "SPSN", "SingleSpikeLIF",
-           "SpikingNeuron", "TimeDistributed"]
+           "SpikingNeuron", "StatefulModule", "TimeDistributed",
+           "LIFState", "LIState", "MaxMembraneState", "PSUState", "RLIFState", "SingleSpikeState", "SPSNState"]

@@ -8,32 +8,74 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_has_data, check_module_tensors, check_time_first, compute_dtype
+from .._checks import (check_float, check_has_data, check_module_tensors, check_tensor, check_time_first,
+                       compute_dtype)
 
 
-class SpikingNeuron(nn.Module):
-    """Marker base class for modules whose output is a spike train ``[T, B, *features]``.
+class StatefulModule(nn.Module):
+    """A module over time-first sequences that carries a state from one call to the next.
+
+    ``forward(x, state=None, *, return_state=False, ...)`` runs the whole sequence ``x``
+    ``[T, B, *, features]`` from ``state`` (``None``: rest); :meth:`step` runs one time step
+    (module docstring of :mod:`spikescan.nn.state`).
+    """
+
+    def step(self, x_t: torch.Tensor, state=None):
+        """One time step ``x_t`` ``[B, *, features]`` from ``state``: ``(out_t, state)``.
+
+        Exactly ``self(x_t[None], state, return_state=True)`` with the time axis dropped, so a
+        loop of steps equals the sequence call bit for bit.
+        """
+        check_step_input(self, x_t, getattr(self, "features", None))
+        out, new_state = self(x_t.unsqueeze(0), state, return_state=True)
+        return out[0], new_state
+
+
+class SpikingNeuron(StatefulModule):
+    """Base class for modules whose output is a spike train ``[T, B, *features]``.
 
     :func:`spikescan.train.record_spikes` finds every instance in a model to collect the spikes
     that the spike-rate regulariser and the spike-count metrics need.
     """
 
 
+def _one_step_hint(module: nn.Module) -> str:
+    return (f"for one time step x_t [B, features] call {type(module).__name__}.step(x_t, state), which returns "
+            f"(out_t, state) to pass to the next step; for one unbatched sequence use x.unsqueeze(1)")
+
+
 def check_input(module: nn.Module, x, features: int | None = None) -> torch.Tensor:
     """The checks every module's ``forward`` makes once, returning ``x`` in the compute dtype.
 
-    ``x`` is a floating time-first tensor ``[T, B, ...]`` holding data (not meta) with
-    ``features`` in its last dim; the module's parameters sit on ``x``'s device and are finite
-    (one host sync for all of them, see :func:`spikescan._checks.check_module_tensors`).  The
-    result is ``x`` in the compute dtype of the dtype rule (module docstring of
-    :mod:`spikescan.nn`): float32 for float16/bfloat16, else ``x.dtype``.
+    ``x`` is a floating time-first tensor ``[T, B, ..., features]`` (at least 3 dims: a 2-dim
+    ``[B, N]`` is what snnTorch-style code passes for one step, and reading its batch axis as
+    time would be a silent wrong answer) holding data (not meta) with ``features`` in its last
+    dim; the module's parameters sit on ``x``'s device and are finite (one host sync for all of
+    them, see :func:`spikescan._checks.check_module_tensors`).  The result is ``x`` in the
+    compute dtype of the dtype rule (module docstring of :mod:`spikescan.nn`): float32 for
+    float16/bfloat16, else ``x.dtype``.
     """
     check_time_first(x, "x", min_dim=2)
+    if x.dim() == 2:
+        raise ValueError(f"{type(module).__name__} takes a whole sequence x [T, B, ..., features] (3 or more dims), "
+                         f"got shape {tuple(x.shape)}; {_one_step_hint(module)}")
     check_has_data(x, "x")
     if features is not None and x.shape[-1] != features:
         raise ValueError(f"x must have {features} features in its last dim, got shape {tuple(x.shape)}")
     check_module_tensors(module, x)
     return x.to(compute_dtype(x.dtype))
+
+
+def check_step_input(module: nn.Module, x_t, features: int | None = None) -> torch.Tensor:
+    """``x_t`` is one time step ``[B, ..., features]``: a floating tensor of at least 2 dims."""
+    check_tensor(x_t, "x_t")
+    check_float(x_t, "x_t")
+    if x_t.dim() < 2:
+        raise ValueError(f"{type(module).__name__}.step takes one time step x_t [B, ..., features] (2 or more dims), "
+                         f"got shape {tuple(x_t.shape)}; for one unbatched sample use x_t.unsqueeze(0)")
+    if features is not None and x_t.shape[-1] != features:
+        raise ValueError(f"x_t must have {features} features in its last dim, got shape {tuple(x_t.shape)}")
+    return x_t
 
 
 def as_dtype(value, dtype: torch.dtype):

@@ -8,19 +8,30 @@ import torch
 from torch import nn
 
 from .. import surrogate as surrogate_lib
-from .._checks import as_param_tensor, check_choice, check_finite, check_positive_int
+from .._checks import as_param_tensor, check_choice, check_finite, check_module_tensors, check_positive_int, \
+    compute_dtype
 from ..ops.lif import LIFParameters, lif, lif_step
 from ..ops._backend import backends
-from ..ops.leaky import leaky_integrate
-from .base import Decay, SigmoidDecay, SpikingNeuron, as_dtype, as_output, check_input
+from ..ops.leaky import leaky_integrate, leaky_step
+from .base import (Decay, SigmoidDecay, SpikingNeuron, StatefulModule, as_dtype, as_output, check_input,
+                   check_step_input)
+from .state import LIFState, LIState, RLIFState, check_state, last, legacy_state, pack, state_tensor
 from .registry import register_neuron
 
 
-class LI(nn.Module):
+class LI(StatefulModule):
     """Non-spiking leaky integrator, the readout of SPSN networks (SPSN, Zhang et al., eq. 5, 7).
 
-    ``i[t] = a i[t-1] + x[t]``, ``u[t] = b u[t-1] + (1-b) i[t]``; returns the membrane ``u``
-    ``[T, B, *, features]``.  ``tau_syn=None`` drops the current stage (``i = x``).
+    With ``a = exp(-dt/tau_syn)``, ``b = exp(-dt/tau_mem)``::
+
+        i[t] = a i[t-1] + x[t]            (i = x when tau_syn is None)
+        u[t] = b u[t-1] + (1 - b) i[t]
+
+    ``forward(x, state=None, *, return_state=False)`` returns the membrane ``u``
+    ``[T, B, *, features]`` (and the :class:`~spikescan.nn.state.LIState` ``(i[T-1], u[T-1])``
+    with ``return_state``), starting from ``state`` (``None``: ``i[-1] = u[-1] = 0``);
+    :meth:`step` runs one step.  Chunks continue the whole sequence bit for bit on the
+    ``"sequential"`` and ``"fused"`` backends (``"fft"`` / ``"chunked"``: to rounding).
     """
 
     def __init__(self, features: int, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
@@ -31,12 +42,51 @@ class LI(nn.Module):
         self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn") if tau_syn is not None else None
         self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: LIState | None = None, *, return_state: bool = False):
+        state = check_state(self, state, LIState)
         xc = check_input(self, x, self.features)
-        current = xc if self.syn is None else leaky_integrate(xc, as_dtype(self.syn(), xc.dtype),
+        i0, u0 = _initial_current(self, state, xc), None
+        if state is not None:
+            u0 = state_tensor(state.u, "state.u", xc)
+        current = xc if self.syn is None else leaky_integrate(xc, as_dtype(self.syn(), xc.dtype), v0=i0,
                                                               backend=self.backend)
         b = as_dtype(self.mem(), xc.dtype)
-        return as_output(leaky_integrate(current, b, scale=1.0 - b, backend=self.backend), x.dtype)
+        u = leaky_integrate(current, b, scale=1.0 - b, v0=u0, backend=self.backend)
+        new = LIState(None if self.syn is None else last(current), last(u)) if return_state else None
+        return pack(u, x.dtype, state=new)
+
+    def step(self, x_t: torch.Tensor, state: LIState | None = None):
+        """One step ``x_t`` ``[B, *, features]``: ``(u_t, state)``, the sequence call's numbers
+        (:func:`~spikescan.ops.leaky.leaky_step`, the loop every backend of the scan reproduces)."""
+        x, seq, state = _step_setup(self, x_t, state, LIState)
+        zero = x.new_zeros(())
+        i = x
+        if self.syn is not None:
+            i0 = _initial_current(self, state, seq)
+            i = leaky_step(x, zero if i0 is None else i0, as_dtype(self.syn(), x.dtype))
+        b = as_dtype(self.mem(), x.dtype)
+        u0 = zero if state is None else state_tensor(state.u, "state.u", seq)
+        u = leaky_step(i, u0, b, 1.0 - b)
+        return u.to(x_t.dtype), LIState(None if self.syn is None else i, u)
+
+
+def _step_setup(module, x_t, state, cls):
+    """``(x, x[None], state)``: one step's checked input in the compute dtype, as a one-step
+    sequence for the state checks, and the checked state."""
+    check_step_input(module, x_t, module.features)
+    state = check_state(module, state, cls)
+    x = x_t.to(compute_dtype(x_t.dtype))
+    check_module_tensors(module, x)
+    return x, x.unsqueeze(0), state
+
+
+def _initial_current(module, state, x):
+    """The validated ``state.i`` of a layer with a synaptic stage (``None``: zero)."""
+    if state is None or state.i is None:
+        return None
+    if module.syn is None:
+        raise ValueError(f"state.i must be None: this {type(module).__name__} has no synaptic stage (tau_syn=None)")
+    return state_tensor(state.i, "state.i", x)
 
 
 # Backends of the LIF modules; the same names are valid for ``leaky_integrate`` (the current).
@@ -62,7 +112,15 @@ class LIF(SpikingNeuron):
     :func:`spikescan.ops.leaky_integrate`): ``"auto"`` runs the time-fused kernel where it can
     (CPU with numba, CUDA with Triton, a built-in surrogate), ``"fused"`` insists on it,
     ``"sequential"`` is the Python-loop reference (needed for double backward or a custom
-    surrogate).  ``forward(x, v0)`` takes an optional initial membrane ``v'[-1]``.
+    surrogate).
+
+    ``forward(x, state=None, *, return_state=False, return_membrane=False)`` returns the spikes
+    ``s`` ``[T, B, *, features]``, or ``(s, [v], [state])`` with the requested items: ``v`` the
+    pre-reset membrane, ``state`` the :class:`~spikescan.nn.state.LIFState` ``(i[T-1], v'[T-1])``
+    to continue from (``state=None``: ``i[-1] = v'[-1] = 0``).  Chunks fed with the carried
+    state give the whole sequence's spikes bit for bit and its gradients; :meth:`step` runs one
+    step.  ``forward(x, v0)`` (an initial membrane ``v'[-1]``) is deprecated: pass
+    ``state=LIFState(i=None, v=v0)``.
     """
 
     def __init__(self, features: int, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
@@ -103,22 +161,55 @@ class LIF(SpikingNeuron):
     def _make_decay(self, features, tau_mem, dt, learn_tau):
         return Decay(features, tau_mem, dt, learn_tau, "tau_mem")
 
-    def _input(self, x: torch.Tensor, b) -> torch.Tensor:
-        """The scaled current ``(1 - b) i`` (or ``input_scale * i``), in ``x``'s (compute) dtype."""
-        a = None if self.syn is None else as_dtype(self.syn(), x.dtype)
-        current = x if a is None else leaky_integrate(x, a, backend=self.backend)
+    def _current(self, x: torch.Tensor, i0) -> torch.Tensor:
+        """The synaptic current ``i`` from ``i[-1] = i0`` (``x`` itself without a synaptic stage)."""
+        if self.syn is None:
+            return x
+        return leaky_integrate(x, as_dtype(self.syn(), x.dtype), v0=i0, backend=self.backend)
+
+    def _scaled(self, current: torch.Tensor, b) -> torch.Tensor:
+        """The membrane's input ``(1 - b) i`` (or ``input_scale * i``), in ``x``'s (compute) dtype."""
         if self.input_scale == "one_minus_decay":
             return current * (1.0 - b)
         scale = float(self.input_scale)
         return current if scale == 1.0 else current * scale  # no pass over [T, B, N] for a unit scale
 
-    def forward(self, x: torch.Tensor, v0: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: LIFState | None = None, *, return_state: bool = False,
+                return_membrane: bool = False, v0=None):
+        state, v_label = legacy_state(self, state, v0, LIFState)
         xc = check_input(self, x, self.features)
         b = as_dtype(self.mem(), xc.dtype)
-        s = lif(self._input(xc, b), b, as_dtype(self.threshold, xc.dtype), reset=self.reset,
-                v_reset=self.v_reset, surrogate=self.surrogate, v0=v0, detach_reset=self.detach_reset,
-                backend=self.backend)
-        return as_output(s, x.dtype)
+        i0 = _initial_current(self, state, xc)
+        v_init = None if state is None else state_tensor(state.v, v_label, xc)
+        current = self._current(xc, i0)
+        out = lif(self._scaled(current, b), b, as_dtype(self.threshold, xc.dtype), reset=self.reset,
+                  v_reset=self.v_reset, surrogate=self.surrogate, v0=v_init, detach_reset=self.detach_reset,
+                  backend=self.backend, return_membrane=return_membrane, return_state=return_state)
+        if not (return_membrane or return_state):
+            return as_output(out, x.dtype)
+        new = LIFState(None if self.syn is None else last(current), out[-1]) if return_state else None
+        return pack(out[0], x.dtype, out[1] if return_membrane else None, new)
+
+    def step(self, x_t: torch.Tensor, state: LIFState | None = None):
+        """One step ``x_t`` ``[B, *, features]``: ``(s_t, state)``.
+
+        :func:`~spikescan.ops.lif.lif_step` on the current of
+        :func:`~spikescan.ops.leaky.leaky_step`: the operations the fused kernels reproduce bit
+        for bit, so a loop of steps gives the sequence call's spikes on every backend, without
+        its per-call dispatch (autograd works through it, as through the sequential loop).
+        """
+        x, seq, state = _step_setup(self, x_t, state, LIFState)
+        zero = x.new_zeros(())
+        i = x
+        if self.syn is not None:
+            i0 = _initial_current(self, state, seq)
+            i = leaky_step(x, zero if i0 is None else i0, as_dtype(self.syn(), x.dtype))
+        b = as_dtype(self.mem(), x.dtype)
+        v0 = zero if state is None else state_tensor(state.v, "state.v", seq)
+        p = LIFParameters(b, as_dtype(self.threshold, x.dtype), self.v_reset, self.reset, self.surrogate,
+                          self.detach_reset)
+        s, _, v = lif_step(self._scaled(i, b), v0, p)
+        return s.to(x_t.dtype), LIFState(None if self.syn is None else i, v)
 
     def extra_repr(self) -> str:
         return (f"features={self.features}, reset={self.reset!r}, surrogate={self.surrogate}, "
@@ -159,8 +250,10 @@ class RLIF(LIF):
     With ``W_rec = 0`` it computes exactly :class:`LIF`.
 
     Same arguments as :class:`LIF` except ``backend`` (always the loop), plus
-    ``recurrent_bias``.  ``forward(x, v0=None, return_membrane=False)``: ``v0`` the initial
-    membrane ``v'[-1]``; with ``return_membrane`` also the pre-reset membrane ``v``.
+    ``recurrent_bias``.  ``forward(x, state=None, *, return_state=False, return_membrane=False)``
+    as :class:`LIF`'s, with the :class:`~spikescan.nn.state.RLIFState` ``(i, v', s)``: the
+    last spikes are part of the state, since they feed the next step.  ``v0=`` (the initial
+    membrane) is deprecated: ``state=RLIFState(i=None, v=v0, s=None)``.
     """
 
     def __init__(self, features: int, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
@@ -172,30 +265,56 @@ class RLIF(LIF):
                          learn_tau, learn_threshold, input_scale, backend="sequential")
         self.recurrent = nn.Linear(self.features, self.features, bias=bool(recurrent_bias))
 
-    def forward(self, x: torch.Tensor, v0: torch.Tensor | None = None, return_membrane: bool = False):
+    def forward(self, x: torch.Tensor, state: RLIFState | None = None, *, return_state: bool = False,
+                return_membrane: bool = False, v0=None):
+        state, v_label = legacy_state(self, state, v0, RLIFState)
         x_in = x
         x = check_input(self, x, self.features)
         check_finite(x, "x")  # NaN/Inf scan in debug mode (no op below does it for this loop)
+        threshold = as_param_tensor(self.threshold, "threshold", x, low=0.0, low_inclusive=False).to(x.dtype)
+        v_post = x.new_zeros(()) if state is None else state_tensor(state.v, v_label, x)
+        s = x.new_zeros(x.shape[1:])
+        if state is not None and state.s is not None:
+            s = state_tensor(state.s, "state.s", x).expand(x.shape[1:])
+        i = _initial_current(self, state, x)
+        spikes, membrane = [], []
+        const = self._constants(x, threshold)
+        for x_t in x.unbind(0):  # unbind: T indexing ops would make BPTT quadratic in T
+            s, v, v_post, i = self._advance(x_t, i, v_post, s, *const)
+            spikes.append(s)
+            membrane.append(v)
+        new = RLIFState(None if self.syn is None else i, v_post, s) if return_state else None
+        return pack(torch.stack(spikes), x_in.dtype, torch.stack(membrane) if return_membrane else None, new)
+
+    def _constants(self, x: torch.Tensor, threshold):
+        """What every step uses: ``(a, scale, W_rec, bias, LIFParameters)`` in ``x``'s dtype."""
         dt = x.dtype
         b = as_dtype(self.mem(), dt)
         a = None if self.syn is None else as_dtype(self.syn(), dt)
         scale = (1.0 - b) if self.input_scale == "one_minus_decay" else float(self.input_scale)
-        threshold = as_param_tensor(self.threshold, "threshold", x, low=0.0, low_inclusive=False).to(dt)
-        v_post = x.new_zeros(()) if v0 is None else as_param_tensor(v0, "v0", x).to(dt)
         w = self.recurrent.weight.to(dt)
         bias = None if self.recurrent.bias is None else self.recurrent.bias.to(dt)
-        s = x.new_zeros(x.shape[1:])
-        i = None
-        spikes, membrane = [], []
-        p = LIFParameters(b, threshold, self.v_reset, self.reset, self.surrogate, self.detach_reset)
-        for x_t in x.unbind(0):  # unbind: T indexing ops would make BPTT quadratic in T
-            drive = x_t + nn.functional.linear(s, w, bias)
-            i = drive if a is None or i is None else a * i + drive
-            s, v, v_post = lif_step(i * scale, v_post, p)
-            spikes.append(s)
-            membrane.append(v)
-        out = torch.stack(spikes)
-        return as_output((out, torch.stack(membrane)) if return_membrane else out, x_in.dtype)
+        return a, scale, w, bias, LIFParameters(b, threshold, self.v_reset, self.reset, self.surrogate,
+                                                self.detach_reset)
+
+    @staticmethod
+    def _advance(x_t, i, v_post, s, a, scale, w, bias, p):
+        """One step of the class docstring's equations: ``(s, v, v', i)`` (``i=None``: no current yet)."""
+        drive = x_t + nn.functional.linear(s, w, bias)
+        i = drive if a is None or i is None else a * i + drive
+        s, v, v_post = lif_step(i * scale, v_post, p)
+        return s, v, v_post, i
+
+    def step(self, x_t: torch.Tensor, state: RLIFState | None = None):
+        """One step ``x_t`` ``[B, *, features]``: ``(s_t, state)``, the loop body of :meth:`forward`."""
+        x, seq, state = _step_setup(self, x_t, state, RLIFState)
+        threshold = as_dtype(self.threshold, x.dtype)
+        v0 = x.new_zeros(()) if state is None else state_tensor(state.v, "state.v", seq)
+        s = x.new_zeros(x.shape)
+        if state is not None and state.s is not None:
+            s = state_tensor(state.s, "state.s", seq).expand(x.shape)
+        s, _, v, i = self._advance(x, _initial_current(self, state, seq), v0, s, *self._constants(x, threshold))
+        return s.to(x_t.dtype), RLIFState(None if self.syn is None else i, v, s)
 
     def extra_repr(self) -> str:
         return (f"features={self.features}, reset={self.reset!r}, surrogate={self.surrogate}, "

@@ -12,6 +12,15 @@ strict upper triangle never receives gradient.  T is therefore fixed at construc
 
 The surrogate defaults to arctan with ``alpha = 2``; ``learn_alpha=True`` makes ``alpha`` a
 parameter of the layer (as in the authors' code), through :func:`spikescan.ops.psu.atan_heaviside`.
+
+State.  All three are causal (no output depends on a later input), but only PSU has a finite
+state: its two operators are leaky recurrences, ``h[t] = decay h[t-1] + x[t]`` (``H = scale h``)
+and ``q[t] = decay q[t-1] + sigmoid(H[t])`` (the reset term of step ``t`` is ``-decay q[t-1]``),
+so ``forward(x, state, return_state=True)`` carries :class:`~spikescan.nn.state.PSUState`
+``(h, q)`` and :meth:`PSU.step` runs one step.  IPSU and RPSU apply a learned T×T matrix
+indexed by the *absolute* steps ``0 .. T-1``: step ``t`` reads every earlier input through row
+``A[t, :t+1]``, so no state smaller than the whole input history exists; they refuse a state
+(and ``step``) with an error saying so.
 """
 
 from __future__ import annotations
@@ -22,10 +31,13 @@ import torch
 from torch import nn
 
 from .. import surrogate as surrogate_lib
-from .._checks import check_choice, check_positive_int
+from .._checks import check_choice, check_module_tensors, check_positive_int, compute_dtype
 from ..ops import psu as psu_ops
 from ..ops.firing import heaviside
-from .base import SpikingNeuron, as_output, check_input
+from ..ops.leaky import leaky_integrate, leaky_step
+from ..ops._backend import backends as op_backends
+from .base import SpikingNeuron, check_input, check_step_input
+from .state import PSUState, check_state, last, legacy_return_membrane, pack, state_tensor
 from .registry import register_neuron
 
 __all__ = ["PSU", "IPSU", "RPSU"]
@@ -62,15 +74,39 @@ class _PSUBase(SpikingNeuron):
     def _membrane(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, return_membrane: bool = False):
-        """Spikes ``[T, B, *features]`` (and the membrane ``V`` with ``return_membrane=True``), in ``x.dtype``."""
-        v = self._membrane(self._check_x(x))
+    def forward(self, x: torch.Tensor, state=None, *, return_state: bool = False, return_membrane: bool = False):
+        """Spikes ``[T, B, *features]``, or ``(s, [V], [state])`` with the requested items (the
+        membrane ``V``, the state after the last step; PSU only), ``s`` and ``V`` in ``x.dtype``.
+
+        ``forward(x, True)`` (``return_membrane`` positionally) is deprecated: pass it by keyword.
+        """
+        state, return_membrane = legacy_return_membrane(self, state, return_membrane)
+        xc = self._check_x(x)
+        new = None
+        if state is not None or return_state:
+            v, new = self._membrane_from(xc, state)
+            new = new if return_state else None
+        else:
+            v = self._membrane(xc)
+        return pack(self._fire(v), x.dtype, v if return_membrane else None, new)
+
+    def _fire(self, v: torch.Tensor) -> torch.Tensor:
         u = v - self.threshold
         if self.learn_alpha:
-            s = psu_ops.atan_heaviside(u, self.alpha.to(u.dtype))
-        else:
-            s = heaviside(u, self.surrogate)
-        return as_output((s, v) if return_membrane else s, x.dtype)
+            return psu_ops.atan_heaviside(u, self.alpha.to(u.dtype))
+        return heaviside(u, self.surrogate)
+
+    def _membrane_from(self, x: torch.Tensor, state):
+        """``(V, state after the last step)`` from ``state``: PSU only (module docstring)."""
+        raise ValueError(
+            f"{type(self).__name__} carries no state: its learned T×T matrix mixes the absolute steps 0 .. T-1, so "
+            f"step t reads every earlier input through row t (there is no state smaller than the whole input "
+            f"history) -- run the whole T = {self.T}-step sequence in one call, without state/return_state/step(); "
+            f"PSU (fixed leak and reset operators) streams")
+
+    def step(self, x_t: torch.Tensor, state=None):
+        """One time step ``x_t`` ``[B, ...]`` from ``state``: ``(spikes_t, state)`` (PSU only)."""
+        self._membrane_from(None, state)  # the error of IPSU / RPSU
 
     def extra_repr(self) -> str:
         sur = "atan(alpha learnable)" if self.learn_alpha else repr(self.surrogate)
@@ -90,6 +126,52 @@ class PSU(_PSUBase):
 
     def _membrane(self, x):
         return psu_ops.psu_membrane(x, self.tau, self.threshold, leak=self.leak, backend=self.backend)
+
+    def _membrane_from(self, x: torch.Tensor, state):
+        """``V = H + Vth (-decay q[t-1])`` with ``H = scale h`` from the state ``(h, q)``: the
+        equations of :func:`spikescan.ops.psu.psu_membrane` as two leaky recurrences, which is
+        what lets a chunk start where the previous one ended."""
+        state = check_state(self, state, PSUState)
+        if self.backend in ("matrix", "chunked"):
+            raise ValueError(f"PSU with backend={self.backend!r} applies its leak as a "
+                             f"{'T×T matmul' if self.backend == 'matrix' else 'chunked parallel scan'}, which takes "
+                             f"no initial state and is not exact across chunks; use backend='sequential' or 'auto' "
+                             f"(which run the recurrences when a state is carried or asked for)")
+        decay, scale = psu_ops.leak_coefficients(self.tau, self.leak)
+        # the one-pass fused kernel does the loop's arithmetic, so chunks continue bit for bit
+        scan = "fused" if self.backend == "auto" and "fused" in op_backends("leaky_integrate", x) else "sequential"
+        h0 = q0 = None
+        if state is not None:
+            h0, q0 = state_tensor(state.h, "state.h", x), state_tensor(state.q, "state.q", x)
+        h = leaky_integrate(x, decay, v0=h0, backend=scan)
+        big_h = scale * h
+        q = leaky_integrate(torch.sigmoid(big_h), decay, v0=q0, backend=scan)
+        q_before = torch.cat([(torch.zeros_like(q[:1]) if q0 is None else q0.expand(q.shape[1:]).unsqueeze(0)), q[:-1]])
+        v = big_h + self.threshold * (-decay * q_before)
+        return v, PSUState(last(h), last(q))
+
+    def step(self, x_t: torch.Tensor, state: PSUState | None = None):
+        """One time step ``x_t`` ``[B, ...]`` from ``state``: ``(spikes_t, state)``.
+
+        :func:`~spikescan.ops.leaky.leaky_step` for both recurrences -- the operations of the
+        stateful sequence call, so a loop of steps gives its spikes bit for bit.
+        """
+        check_step_input(self, x_t)
+        state = check_state(self, state, PSUState)
+        if self.backend in ("matrix", "chunked"):
+            self._membrane_from(None, state)  # the error: no state with this backend
+        x = x_t.to(compute_dtype(x_t.dtype))
+        check_module_tensors(self, x)
+        seq = x.unsqueeze(0)
+        decay, scale = psu_ops.leak_coefficients(self.tau, self.leak)
+        zero = x.new_zeros(())
+        h0 = zero if state is None else state_tensor(state.h, "state.h", seq)
+        q0 = zero if state is None else state_tensor(state.q, "state.q", seq)
+        h = leaky_step(x, h0, decay)
+        big_h = scale * h
+        q = leaky_step(torch.sigmoid(big_h), q0, decay)
+        v = big_h + self.threshold * (-decay * q0)
+        return self._fire(v).to(x_t.dtype), PSUState(h, q)
 
 
 class _LearnedTimeMatrix(_PSUBase):

@@ -5,6 +5,15 @@ Taylor, King & Harper, "Accelerating spiking neural network training" (FastSNN);
 equations and the phi/g first-spike extraction are in :mod:`spikescan.ops.first_spike`.
 Time constants are in seconds with step ``dt`` (``decay = exp(-dt/tau)``); the paper uses
 ``tau = 10 ms`` for hidden and ``20 ms`` for readout neurons, ``dt = 1 ms`` (2 ms on SHD).
+
+State (:mod:`spikescan.nn.state`).  A single-spike neuron run in chunks must remember whether
+it has fired, and -- for the gradient -- the two sums behind FastSNN's ``phi``: its state is
+``(V~, count, phi)`` with ``count = sum_{m<=t} S~[m]`` and ``phi = phi(S~)[t]``.  A chunk
+starting at step ``t0`` has ``phi[t0 + tau] = phi0 + (tau + 1) count0 + phi_chunk[tau]``, so its
+spikes are ``g`` of that: the chunk's own op (any backend, the fused kernel included) gives
+``g(phi_chunk)``; a neuron that fired before (``count0 >= 1``) stays silent, and the offsets'
+gradient is added exactly where ``g`` passes one (``phi = 0``, or everywhere with
+``straight_through``).  Spikes equal the whole sequence's bit for bit, gradients to rounding.
 """
 
 from __future__ import annotations
@@ -15,11 +24,14 @@ import torch
 from torch import nn
 
 from .. import surrogate as surrogate_lib
-from .._checks import check_positive_int
+from .._checks import check_module_tensors, check_positive_int, compute_dtype
 from ..ops._backend import backends
 from ..ops.events import SpikeEvents
+from ..ops.firing import heaviside
 from ..ops.first_spike import DEFAULT_SURROGATE, max_membrane_readout, single_spike_lif, single_spike_lif_events
-from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input
+from ..ops.leaky import leaky_integrate, leaky_step
+from .base import Decay, SpikingNeuron, StatefulModule, as_dtype, as_output, check_input, check_step_input
+from .state import MaxMembraneState, SingleSpikeState, check_state, last, legacy_return_membrane, pack, state_tensor
 from .registry import register_neuron
 
 __all__ = ["SingleSpikeLIF", "MaxMembraneReadout"]
@@ -68,8 +80,12 @@ class SingleSpikeLIF(SpikingNeuron):
         self.straight_through = bool(straight_through)
         self.backend = backend
 
-    def forward(self, x, return_membrane: bool = False, *, input_layer: nn.Module | None = None):
-        """Spikes ``[T, B, *, features]`` (at most one per neuron), and ``V~`` with ``return_membrane``.
+    def forward(self, x, state: SingleSpikeState | None = None, *, return_state: bool = False,
+                return_membrane: bool = False, input_layer: nn.Module | None = None):
+        """Spikes ``[T, B, *, features]`` (at most one per neuron), or ``(s, [V~], [state])`` with
+        the requested items: the no-reset membrane ``V~``, the
+        :class:`~spikescan.nn.state.SingleSpikeState` after the last step (module docstring).
+        ``forward(x, True)`` (``return_membrane`` positionally) is deprecated.
 
         With ``input_layer`` (an :class:`~spikescan.nn.linear.EventLinear` whose ``out_features``
         are this layer's ``features``) the result is ``self(input_layer(x))``.  When ``x`` is
@@ -79,21 +95,57 @@ class SingleSpikeLIF(SpikingNeuron):
         current ``W x + b`` ``[T, B, features]`` and its gradient are never stored.  Otherwise
         the two layers run one after the other.
         """
+        state, return_membrane = legacy_return_membrane(self, state, return_membrane)
+        state = check_state(self, state, SingleSpikeState)
+        stateful = state is not None or return_state
         if input_layer is not None:
             if getattr(input_layer, "out_features", None) != self.features:
                 raise ValueError(f"input_layer must have out_features = {self.features} (this layer's features), "
                                  f"got {input_layer!r}")
-            if self._fuses_with(input_layer, x, return_membrane):
+            if not stateful and self._fuses_with(input_layer, x, return_membrane):
                 w = input_layer.weight
                 return single_spike_lif_events(x, w, input_layer.bias, as_dtype(self.mem(), w.dtype), self.threshold,
                                                scale=self._scale, surrogate=self.surrogate,
                                                straight_through=self.straight_through)
             x = input_layer(x)
         xc = check_input(self, x, self.features)
-        out = single_spike_lif(xc, as_dtype(self.mem(), xc.dtype), self.threshold, scale=self._scale,
-                               surrogate=self.surrogate, straight_through=self.straight_through,
-                               backend=self.backend, return_membrane=return_membrane)
-        return as_output(out, x.dtype)
+        if not stateful:
+            out = single_spike_lif(xc, as_dtype(self.mem(), xc.dtype), self.threshold, scale=self._scale,
+                                   surrogate=self.surrogate, straight_through=self.straight_through,
+                                   backend=self.backend, return_membrane=return_membrane)
+            return as_output(out, x.dtype)
+        v0 = None if state is None else state_tensor(state.v, "state.v", xc)
+        s, v = single_spike_lif(xc, as_dtype(self.mem(), xc.dtype), self.threshold, scale=self._scale, v0=v0,
+                                surrogate=self.surrogate, straight_through=self.straight_through,
+                                backend=self.backend, return_membrane=True)
+        count0 = phi0 = None
+        if state is not None:
+            count0, phi0 = state_tensor(state.count, "state.count", xc), state_tensor(state.phi, "state.phi", xc)
+            s = self._continue(s, count0, phi0)
+        new = None
+        if return_state:
+            # the sums of phi over this chunk, with the surrogate gradient of every crossing
+            count = heaviside(v - self.threshold, self.surrogate).cumsum(0)
+            count_end, phi_end = count[-1], count.sum(0)
+            if state is not None:
+                count_end, phi_end = count0 + count_end, phi0 + xc.shape[0] * count0 + phi_end
+            new = SingleSpikeState(last(v), count_end, phi_end)
+        return pack(s, x.dtype, v if return_membrane else None, new)
+
+    def _continue(self, s: torch.Tensor, count0: torch.Tensor, phi0: torch.Tensor) -> torch.Tensor:
+        """The chunk's spikes ``g(phi0 + (tau + 1) count0 + phi_chunk)`` from its own
+        ``s = g(phi_chunk)``: equal in value to ``s`` where the neuron has not fired before and 0
+        where it has, with the gradient of the offset ``phi0 + (tau + 1) count0`` (0 in value
+        before a neuron's first spike) added where ``g'`` is 1."""
+        steps = torch.arange(1, s.shape[0] + 1, dtype=s.dtype, device=s.device).view(-1, *(1,) * (s.dim() - 1))
+        offset = phi0 + steps * count0
+        offset = offset - offset.detach()
+        silent = (count0.detach() > 0).to(s.dtype)  # fired in an earlier chunk
+        if self.straight_through:  # g's backward is the identity at every step
+            return s - s.detach() * silent + offset
+        # g'(phi) = 1 at phi = 0 (no crossing yet), 0 at every integer >= 1
+        before_first = (s.detach().cumsum(0) == 0).to(s.dtype) * (1.0 - silent)
+        return s * (1.0 - silent) + before_first * offset
 
     def _fuses_with(self, input_layer: nn.Module, x, return_membrane: bool) -> bool:
         from ..ops import backends as op_backends
@@ -109,12 +161,20 @@ class SingleSpikeLIF(SpikingNeuron):
                 f"input_scale={self.input_scale!r}, straight_through={self.straight_through}")
 
 
-class MaxMembraneReadout(nn.Module):
+class MaxMembraneReadout(StatefulModule):
     """FastSNN readout: leaky membrane with infinite threshold, ``max_t V[t]`` -> logits ``[B, *, features]``.
 
     ``V[t] = b V[t-1] + (1 - b) x[t]``; the paper feeds ``max_t V`` to softmax / cross-entropy.
     ``backend``: :func:`~spikescan.ops.first_spike.max_membrane_readout`'s (``"fused"``: one
     kernel each way).
+
+    ``forward(x, state=None, *, return_state=False)``: with a
+    :class:`~spikescan.nn.state.MaxMembraneState` ``(V, max V)`` the logits are the maximum over
+    every step so far (those of the earlier chunks included), so a streamed sequence reads the
+    whole sequence's logits after its last chunk; :meth:`step` gives the running logits.  A
+    stateful call integrates with :func:`spikescan.ops.leaky_integrate` (the backend's scan)
+    and takes ``amax``: the same numbers, and the gradient of ``amax`` -- split evenly among
+    steps that tie for the maximum within a chunk, between the chunks by ``torch.maximum``.
     """
 
     def __init__(self, features: int, tau: float = 0.02, dt: float = 1e-3, *,
@@ -126,10 +186,39 @@ class MaxMembraneReadout(nn.Module):
         self._scale = _input_scale(input_scale)
         self.backend = backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: MaxMembraneState | None = None, *, return_state: bool = False):
+        state = check_state(self, state, MaxMembraneState)
         xc = check_input(self, x, self.features)
-        out = max_membrane_readout(xc, as_dtype(self.mem(), xc.dtype), scale=self._scale, backend=self.backend)
-        return as_output(out, x.dtype)
+        decay = as_dtype(self.mem(), xc.dtype)
+        if state is None and not return_state:
+            return as_output(max_membrane_readout(xc, decay, scale=self._scale, backend=self.backend), x.dtype)
+        scan = {"fused": "fused", "composed": "auto"}.get(self.backend, self.backend)
+        v0 = None if state is None else state_tensor(state.v, "state.v", xc)
+        decay, scale = self._leak(decay, xc)
+        v = leaky_integrate(xc, decay, scale=scale, v0=v0, backend=scan)
+        vmax = v.amax(dim=0)
+        if state is not None:
+            vmax = torch.maximum(state_tensor(state.vmax, "state.vmax", xc), vmax)
+        return pack(vmax, x.dtype, state=MaxMembraneState(last(v), vmax) if return_state else None)
+
+    def step(self, x_t: torch.Tensor, state: MaxMembraneState | None = None):
+        """One step ``x_t`` ``[B, *, features]``: ``(logits so far, state)``, the stateful sequence call's numbers."""
+        check_step_input(self, x_t, self.features)
+        state = check_state(self, state, MaxMembraneState)
+        x = x_t.to(compute_dtype(x_t.dtype))
+        check_module_tensors(self, x)
+        seq = x.unsqueeze(0)
+        decay, scale = self._leak(as_dtype(self.mem(), x.dtype), x)
+        v0 = x.new_zeros(()) if state is None else state_tensor(state.v, "state.v", seq)
+        v = leaky_step(x, v0, decay, scale)
+        vmax = v if state is None else torch.maximum(state_tensor(state.vmax, "state.vmax", seq), v)
+        return vmax.to(x_t.dtype), MaxMembraneState(v, vmax)
+
+    def _leak(self, decay, x: torch.Tensor):
+        """``(decay, scale)`` as tensors of ``x``'s dtype, ``scale = 1 - decay`` formed from the
+        rounded decay as :func:`~spikescan.ops.first_spike.max_membrane_readout` forms it."""
+        decay = torch.as_tensor(decay, dtype=x.dtype, device=x.device)
+        return decay, (1.0 - decay) if self._scale is None else self._scale
 
     def extra_repr(self) -> str:
         return f"features={self.features}, input_scale={self.input_scale!r}"

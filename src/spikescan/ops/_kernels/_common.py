@@ -94,12 +94,14 @@ def normalize_seed(seed) -> int:
     return int(seed) & _M64
 
 
-def step_keys(seed: int, T: int) -> np.ndarray:
-    """``[T, 2]`` int32 array: the two 32-bit keys of every step (bit patterns of uint32)."""
+def step_keys(seed: int, T: int, t0: int = 0) -> np.ndarray:
+    """``[T, 2]`` int32 array: the two 32-bit keys of steps ``t0 .. t0 + T - 1`` (bit patterns of
+    uint32).  The keys depend on the absolute step, so a sequence run in chunks (``t0`` the
+    chunk's first step) draws what the whole sequence draws."""
     s = np.uint64(normalize_seed(seed))
     base = _splitmix64(np.array([s], dtype=np.uint64))[0]
     with np.errstate(over="ignore"):
-        z = _splitmix64(np.arange(T, dtype=np.uint64) * np.uint64(_GOLDEN64) ^ base)
+        z = _splitmix64(np.arange(t0, t0 + T, dtype=np.uint64) * np.uint64(_GOLDEN64) ^ base)
     keys = np.empty((T, 2), dtype=np.uint32)
     keys[:, 0] = (z & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     keys[:, 1] = (z >> np.uint64(32)).astype(np.uint32)

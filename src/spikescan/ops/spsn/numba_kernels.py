@@ -9,9 +9,10 @@ Forward, per neuron (SPSN eq. 5-7, 17-18)::
     GS:  z = c * u[t] + logit(U);  s[t] = z > 0      (logit(U) ~ Logistic(0, 1))
 
 Nothing of size [T, N] is stored but the spikes: every ``seg`` steps the forward writes the
-state ``(i, u)`` into a checkpoint array ``[ceil(T/seg), N]`` each, i.e. ``2 * 4 / seg`` bytes per
-(t, neuron) in float32 (0.25 B at seg = 32).  The backward walks the segments from last to
-first; for each it recomputes the segment's states from its checkpoint into a small local buffer
+state ``(i, u)`` into a checkpoint array ``[ceil(T/seg) + 1, N]`` each, i.e. ``2 * 4 / seg`` bytes
+per (t, neuron) in float32 (0.25 B at seg = 32); the first row is the initial state ``(i0, u0)``,
+the extra last row the final state (a chunked sequence continues from it).  The backward walks
+the segments from last to first; for each it recomputes the segment's states from its checkpoint into a small local buffer
 (``2 x seg x block`` elements, cache resident) with the same operations as the forward (so
 bit-identical), regenerates the noise from the counter when needed (GS), and runs the
 reverse-time recurrences::
@@ -21,6 +22,9 @@ reverse-time recurrences::
     ru = gu + b * ru;              gb += ru * (u[t-1] - i[t])
     ri = (1 - b) * ru + a * ri;    ga += ri * i[t-1]
     gx[t] = ri
+
+starting from the final state's gradients (``b * ru`` and ``a * ri`` one step past the end) and
+ending with the initial state's, ``grad u0 = b * ru``, ``grad i0 = a * ri`` after step 0.
 
 Memory traffic of a training step: forward reads x and writes s; backward reads x and gs and
 writes gx: 5 elements per (t, neuron).
@@ -165,8 +169,9 @@ _sb_fwd4_exact = specialise(_sb_fwd4_template, _JIT, {"_FAST": False}, {})
 
 
 @njit(**_JIT)
-def spsn_forward(x, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, block, seg, s, ck_i, ck_u):
-    """Fill spikes ``s`` [T, N] and the checkpoints ``ck_i``/``ck_u`` [ceil(T/seg), N].
+def spsn_forward(x, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, block, seg, i0, u0, s, ck_i, ck_u):
+    """Fill spikes ``s`` [T, N] and the checkpoints ``ck_i``/``ck_u`` [ceil(T/seg) + 1, N]
+    (the last row: the state after step T-1), starting from the state ``(i0, u0)`` [N].
 
     ``consts = [1, 2**-24, c, tau, c / tau]`` in the compute dtype (c: GS logit scale); ``ec``,
     ``fast``: see ``_numba_math.exp_row``.  Sigmoid-Bernoulli steps go four at a time per
@@ -183,8 +188,8 @@ def spsn_forward(x, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, bloc
         a = alpha[lo:hi]
         b = beta[lo:hi]
         omb = one - b
-        ii = np.zeros(m, x.dtype)
-        uu = np.zeros(m, x.dtype)
+        ii = i0[lo:hi].copy()
+        uu = u0[lo:hi].copy()
         ub = np.empty(m, x.dtype)
         eb = np.empty(m, x.dtype)
         t = 0
@@ -216,6 +221,8 @@ def spsn_forward(x, alpha, beta, keys, gs_mode, consts, ec, fast, lo0, hi0, bloc
                 for k in range(m):
                     st[k] = 1.0 if ub[k] * inv24 * (one + eb[k]) < one else 0.0
             t += 1
+        ck_i[ck_i.shape[0] - 1, lo:hi] = ii
+        ck_u[ck_u.shape[0] - 1, lo:hi] = uu
 
 
 @njit(**_JIT)
@@ -229,9 +236,13 @@ def _recompute_row(xt, ip, up, ic, uc, a, b, omb):
 _PGRAD = _recompute4 = _sb_grad_row = _sb_rows2 = _back_row = None
 
 
-def _spsn_backward_template(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, hi0, block, seg, ck_i, ck_u, gx,
-                            ga, gb):
-    """The reverse-time driver; :func:`_make_backward` binds the flags and the row kernels per variant."""
+def _spsn_backward_template(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, hi0, block, seg, ck_i, ck_u, g_il,
+                            g_ul, gx, ga, gb, gi0, gu0):
+    """The reverse-time driver; :func:`_make_backward` binds the flags and the row kernels per variant.
+
+    ``ru``/``ri`` carry ``b * dL/du[t+1]`` and ``a * dL/di[t+1]`` (what step t adds to its own
+    gradients): they start from the gradients ``g_ul``/``g_il`` of the final state and end as
+    those of the initial state, ``gu0``/``gi0``."""
     T = x.shape[0]
     g_step = 1 if gs.shape[0] == T else 0
     one = consts[0]
@@ -251,8 +262,8 @@ def _spsn_backward_template(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, 
         ub = np.empty(m, x.dtype)
         gu = np.empty(m, x.dtype)
         eb = np.empty(m, x.dtype)
-        ru = np.zeros(m, x.dtype)
-        ri = np.zeros(m, x.dtype)
+        ru = g_ul[lo:hi].copy()
+        ri = g_il[lo:hi].copy()
         ii = np.empty(m, x.dtype)
         uu = np.empty(m, x.dtype)
         acc_a = np.zeros(m, x.dtype)
@@ -300,6 +311,8 @@ def _spsn_backward_template(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, 
                 else:
                     _sb_grad_row(gst, uc, gu, one, ec)
                 _back_row(gu, gx[t, lo:hi], ibuf[j], ubuf[j], ibuf[j + 1], a, b, omb, ru, ri, acc_a, acc_b)
+        gi0[lo:hi] = ri
+        gu0[lo:hi] = ru
         if _PGRAD:
             ga[lo:hi] = acc_a
             gb[lo:hi] = acc_b
@@ -350,8 +363,8 @@ def _sb_rows2_template(gs0, gs1, gx0, gx1, im, i0, i1, um, u0, u1, a, b, omb, ru
         bk = b[k]
         ok = omb[k]
         p = one / (one + exp1(-u1[k], ec, _FAST))
-        r_u = gs1[k] * (p * p * (one - p)) + bk * ru[k]
-        r_i = ok * r_u + ak * ri[k]
+        r_u = gs1[k] * (p * p * (one - p)) + ru[k]
+        r_i = ok * r_u + ri[k]
         gx1[k] = r_i
         if _PGRAD:
             db = acc_b[k] + r_u * (u0[k] - i1[k])
@@ -360,21 +373,21 @@ def _sb_rows2_template(gs0, gs1, gx0, gx1, im, i0, i1, um, u0, u1, a, b, omb, ru
         r_u = gs0[k] * (p * p * (one - p)) + bk * r_u
         r_i = ok * r_u + ak * r_i
         gx0[k] = r_i
-        ru[k] = r_u
-        ri[k] = r_i
+        ru[k] = bk * r_u
+        ri[k] = ak * r_i
         if _PGRAD:
             acc_b[k] = db + r_u * (um[k] - i0[k])
             acc_a[k] = da + r_i * im[k]
 
 def _back_row_template(gu, gxt, ip, up, ic, a, b, omb, ru, ri, acc_a, acc_b):
     """The two recurrences of one reverse step, given the gradient ``gu`` at the membrane
-    (:func:`sb_rows2` does the same for two steps)."""
+    (:func:`sb_rows2` does the same for two steps); ``ru``/``ri`` carry ``b * r_u``, ``a * r_i``."""
     prefer_wide_vectors()
     for k in range(ru.shape[0]):
-        r_u = gu[k] + b[k] * ru[k]
-        ru[k] = r_u
-        r_i = omb[k] * r_u + a[k] * ri[k]
-        ri[k] = r_i
+        r_u = gu[k] + ru[k]
+        ru[k] = b[k] * r_u
+        r_i = omb[k] * r_u + ri[k]
+        ri[k] = a[k] * r_i
         gxt[k] = r_i
         if _PGRAD:
             acc_b[k] += r_u * (up[k] - ic[k])
@@ -397,14 +410,15 @@ _BACKWARD: dict = {}
 
 
 def spsn_backward(x, gs, alpha, beta, keys, gs_mode, consts, ec, fast, pgrad, lo0, hi0, block, seg, ck_i, ck_u,
-                  gx, ga, gb):
+                  g_il, g_ul, gx, ga, gb, gi0, gu0):
     """Reverse-time pass (module docstring) for neurons ``lo0 .. hi0-1``; ``ga``/``gb`` are written
     only when ``pgrad``.  Dispatches to the kernel compiled for ``(fast, pgrad)``."""
     key = (bool(fast), bool(pgrad))
     kernel = _BACKWARD.get(key)
     if kernel is None:
         kernel = _BACKWARD.setdefault(key, _make_backward(*key))
-    kernel(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, hi0, block, seg, ck_i, ck_u, gx, ga, gb)
+    kernel(x, gs, alpha, beta, keys, gs_mode, consts, ec, lo0, hi0, block, seg, ck_i, ck_u, g_il, g_ul, gx, ga, gb,
+           gi0, gu0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -439,14 +453,14 @@ def uniforms(*, keys, out):
     return out
 
 
-def forward(*, x, alpha, beta, keys, config):
+def forward(*, x, alpha, beta, keys, config, i0, u0):
     """The SPSN step over ``x`` ``[T, N]`` (contiguous, float32/float64) with per-neuron ``[N]``
-    decays, step keys ``keys`` ``[T, 2]`` (int32 bit patterns of uint32) and ``config`` a
-    :class:`~spikescan.ops.spsn.fused.SPSNKernelConfig`.
+    decays, step keys ``keys`` ``[T, 2]`` (int32 bit patterns of uint32), ``config`` a
+    :class:`~spikescan.ops.spsn.fused.SPSNKernelConfig` and the initial state ``i0``, ``u0`` ``[N]``.
 
     Returns ``(s, state_i, state_u)``: the spikes ``[T, N]`` and the checkpoints of the current
-    and the membrane, ``[ceil(T / SEGMENT), N]`` each (row ``g``: the state before step
-    ``g * SEGMENT``).
+    and the membrane, ``[ceil(T / SEGMENT) + 1, N]`` each (row ``g < ceil(T / SEGMENT)``: the
+    state before step ``g * SEGMENT``; the last row: the state after step ``T - 1``).
     """
     from .._kernels._common import SEGMENT
     from .._kernels._host import empty, exp_args, numpy_views, run_cpu
@@ -455,19 +469,23 @@ def forward(*, x, alpha, beta, keys, config):
     dt = x.dtype
     s = empty((T, N), x)
     nseg = -(-T // SEGMENT)
-    ck_i, ck_u = x.new_empty(nseg, N), x.new_empty(nseg, N)
+    ck_i, ck_u = x.new_empty(nseg + 1, N), x.new_empty(nseg + 1, N)
     args = numpy_views(x, alpha, beta) + (keys.numpy().view("uint32"), bool(config.gumbel), _constants(dt, config),
                                           *exp_args(dt))
+    init = numpy_views(i0, u0)
     outs = numpy_views(s, ck_i, ck_u)
-    run_cpu(N, T, lambda lo, hi, bs: spsn_forward(*args, lo, hi, bs, SEGMENT, *outs), _BLOCK)
+    run_cpu(N, T, lambda lo, hi, bs: spsn_forward(*args, lo, hi, bs, SEGMENT, *init, *outs), _BLOCK)
     return s, ck_i, ck_u
 
 
-def backward(*, x, grad_s, alpha, beta, keys, state_i, state_u, config, param_grads: bool):
-    """Gradients ``(gx [T, N], g_alpha [N], g_beta [N])`` of the forward above.
+def backward(*, x, grad_s, alpha, beta, keys, state_i, state_u, config, param_grads: bool, i0, u0, grad_i,
+             grad_u):
+    """Gradients ``(gx [T, N], g_alpha [N], g_beta [N], g_i0 [N], g_u0 [N])`` of the forward above.
 
-    ``grad_s``: ``[T, N]`` or one ``[1, N]`` row shared by every step.  ``g_alpha``/``g_beta``
-    are zeros unless ``param_grads`` (the kernel compiled without the sums skips them).
+    ``grad_s``: ``[T, N]`` or one ``[1, N]`` row shared by every step; ``grad_i``/``grad_u``
+    ``[N]``: the gradients of the final state.  ``g_alpha``/``g_beta`` are zeros unless
+    ``param_grads`` (the kernel compiled without the sums skips them).  The initial state
+    ``i0``/``u0`` is the first checkpoint here (the GPU kernel reads it).
     """
     from .._kernels._common import SEGMENT
     from .._kernels._host import empty, exp_args, numpy_views, run_cpu
@@ -476,9 +494,10 @@ def backward(*, x, grad_s, alpha, beta, keys, state_i, state_u, config, param_gr
     dt = x.dtype
     gx = empty((T, N), x)
     ga, gb = x.new_zeros(N), x.new_zeros(N)
+    gi0, gu0 = x.new_empty(N), x.new_empty(N)
     args = numpy_views(x, grad_s, alpha, beta) + (keys.numpy().view("uint32"), bool(config.gumbel),
                                                   _constants(dt, config), *exp_args(dt), bool(param_grads))
-    ck = numpy_views(state_i, state_u)
-    outs = numpy_views(gx, ga, gb)
+    ck = numpy_views(state_i, state_u, grad_i, grad_u)
+    outs = numpy_views(gx, ga, gb, gi0, gu0)
     run_cpu(N, T, lambda lo, hi, bs: spsn_backward(*args, lo, hi, bs, SEGMENT, *ck, *outs), _BLOCK)
-    return gx, ga, gb
+    return gx, ga, gb, gi0, gu0

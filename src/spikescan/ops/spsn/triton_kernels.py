@@ -44,15 +44,15 @@ def _uniforms(keys_ptr, out_ptr, T, N, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _spsn_fwd(x_ptr, a_ptr, b_ptr, keys_ptr, s_ptr, i_ptr, u_ptr, T, N, c,
+def _spsn_fwd(x_ptr, a_ptr, b_ptr, keys_ptr, i0_ptr, u0_ptr, s_ptr, i_ptr, u_ptr, T, N, c,
               GS: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     a = tl.load(a_ptr + offs, mask=mask, other=0.0)
     b = tl.load(b_ptr + offs, mask=mask, other=0.0)
     omb = 1.0 - b
-    i = tl.zeros_like(a)
-    u = tl.zeros_like(a)
+    i = tl.load(i0_ptr + offs, mask=mask, other=0.0)
+    u = tl.load(u0_ptr + offs, mask=mask, other=0.0)
     xp = x_ptr + offs
     sp = s_ptr + offs
     ip = i_ptr + offs
@@ -76,15 +76,18 @@ def _spsn_fwd(x_ptr, a_ptr, b_ptr, keys_ptr, s_ptr, i_ptr, u_ptr, T, N, c,
 
 
 @triton.jit
-def _spsn_bwd(gs_ptr, a_ptr, b_ptr, keys_ptr, i_ptr, u_ptr, gx_ptr, ga_ptr, gb_ptr, T, N, g_stride, c, tau,
-              GS: tl.constexpr, BLOCK: tl.constexpr):
+def _spsn_bwd(gs_ptr, a_ptr, b_ptr, keys_ptr, i_ptr, u_ptr, i0_ptr, u0_ptr, gil_ptr, gul_ptr, gx_ptr, ga_ptr, gb_ptr,
+              gi0_ptr, gu0_ptr, T, N, g_stride, c, tau, GS: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     a = tl.load(a_ptr + offs, mask=mask, other=0.0)
     b = tl.load(b_ptr + offs, mask=mask, other=0.0)
     omb = 1.0 - b
-    ru = tl.zeros_like(a)
-    ri = tl.zeros_like(a)
+    # cu / ci carry b * dL/du[t+1] and a * dL/di[t+1]: from the final state's gradients to the initial's
+    cu = tl.load(gul_ptr + offs, mask=mask, other=0.0)
+    ci = tl.load(gil_ptr + offs, mask=mask, other=0.0)
+    i_init = tl.load(i0_ptr + offs, mask=mask, other=0.0)
+    u_init = tl.load(u0_ptr + offs, mask=mask, other=0.0)
     acc_a = tl.zeros_like(a)
     acc_b = tl.zeros_like(a)
     last = (T - 1).to(tl.int64) * N
@@ -96,9 +99,10 @@ def _spsn_bwd(gs_ptr, a_ptr, b_ptr, keys_ptr, i_ptr, u_ptr, gx_ptr, ga_ptr, gb_p
     uc = tl.load(uq, mask=mask, other=0.0)
     for tt in range(T):
         t = T - 1 - tt
-        has_prev = mask & ((offs * 0 + t) > 0)
-        ip = tl.load(iq - N, mask=has_prev, other=0.0)
-        up = tl.load(uq - N, mask=has_prev, other=0.0)
+        first = (offs * 0 + t) == 0
+        has_prev = mask & (~first)
+        ip = tl.where(first, i_init, tl.load(iq - N, mask=has_prev, other=0.0))
+        up = tl.where(first, u_init, tl.load(uq - N, mask=has_prev, other=0.0))
         g = tl.load(gq, mask=mask, other=0.0)
         if GS:
             U = uniform(keys_ptr, t, offs).to(uc.dtype)
@@ -107,11 +111,13 @@ def _spsn_bwd(gs_ptr, a_ptr, b_ptr, keys_ptr, i_ptr, u_ptr, gx_ptr, ga_ptr, gb_p
         else:
             p = 1.0 / (1.0 + tl.exp(-uc))
             gu = g * (p * p * (1.0 - p))
-        ru = gu + b * ru
+        ru = gu + cu
         acc_b += ru * (up - ic)
-        ri = omb * ru + a * ri
+        ri = omb * ru + ci
         acc_a += ri * ip
         tl.store(gxq, ri, mask=mask)
+        cu = b * ru
+        ci = a * ri
         ic = ip
         uc = up
         gq -= g_stride
@@ -120,6 +126,8 @@ def _spsn_bwd(gs_ptr, a_ptr, b_ptr, keys_ptr, i_ptr, u_ptr, gx_ptr, ga_ptr, gb_p
         gxq -= N
     tl.store(ga_ptr + offs, acc_a, mask=mask)
     tl.store(gb_ptr + offs, acc_b, mask=mask)
+    tl.store(gi0_ptr + offs, ci, mask=mask)
+    tl.store(gu0_ptr + offs, cu, mask=mask)
 
 
 # The backward reads the stored current and membrane of every step (8 bytes per (t, neuron) in
@@ -135,25 +143,26 @@ def uniforms(*, keys, out):
     return out
 
 
-def forward(*, x, alpha, beta, keys, config):
+def forward(*, x, alpha, beta, keys, config, i0, u0):
     """The contract of ``numba_kernels.forward``, but ``state_i``/``state_u`` are the current
-    and the membrane of every step, ``[T, N]`` each."""
+    and the membrane of every step, ``[T, N]`` each (the last row is the final state here too)."""
     T, N = x.shape
     s, i, u = x.new_empty(T, N), x.new_empty(T, N), x.new_empty(T, N)
     block = block_for(N)
-    _spsn_fwd[grid(N, block)](x, alpha, beta, keys, s, i, u, T, N, float(config.logit_scale), GS=bool(config.gumbel),
-                              BLOCK=block, **LAUNCH)
+    _spsn_fwd[grid(N, block)](x, alpha, beta, keys, i0, u0, s, i, u, T, N, float(config.logit_scale),
+                              GS=bool(config.gumbel), BLOCK=block, **LAUNCH)
     return s, i, u
 
 
-def backward(*, x, grad_s, alpha, beta, keys, state_i, state_u, config, param_grads: bool):
-    """The contract of ``numba_kernels.backward``; reads the stored states, not ``x`` (which may
-    be empty), and always computes the parameter sums."""
+def backward(*, x, grad_s, alpha, beta, keys, state_i, state_u, config, param_grads: bool, i0, u0, grad_i,
+             grad_u):
+    """The contract of ``numba_kernels.backward``; reads the stored states and the initial state,
+    not ``x`` (which may be empty), and always computes the parameter sums."""
     T, N = state_u.shape
     gx = state_u.new_empty(T, N)
-    ga, gb = state_u.new_empty(N), state_u.new_empty(N)
+    ga, gb, gi0, gu0 = (state_u.new_empty(N) for _ in range(4))
     block = block_for(N)
-    _spsn_bwd[grid(N, block)](grad_s, alpha, beta, keys, state_i, state_u, gx, ga, gb, T, N,
-                              N if grad_s.shape[0] == T else 0, float(config.logit_scale), float(config.tau),
-                              GS=bool(config.gumbel), BLOCK=block, **LAUNCH)
-    return gx, ga, gb
+    _spsn_bwd[grid(N, block)](grad_s, alpha, beta, keys, state_i, state_u, i0, u0, grad_i, grad_u, gx, ga, gb, gi0,
+                              gu0, T, N, N if grad_s.shape[0] == T else 0, float(config.logit_scale),
+                              float(config.tau), GS=bool(config.gumbel), BLOCK=block, **LAUNCH)
+    return gx, ga, gb, gi0, gu0
