@@ -400,6 +400,17 @@ def memory_limit(max_memory_gb: float | None, device: torch.device) -> int | Non
     return int(max_memory_gb * 2**30) if max_memory_gb > 0 else None
 
 
+def run_with_memory_limit(args, device: torch.device, run_cases: Callable[[Any, torch.device], dict]) -> dict:
+    """``run_cases(args, device)`` under :func:`memory_limit` (``args.max_memory_gb``), recording
+    the limit in ``results["config"]`` and writing ``results["files"]["json"]``."""
+    limit = memory_limit(args.max_memory_gb, device)
+    with address_space_limit(limit):
+        results = run_cases(args, device)
+    results["config"]["address_space_limit_bytes"] = limit
+    write_json_atomic(results["files"]["json"], results)
+    return results
+
+
 def machine_title(m: dict[str, Any]) -> str:
     """``device (CPU model or GPU name), N threads``: the part of a figure title naming the machine."""
     where = m["cpu_model"] if m["device"] == "cpu" else m.get("cuda_device_name")

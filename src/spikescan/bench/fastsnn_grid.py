@@ -214,11 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = C.resolve_device(args.device)
-    limit = C.memory_limit(args.max_memory_gb, device)
-    with C.address_space_limit(limit):
-        results = _run(args, device)
-    results["config"]["address_space_limit_bytes"] = limit
-    C.write_json_atomic(results["files"]["json"], results)
+    results = C.run_with_memory_limit(args, device, _run)
     print(f"\nwrote {results['files']['json']} and {len(results['files']['png'])} PNG heatmaps")
     return results
 

@@ -54,16 +54,6 @@ FWD_PASSES, TRAIN_PASSES = 2, 5
 DEFAULT_T_FWD = (8, 16, 32, 64, 128)
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"values must be integers >= 1, got {text!r}")
-    return values
-
-
 def _flat(groups) -> list[int]:
     return sorted({int(v) for g in groups for v in (g if isinstance(g, (list, tuple)) else [g])})
 
@@ -74,11 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=["forward", "train", "profile"])
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--neurons", type=int, default=1_000_000, help="(a) neurons in the layer")
-    parser.add_argument("--t-forward", type=_int_list, nargs="+", default=[list(DEFAULT_T_FWD)], metavar="T")
+    parser.add_argument("--t-forward", type=C.positive_ints, nargs="+", default=[list(DEFAULT_T_FWD)], metavar="T")
     parser.add_argument("--batch", type=int, default=32, help="(b) batch size B")
-    parser.add_argument("--hidden", type=_int_list, nargs="+", default=[[256]], metavar="N", help="(b) neurons N")
-    parser.add_argument("--t-train", type=_int_list, nargs="+", default=[[100, 1000]], metavar="T")
-    parser.add_argument("--profile-neurons", type=_int_list, default=[1000, 10_000, 100_000, 1_000_000],
+    parser.add_argument("--hidden", type=C.positive_ints, nargs="+", default=[[256]], metavar="N", help="(b) neurons N")
+    parser.add_argument("--t-train", type=C.positive_ints, nargs="+", default=[[100, 1000]], metavar="T")
+    parser.add_argument("--profile-neurons", type=C.positive_ints, default=[1000, 10_000, 100_000, 1_000_000],
                         metavar="N,N,...", help="(profile) layer sizes of the per-step cost")
     parser.add_argument("--check-neurons", type=int, default=20_000,
                         help="neurons of the JAX vs fused-torch spike check (T = 64)")

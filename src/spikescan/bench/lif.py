@@ -573,8 +573,8 @@ def _plot(results: dict[str, Any], path: str) -> None:
         ax.set(xscale="log", yscale="log", ylabel="time [s] (median)")
         ax.legend(fontsize=7)
     m = results["machine"]
-    fig.suptitle(f"bench lif — {m['device']}, {m['cpu_model'] if m['device'] == 'cpu' else m.get('cuda_device_name')}, "
-                 f"{m['torch_num_threads']} threads, torch {m['torch']}", fontsize=9)
+    fig.suptitle(f"bench lif — {C.machine_title(m)}, "
+                 f"torch {m['torch']}", fontsize=9)
     C.save_figure(fig, path)
 
 

@@ -204,11 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = C.resolve_device(args.device)
-    limit = C.memory_limit(args.max_memory_gb, device)
-    with C.address_space_limit(limit):
-        results = _run(args, device)
-    results["config"]["address_space_limit_bytes"] = limit
-    C.write_json_atomic(results["files"]["json"], results)
+    results = C.run_with_memory_limit(args, device, _run)
     print(f"\nwrote {results['files']['json']} and {results['files']['png']}")
     return results
 
@@ -471,8 +467,8 @@ def _plot(results: dict[str, Any], path: str) -> None:
              title="speed-up of SPSN over the LIF loop")
     ax_s.legend(fontsize=7)
     m = results["machine"]
-    fig.suptitle(f"speed vs T — {m['device']}, {m['cpu_model'] if m['device'] == 'cpu' else m.get('cuda_device_name')}, "
-                 f"{m['torch_num_threads']} threads, torch {m['torch']}", fontsize=9)
+    fig.suptitle(f"speed vs T — {C.machine_title(m)}, "
+                 f"torch {m['torch']}", fontsize=9)
     C.save_figure(fig, path)
 
 
