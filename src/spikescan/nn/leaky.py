@@ -8,13 +8,13 @@ import torch
 from torch import nn
 
 from .. import surrogate as surrogate_lib
-from .._checks import as_param_tensor, check_choice, check_finite, check_module_tensors, check_positive_int, \
-    compute_dtype
+from .._checks import as_param_tensor, check_choice, check_finite, check_positive_int, compute_dtype
 from ..ops.lif import LIFParameters, lif, lif_step
 from ..ops._backend import backends
 from ..ops.leaky import leaky_integrate, leaky_step
 from .base import (Decay, SigmoidDecay, SpikingNeuron, StatefulModule, as_dtype, as_output, check_input,
-                   check_step_input)
+                   check_step_input,
+                   check_step_params)
 from .state import LIFState, LIState, RLIFState, check_state, last, legacy_state, pack, state_tensor
 from .registry import register_neuron
 
@@ -76,7 +76,7 @@ def _step_setup(module, x_t, state, cls):
     check_step_input(module, x_t, module.features)
     state = check_state(module, state, cls)
     x = x_t.to(compute_dtype(x_t.dtype))
-    check_module_tensors(module, x)
+    check_step_params(module, x)
     return x, x.unsqueeze(0), state
 
 

@@ -31,12 +31,12 @@ import torch
 from torch import nn
 
 from .. import surrogate as surrogate_lib
-from .._checks import check_choice, check_module_tensors, check_positive_int, compute_dtype
+from .._checks import check_choice, check_positive_int, compute_dtype
 from ..ops import psu as psu_ops
 from ..ops.firing import heaviside
 from ..ops.leaky import leaky_integrate, leaky_step
 from ..ops._backend import backends as op_backends
-from .base import SpikingNeuron, check_input, check_step_input
+from .base import SpikingNeuron, check_input, check_step_input, check_step_params
 from .state import PSUState, check_state, last, legacy_return_membrane, pack, state_tensor
 from .registry import register_neuron
 
@@ -161,7 +161,7 @@ class PSU(_PSUBase):
         if self.backend in ("matrix", "chunked"):
             self._membrane_from(None, state)  # the error: no state with this backend
         x = x_t.to(compute_dtype(x_t.dtype))
-        check_module_tensors(self, x)
+        check_step_params(self, x)
         seq = x.unsqueeze(0)
         decay, scale = psu_ops.leak_coefficients(self.tau, self.leak)
         zero = x.new_zeros(())

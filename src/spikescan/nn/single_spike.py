@@ -24,13 +24,14 @@ import torch
 from torch import nn
 
 from .. import surrogate as surrogate_lib
-from .._checks import check_module_tensors, check_positive_int, compute_dtype
+from .._checks import check_positive_int, compute_dtype
 from ..ops._backend import backends
 from ..ops.events import SpikeEvents
 from ..ops.firing import heaviside
-from ..ops.first_spike import DEFAULT_SURROGATE, max_membrane_readout, single_spike_lif, single_spike_lif_events
+from ..ops.first_spike import DEFAULT_SURROGATE, g, max_membrane_readout, single_spike_lif, single_spike_lif_events
 from ..ops.leaky import leaky_integrate, leaky_step
-from .base import Decay, SpikingNeuron, StatefulModule, as_dtype, as_output, check_input, check_step_input
+from .base import (Decay, SpikingNeuron, StatefulModule, as_dtype, as_output, check_input, check_step_input,
+                   check_step_params)
 from .state import MaxMembraneState, SingleSpikeState, check_state, last, legacy_return_membrane, pack, state_tensor
 from .registry import register_neuron
 
@@ -132,6 +133,31 @@ class SingleSpikeLIF(SpikingNeuron):
             new = SingleSpikeState(last(v), count_end, phi_end)
         return pack(s, x.dtype, v if return_membrane else None, new)
 
+    def step(self, x_t: torch.Tensor, state: SingleSpikeState | None = None):
+        """One step ``x_t`` ``[B, *, features]``: ``(s_t, state)``, the sequence call's spikes,
+        state and gradients by the module docstring's equations for one step::
+
+            V~ = decay V~0 + scale x_t,   count = count0 + H(V~ - threshold),
+            phi = phi0 + count,           s_t = g(phi)
+        """
+        check_step_input(self, x_t, self.features)
+        state = check_state(self, state, SingleSpikeState)
+        x = x_t.to(compute_dtype(x_t.dtype))
+        check_step_params(self, x)
+        seq = x.unsqueeze(0)
+        decay = torch.as_tensor(as_dtype(self.mem(), x.dtype), dtype=x.dtype, device=x.device)
+        scale = (1.0 - decay) if self._scale is None else self._scale  # formed as the op forms it
+        zero = x.new_zeros(())
+        v0, count0, phi0 = (zero, zero, zero) if state is None else (
+            state_tensor(state.v, "state.v", seq), state_tensor(state.count, "state.count", seq),
+            state_tensor(state.phi, "state.phi", seq))
+        v = leaky_step(x, v0, decay, scale)
+        count = count0 + heaviside(v - self.threshold, self.surrogate)
+        phi = phi0 + count
+        # straight-through: g's value, the identity's gradient (exact: phi is integer-valued)
+        s = phi + (g(phi) - phi).detach() if self.straight_through else g(phi)
+        return s.to(x_t.dtype), SingleSpikeState(v, count, phi)
+
     def _continue(self, s: torch.Tensor, count0: torch.Tensor, phi0: torch.Tensor) -> torch.Tensor:
         """The chunk's spikes ``g(phi0 + (tau + 1) count0 + phi_chunk)`` from its own
         ``s = g(phi_chunk)``: equal in value to ``s`` where the neuron has not fired before and 0
@@ -206,7 +232,7 @@ class MaxMembraneReadout(StatefulModule):
         check_step_input(self, x_t, self.features)
         state = check_state(self, state, MaxMembraneState)
         x = x_t.to(compute_dtype(x_t.dtype))
-        check_module_tensors(self, x)
+        check_step_params(self, x)
         seq = x.unsqueeze(0)
         decay, scale = self._leak(as_dtype(self.mem(), x.dtype), x)
         v0 = x.new_zeros(()) if state is None else state_tensor(state.v, "state.v", seq)
