@@ -78,11 +78,11 @@ def leaky_fused(x: Tensor, decay: Tensor, scale: Tensor | None, v0: Tensor | Non
     T, rest = x.shape[0], x.shape[1:]
     N = x[0].numel()
     check_neuron_count(N)
-    dt = kernel_dtype(x.dtype)
-    xf = x.to(dt).reshape(T, N).contiguous()
-    d = per_neuron(decay, rest, dt)
-    c = xf.new_ones(N) if scale is None else per_neuron(scale, rest, dt)
-    v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, dt)
+    kdtype = kernel_dtype(x.dtype)
+    xf = x.to(kdtype).reshape(T, N).contiguous()
+    d = per_neuron(decay, rest, kdtype)
+    c = xf.new_ones(N) if scale is None else per_neuron(scale, rest, kdtype)
+    v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, kdtype)
     op = leaky_fused_forward if torch.compiler.is_compiling() else _LeakyFusedEager.apply
     return op(xf, d, c, v).view(x.shape).to(x.dtype)
 

@@ -85,9 +85,9 @@ def _backward_impl(x: Tensor, v: Tensor, checkpoints: Tensor, grad_s: Tensor, gr
     T, N = x.shape
     K = kernel_module(_PACKAGE, x.device)
     config = LIFKernelConfig(zero_reset, detach, surrogate_code, surrogate_param)
-    dt = x.dtype
-    return K.backward(x=x, v=v, checkpoints=checkpoints, grad_s=grad_rows(grad_s, T, N, dt),
-                      grad_v=None if grad_v is None else grad_rows(grad_v, T, N, dt),
+    kdtype = x.dtype
+    return K.backward(x=x, v=v, checkpoints=checkpoints, grad_s=grad_rows(grad_s, T, N, kdtype),
+                      grad_v=None if grad_v is None else grad_rows(grad_v, T, N, kdtype),
                       grad_last=grad_last.contiguous(), decay=decay, threshold=threshold, v_reset=v_reset, v0=v0,
                       config=config, param_grads=param_grads)
 
@@ -138,10 +138,10 @@ def lif_fused(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: 
     N = x[0].numel()
     check_neuron_count(N)
     code, sparam = KC.surrogate_constants(surrogate.kind, surrogate.param)
-    dt = kernel_dtype(x.dtype)
-    xf = x.to(dt).reshape(T, N).contiguous()
-    d, th, vr = (per_neuron(p, rest, dt) for p in (decay, threshold, v_reset))
-    v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, dt)
+    kdtype = kernel_dtype(x.dtype)
+    xf = x.to(kdtype).reshape(T, N).contiguous()
+    d, th, vr = (per_neuron(p, rest, kdtype) for p in (decay, threshold, v_reset))
+    v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, kdtype)
     need_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, decay, threshold, v_reset, v0))
     op = lif_fused_forward if torch.compiler.is_compiling() else _LIFFusedEager.apply

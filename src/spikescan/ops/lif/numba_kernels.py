@@ -411,13 +411,13 @@ def backward(*, x, v, checkpoints, grad_s, grad_v, grad_last, decay, threshold, 
     from .._kernels._host import empty, exp_args, numpy_dtype, numpy_views, run_cpu
 
     T, N = x.shape
-    dt = x.dtype
+    kdtype = x.dtype
     has_gv = grad_v is not None
     gv = grad_v if has_gv else x.new_zeros(1, N)
     gx = empty((T, N), x)
     gd, gth, gvr, gv0 = (x.new_empty(N) for _ in range(4))
-    ec, fast = exp_args(dt)
-    consts = surrogate_consts(numpy_dtype(dt), config.surrogate_param)
+    ec, fast = exp_args(kdtype)
+    consts = surrogate_consts(numpy_dtype(kdtype), config.surrogate_param)
     args = numpy_views(x, checkpoints, grad_s, gv, grad_last, decay, threshold, v_reset)
     flags = (bool(config.zero_reset), bool(config.detach), int(config.surrogate_code), consts, ec, fast,
              bool(param_grads), has_gv)

@@ -133,11 +133,11 @@ def _single_spike_fused_backward_impl(x: Tensor, v: Tensor, checkpoints: Tensor,
                                 param_grads: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(grad_x [T, N], grad_decay, grad_scale, grad_threshold, grad_v0 [N])``."""
     T, N = x.shape
-    dt = x.dtype
+    kdtype = x.dtype
     config = SingleSpikeKernelConfig(surrogate_code, surrogate_param, straight_through)
     return kernel_module(_PACKAGE, x.device).backward(
-        x=x, v=v, checkpoints=checkpoints, first=first, grad_s=grad_rows(grad_s, T, N, dt),
-        grad_v=None if grad_v is None else grad_rows(grad_v, T, N, dt), decay=decay, scale=scale,
+        x=x, v=v, checkpoints=checkpoints, first=first, grad_s=grad_rows(grad_s, T, N, kdtype),
+        grad_v=None if grad_v is None else grad_rows(grad_v, T, N, kdtype), decay=decay, scale=scale,
         threshold=threshold, v0=v0, config=config, param_grads=param_grads)
 
 
@@ -191,10 +191,10 @@ def single_spike_fused(x: Tensor, decay: Tensor, threshold: Tensor, scale: Tenso
     N = math.prod(rest)
     check_neuron_count(N)
     code, sparam = KC.surrogate_constants(surrogate.kind, surrogate.param)
-    dt = kernel_dtype(x.dtype)
-    xf = x.to(dt).reshape(T, N).contiguous()
-    d, c, th = (per_neuron(p, rest, dt) for p in (decay, scale, threshold))
-    v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, dt)
+    kdtype = kernel_dtype(x.dtype)
+    xf = x.to(kdtype).reshape(T, N).contiguous()
+    d, c, th = (per_neuron(p, rest, kdtype) for p in (decay, scale, threshold))
+    v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, kdtype)
     op = single_spike_fused_forward if torch.compiler.is_compiling() else _SingleSpikeFusedForwardEager.apply
     s, v, _, _ = op(xf, d, c, th, v0v, code, sparam, bool(straight_through), bool(need_membrane),
                     _need_grad(x, decay, scale, threshold, v0))
@@ -275,10 +275,10 @@ def max_membrane_fused(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor | Non
     T, rest = x.shape[0], x.shape[1:]
     N = math.prod(rest)
     check_neuron_count(N)
-    dt = kernel_dtype(x.dtype)
-    xf = x.to(dt).reshape(T, N).contiguous()
-    d, c = per_neuron(decay, rest, dt), per_neuron(scale, rest, dt)
-    v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, dt)
+    kdtype = kernel_dtype(x.dtype)
+    xf = x.to(kdtype).reshape(T, N).contiguous()
+    d, c = per_neuron(decay, rest, kdtype), per_neuron(scale, rest, kdtype)
+    v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, kdtype)
     op = max_membrane_fused_forward if torch.compiler.is_compiling() else _MaxMembraneFusedForwardEager.apply
     mx, _, _, _ = op(xf, d, c, v0v, _need_grad(x, decay, scale, v0))
     return mx.view(rest).to(x.dtype)
@@ -390,11 +390,11 @@ def single_spike_events_fused(x, weight: Tensor, bias: Tensor, decay: Tensor, th
     M = B * O
     check_neuron_count(M)
     code, sparam = KC.surrogate_constants(surrogate.kind, surrogate.param)
-    dt = kernel_dtype(weight.dtype)
-    w, b = weight.to(dt), bias.to(dt)
-    d, c, th = (per_neuron(p, rest, dt) for p in (decay, scale, threshold))
-    v0v = w.new_zeros(M) if v0 is None else per_neuron(v0, rest, dt)
-    values = w.new_empty(0) if x.values is None else x.values.detach().to(dt).contiguous()
+    kdtype = kernel_dtype(weight.dtype)
+    w, b = weight.to(kdtype), bias.to(kdtype)
+    d, c, th = (per_neuron(p, rest, kdtype) for p in (decay, scale, threshold))
+    v0v = w.new_zeros(M) if v0 is None else per_neuron(v0, rest, kdtype)
+    values = w.new_empty(0) if x.values is None else x.values.detach().to(kdtype).contiguous()
     op = single_spike_events_fused_forward if torch.compiler.is_compiling() else _SingleSpikeEventsFusedForwardEager.apply
     s, _, _ = op(x.crow, x.channels, values, w, b, d, c, th, v0v, T, B, code, sparam, bool(straight_through),
                  _need_grad(weight, bias, decay, scale, threshold, v0))

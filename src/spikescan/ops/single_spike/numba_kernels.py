@@ -815,15 +815,15 @@ def backward(*, x, v, checkpoints, first, grad_s, grad_v, decay, scale, threshol
     from .._kernels._host import empty, exp_args, numpy_dtype, numpy_views, run_cpu
 
     T, N = x.shape
-    dt = x.dtype
+    kdtype = x.dtype
     has_gv = grad_v is not None
     gv = grad_v if has_gv else x.new_zeros(1, N)
     lim = torch.full_like(first, T) if config.straight_through else first
     gx = empty((T, N), x)
     gd, gc, gth = (x.new_zeros(N) for _ in range(3))  # zeros: written only when param_grads
     gv0 = x.new_empty(N)
-    ec, fast = exp_args(dt)
-    consts = surrogate_consts(numpy_dtype(dt), config.surrogate_param)
+    ec, fast = exp_args(kdtype)
+    consts = surrogate_consts(numpy_dtype(kdtype), config.surrogate_param)
     args = numpy_views(x, checkpoints, grad_s, gv, decay, scale, threshold, lim)
     flags = (int(config.surrogate_code), consts, ec, fast, bool(param_grads), has_gv)
     outs = numpy_views(gx, gd, gc, gth, gv0)
@@ -941,7 +941,7 @@ def events_backward(*, crow, channels, values, weight, bias, checkpoints, first,
     T, B = steps, batch
     O, C = weight.shape
     M = B * O
-    dt = weight.dtype
+    kdtype = weight.dtype
     wt = weight.detach().t().contiguous()
     bv = bias.detach().contiguous()
     crow_a, channels_a, values_a, has_values = _events_arrays(crow, channels, values)
@@ -954,8 +954,8 @@ def events_backward(*, crow, channels, values, weight, bias, checkpoints, first,
     gbn = wt.new_empty(M) if need_bias else wt.new_empty(1)
     gd, gc, gth = (wt.new_zeros(M) for _ in range(3))  # zeros: written only when param_grads
     gv0 = wt.new_empty(M)
-    ec, fast = exp_args(dt)
-    consts = surrogate_consts(numpy_dtype(dt), config.surrogate_param)
+    ec, fast = exp_args(kdtype)
+    consts = surrogate_consts(numpy_dtype(kdtype), config.surrogate_param)
     args = (crow_a, channels_a, values_a, has_values, evrow.numpy(), wt.numpy(), bv.numpy(), checkpoints.numpy(),
             grad_s.numpy(), *numpy_views(decay, scale, threshold, lim), int(config.surrogate_code), consts, ec, fast,
             bool(param_grads), bool(need_weight), bool(need_bias), T, B)

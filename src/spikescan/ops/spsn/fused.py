@@ -190,11 +190,11 @@ def spsn_fused(x: Tensor, alpha: Tensor, beta: Tensor, seed: Tensor, *, gumbel: 
     T, rest = x.shape[0], x.shape[1:]
     N = math.prod(rest)
     check_neuron_count(N)
-    dt = kernel_dtype(x.dtype)
-    xf = x.to(dt).reshape(T, N).contiguous()
-    a, b = per_neuron(alpha, rest, dt), per_neuron(beta, rest, dt)
-    i0 = None if i0 is None else per_neuron(i0, rest, dt)
-    u0 = None if u0 is None else per_neuron(u0, rest, dt)
+    kdtype = kernel_dtype(x.dtype)
+    xf = x.to(kdtype).reshape(T, N).contiguous()
+    a, b = per_neuron(alpha, rest, kdtype), per_neuron(beta, rest, kdtype)
+    i0 = None if i0 is None else per_neuron(i0, rest, kdtype)
+    u0 = None if u0 is None else per_neuron(u0, rest, kdtype)
     op = spsn_fused_forward if torch.compiler.is_compiling() else _SPSNFusedEager.apply
     s, st_i, st_u = op(xf, a, b, seed, bool(gumbel), float(tau), float(logit_scale), i0, u0, t0)
     return s.view(x.shape).to(x.dtype), st_i[-1].view(rest), st_u[-1].view(rest)

@@ -466,12 +466,12 @@ def forward(*, x, alpha, beta, keys, config, i0, u0):
     from .._kernels._host import empty, exp_args, numpy_views, run_cpu
 
     T, N = x.shape
-    dt = x.dtype
+    kdtype = x.dtype
     s = empty((T, N), x)
     nseg = -(-T // SEGMENT)
     ck_i, ck_u = x.new_empty(nseg + 1, N), x.new_empty(nseg + 1, N)
-    args = numpy_views(x, alpha, beta) + (keys.numpy().view("uint32"), bool(config.gumbel), _constants(dt, config),
-                                          *exp_args(dt))
+    args = numpy_views(x, alpha, beta) + (keys.numpy().view("uint32"), bool(config.gumbel), _constants(kdtype, config),
+                                          *exp_args(kdtype))
     init = numpy_views(i0, u0)
     outs = numpy_views(s, ck_i, ck_u)
     run_cpu(N, T, lambda lo, hi, bs: spsn_forward(*args, lo, hi, bs, SEGMENT, *init, *outs), _BLOCK)
@@ -491,12 +491,12 @@ def backward(*, x, grad_s, alpha, beta, keys, state_i, state_u, config, param_gr
     from .._kernels._host import empty, exp_args, numpy_views, run_cpu
 
     T, N = x.shape
-    dt = x.dtype
+    kdtype = x.dtype
     gx = empty((T, N), x)
     ga, gb = x.new_zeros(N), x.new_zeros(N)
     gi0, gu0 = x.new_empty(N), x.new_empty(N)
     args = numpy_views(x, grad_s, alpha, beta) + (keys.numpy().view("uint32"), bool(config.gumbel),
-                                                  _constants(dt, config), *exp_args(dt), bool(param_grads))
+                                                  _constants(kdtype, config), *exp_args(kdtype), bool(param_grads))
     ck = numpy_views(state_i, state_u, grad_i, grad_u)
     outs = numpy_views(gx, ga, gb, gi0, gu0)
     run_cpu(N, T, lambda lo, hi, bs: spsn_backward(*args, lo, hi, bs, SEGMENT, *ck, *outs), _BLOCK)
