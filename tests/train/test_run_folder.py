@@ -212,7 +212,7 @@ def _train_and_die(rank, world, out, point):
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    real_epoch, real_write = loop.run_epoch, ck._atomic_write
+    real_epoch, real_write = loop.run_epoch, ck.atomic_write
     seen = {"train": 0, "test": 0}
 
     def epoch(model, loader, cfg, optimizer=None, *a, **k):
@@ -236,7 +236,7 @@ def _train_and_die(rank, world, out, point):
             die()
         real_write(path, fn)
 
-    loop.run_epoch, ck._atomic_write = epoch, write
+    loop.run_epoch, ck.atomic_write = epoch, write
     train(_cfg(out, epochs=3, neuron="spsn-sb"), progress=False, log=_quiet)
 
 

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from .._io import atomic_write
 from .._host import cpu_model  # noqa: F401  (re-exported: the benchmarks' machine info)
 
 # --------------------------------------------------------------------------------------------
@@ -268,19 +269,8 @@ def load_warning(info: dict[str, Any]) -> str | None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` via a temp file in the same folder + ``os.replace``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, allow_nan=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    data = (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+
+from .._io import atomic_write
 
 _CACHE_VERSION = 2  # 2: keyed by content (1: by path, size and mtime)
 
@@ -134,18 +134,7 @@ def cache_key(source: Path, params: dict) -> str:
 
 def save_npz_atomic(path: Path, arrays: dict) -> None:
     """Write ``arrays`` to ``path`` (.npz) through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_or_build(cache_path: Path | None, build: Callable[[], dict],

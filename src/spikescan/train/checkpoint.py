@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+from .._io import atomic_write
 
 
 def save_checkpoint(path, state: dict[str, Any]) -> None:
     """``torch.save(state)`` to ``path`` through a temp file and ``os.replace``."""
-    _atomic_write(Path(path), lambda f: torch.save(state, f))
+    atomic_write(Path(path), lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
@@ -46,8 +29,8 @@ def load_checkpoint(path, map_location="cpu") -> dict[str, Any]:
 
 def write_json(path, obj) -> None:
     data = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
-    _atomic_write(Path(path), lambda f: f.write(data))
+    atomic_write(Path(path), lambda f: f.write(data))
 
 
 def write_text(path, text: str) -> None:
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
