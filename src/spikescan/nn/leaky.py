@@ -167,6 +167,10 @@ class LIF(SpikingNeuron):
             return x
         return leaky_integrate(x, as_dtype(self.syn(), x.dtype), v0=i0, backend=self.backend)
 
+    def _input(self, x: torch.Tensor, b) -> torch.Tensor:
+        """The membrane's input from rest: ``_scaled(_current(x, None), b)`` (the JAX parity tests use it)."""
+        return self._scaled(self._current(x, None), b)
+
     def _scaled(self, current: torch.Tensor, b) -> torch.Tensor:
         """The membrane's input ``(1 - b) i`` (or ``input_scale * i``), in ``x``'s (compute) dtype."""
         if self.input_scale == "one_minus_decay":
