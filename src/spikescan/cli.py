@@ -16,6 +16,7 @@ BENCHMARKS = {
     "event-linear": "event_linear",
     "train-step": "train_step",
     "compile": "compile_step",
+    "step-latency": "step_latency",
     "jax": "jax_lif",
 }
 
