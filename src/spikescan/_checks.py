@@ -9,6 +9,7 @@ per call (``check=True``) or globally (:func:`debug_mode`, or ``SPIKESCAN_DEBUG=
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import operator
 import os
@@ -17,6 +18,30 @@ from typing import Iterator
 import torch
 
 _DEBUG = os.environ.get("SPIKESCAN_DEBUG", "0") not in ("", "0", "false", "False")
+
+
+# Set while a module runs the ops on inputs it has validated itself (``caller_checked``): the
+# ops then skip their own checks of x and of the values of tensor parameters.
+_CALLER_CHECKED: contextvars.ContextVar[bool] = contextvars.ContextVar("spikescan_caller_checked", default=False)
+
+
+@contextlib.contextmanager
+def caller_checked() -> Iterator[None]:
+    """Inside the block the ops trust their inputs: the caller (an ``nn`` module) validated ``x``
+    and its parameters once, so ``check_time_first``, ``check_finite`` and the value checks of
+    tensor parameters are skipped (shape checks and Python-number checks, which cost no device
+    sync, still run)."""
+    token = _CALLER_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _CALLER_CHECKED.reset(token)
+
+
+def _trusted() -> bool:
+    # is_compiling first: under torch.compile the context variable is never read (and the value
+    # checks are skipped anyway)
+    return not torch.compiler.is_compiling() and _CALLER_CHECKED.get()
 
 
 def debug_enabled() -> bool:
@@ -101,8 +126,11 @@ def check_float(x: torch.Tensor, name: str) -> None:
         )
 
 
-def check_time_first(x, name: str = "x", min_dim: int = 1) -> torch.Tensor:
-    """``x`` is a floating tensor laid out ``[T, *rest]`` with ``T >= 1`` and at least ``min_dim`` dims."""
+def check_time_first(x, name: str = "x", min_dim: int = 1, *, always: bool = False) -> torch.Tensor:
+    """``x`` is a floating tensor laid out ``[T, *rest]`` with ``T >= 1`` and at least ``min_dim`` dims
+    (skipped inside :func:`caller_checked` unless ``always``)."""
+    if not always and _trusted():
+        return x
     check_tensor(x, name)
     check_float(x, name)
     if x.dim() < min_dim:
@@ -115,9 +143,12 @@ def check_time_first(x, name: str = "x", min_dim: int = 1) -> torch.Tensor:
     return x
 
 
-def check_finite(x: torch.Tensor, name: str, check: bool | None = None) -> None:
+def check_finite(x: torch.Tensor, name: str, check: bool | None = None, *, always: bool = False) -> None:
     """Raise if ``x`` is a meta tensor (always: free) or holds NaN or Inf (only when ``check`` is
-    true or debug mode is on: a full pass over ``x``)."""
+    true or debug mode is on: a full pass over ``x``); skipped inside :func:`caller_checked`
+    unless ``always``."""
+    if not always and _trusted():
+        return
     check_has_data(x, name)
     if check is None:
         check = _DEBUG
@@ -192,7 +223,7 @@ def _range_error(name: str, t: torch.Tensor, low, high, low_inclusive: bool, hig
 
 def as_param_tensor(value, name: str, like: torch.Tensor, *, low=None, high=None,
                     low_inclusive: bool = True, high_inclusive: bool = True,
-                    dtype: torch.dtype | None = None) -> torch.Tensor:
+                    dtype: torch.dtype | None = None, always: bool = False) -> torch.Tensor:
     """Turn a float or tensor parameter into a tensor broadcastable to ``like.shape[1:]``.
 
     Checks: number or floating tensor holding data (not meta), same device as ``like``,
@@ -241,7 +272,7 @@ def as_param_tensor(value, name: str, like: torch.Tensor, *, low=None, high=None
             f"{name} of shape {tuple(t.shape)} has more dims than the per-step shape "
             f"{tuple(like.shape[1:])}"
         )
-    if torch.compiler.is_compiling():  # reading values would be a graph break; checked in eager mode
+    if torch.compiler.is_compiling() or (_trusted() and not always):  # values: eager mode, once per call
         return t
     with torch.no_grad():
         # One reduction and one host sync for all three checks (each bool() would stall a GPU).

@@ -372,8 +372,8 @@ def test_bad_state_is_a_clear_error(call, err, match):
 
 
 def test_a_non_finite_state_is_found_in_debug_mode():
-    """A state shaped like one step is data, like x: ``step`` scans it for NaN/Inf in debug mode
-    only (no reduction and host sync per step otherwise); the sequence call's op checks it always."""
+    """A state shaped like one step is data, like x: ``step`` and the sequence call scan it for
+    NaN/Inf in debug mode only (no reduction and host sync per call otherwise), naming the field."""
     from spikescan._checks import debug_mode
 
     state = LIFState(None, torch.full((B, F), float("nan")))
@@ -382,8 +382,9 @@ def test_a_non_finite_state_is_found_in_debug_mode():
     assert torch.isnan(new.v).all()
     with debug_mode(), pytest.raises(ValueError, match=r"state\.v contains non-finite values \(18 NaN"):
         m.step(torch.randn(B, F), state)
-    with pytest.raises(ValueError, match=r"v0 must be finite"):
+    with debug_mode(), pytest.raises(ValueError, match=r"state\.v contains non-finite values"):
         m(x_for(F32), state)
+    assert torch.isnan(m(x_for(F32), state, return_state=True)[1].v).any()  # outside debug mode: data
 
 
 # ---- the pre-state API -------------------------------------------------------------------------

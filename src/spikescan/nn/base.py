@@ -3,13 +3,15 @@ parameterisation, and the spiking-neuron marker."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import torch
 from torch import nn
 
-from .._checks import (check_float, check_has_data, check_module_tensors, check_tensor, check_time_first,
-                       compute_dtype)
+from .._checks import (caller_checked, check_finite, check_float, check_has_data, check_module_tensors,
+                       check_tensor, check_time_first, compute_dtype)
 
 
 class StatefulModule(nn.Module):
@@ -55,15 +57,39 @@ def check_input(module: nn.Module, x, features: int | None = None) -> torch.Tens
     compute dtype of the dtype rule (module docstring of :mod:`spikescan.nn`): float32 for
     float16/bfloat16, else ``x.dtype``.
     """
-    check_time_first(x, "x", min_dim=2)
+    check_time_first(x, "x", min_dim=2, always=True)
     if x.dim() == 2:
         raise ValueError(f"{type(module).__name__} takes a whole sequence x [T, B, ..., features] (3 or more dims), "
                          f"got shape {tuple(x.shape)}; {_one_step_hint(module)}")
     check_has_data(x, "x")
     if features is not None and x.shape[-1] != features:
         raise ValueError(f"x must have {features} features in its last dim, got shape {tuple(x.shape)}")
+    check_finite(x, "x", always=True)  # the NaN/Inf scan, in debug mode only (the ops inside skip theirs)
     check_module_tensors(module, x)
     return x.to(compute_dtype(x.dtype))
+
+
+def ops_trust_inputs():
+    """Context for a module's op calls once :func:`check_input` (and the module's own checks)
+    validated ``x`` and the parameters: the ops skip checking them again (``caller_checked``),
+    so a forward validates each input once.  Under ``torch.compile`` a no-op (the ops' value
+    checks are skipped there anyway, and the compiler traces a null context for free)."""
+    if torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return caller_checked()
+
+
+def validates_once(forward):
+    """Decorator of a module's ``forward``: its op calls run inside :func:`ops_trust_inputs`, so
+    ``x`` and the parameters are validated once, by the module (:func:`check_input`, which checks
+    regardless), not again by every op it calls."""
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        with ops_trust_inputs():
+            return forward(self, *args, **kwargs)
+
+    return wrapper
 
 
 def check_step_params(module: nn.Module, x: torch.Tensor) -> None:

@@ -13,8 +13,7 @@ from ..ops.lif import LIFParameters, lif, lif_step
 from ..ops._backend import backends
 from ..ops.leaky import leaky_integrate, leaky_step
 from .base import (Decay, SigmoidDecay, SpikingNeuron, StatefulModule, as_dtype, as_output, check_input,
-                   check_step_input,
-                   check_step_params)
+                   check_step_input, check_step_params, validates_once)
 from .state import LIFState, LIState, RLIFState, check_state, last, legacy_state, pack, state_tensor
 from .registry import register_neuron
 
@@ -42,6 +41,7 @@ class LI(StatefulModule):
         self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn") if tau_syn is not None else None
         self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem")
 
+    @validates_once
     def forward(self, x: torch.Tensor, state: LIState | None = None, *, return_state: bool = False):
         state = check_state(self, state, LIState)
         xc = check_input(self, x, self.features)
@@ -161,6 +161,14 @@ class LIF(SpikingNeuron):
     def _make_decay(self, features, tau_mem, dt, learn_tau):
         return Decay(features, tau_mem, dt, learn_tau, "tau_mem")
 
+    def _threshold(self, x: torch.Tensor):
+        """The threshold in ``x``'s dtype; a learned (tensor) one checked ``> 0`` here, once per call
+        (the op inside trusts the module: it would otherwise check it again)."""
+        if isinstance(self.threshold, torch.Tensor):
+            return as_param_tensor(self.threshold, "threshold", x, low=0.0, low_inclusive=False,
+                                   always=True).to(x.dtype)
+        return self.threshold
+
     def _current(self, x: torch.Tensor, i0) -> torch.Tensor:
         """The synaptic current ``i`` from ``i[-1] = i0`` (``x`` itself without a synaptic stage)."""
         if self.syn is None:
@@ -178,6 +186,7 @@ class LIF(SpikingNeuron):
         scale = float(self.input_scale)
         return current if scale == 1.0 else current * scale  # no pass over [T, B, N] for a unit scale
 
+    @validates_once
     def forward(self, x: torch.Tensor, state: LIFState | None = None, *, return_state: bool = False,
                 return_membrane: bool = False, v0=None):
         state, v_label = legacy_state(self, state, v0, LIFState)
@@ -186,7 +195,7 @@ class LIF(SpikingNeuron):
         i0 = _initial_current(self, state, xc)
         v_init = None if state is None else state_tensor(state.v, v_label, xc)
         current = self._current(xc, i0)
-        out = lif(self._scaled(current, b), b, as_dtype(self.threshold, xc.dtype), reset=self.reset,
+        out = lif(self._scaled(current, b), b, self._threshold(xc), reset=self.reset,
                   v_reset=self.v_reset, surrogate=self.surrogate, v0=v_init, detach_reset=self.detach_reset,
                   backend=self.backend, return_membrane=return_membrane, return_state=return_state)
         if not (return_membrane or return_state):

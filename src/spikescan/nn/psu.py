@@ -36,7 +36,7 @@ from ..ops import psu as psu_ops
 from ..ops.firing import heaviside
 from ..ops.leaky import leaky_integrate, leaky_step
 from ..ops._backend import backends as op_backends
-from .base import SpikingNeuron, check_input, check_step_input, check_step_params
+from .base import SpikingNeuron, check_input, check_step_input, check_step_params, validates_once
 from .state import PSUState, check_state, last, legacy_return_membrane, pack, state_tensor
 from .registry import register_neuron
 
@@ -74,6 +74,7 @@ class _PSUBase(SpikingNeuron):
     def _membrane(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @validates_once
     def forward(self, x: torch.Tensor, state=None, *, return_state: bool = False, return_membrane: bool = False):
         """Spikes ``[T, B, *features]``, or ``(s, [V], [state])`` with the requested items (the
         membrane ``V``, the state after the last step; PSU only), ``s`` and ``V`` in ``x.dtype``.

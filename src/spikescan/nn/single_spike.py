@@ -31,7 +31,7 @@ from ..ops.firing import heaviside
 from ..ops.first_spike import DEFAULT_SURROGATE, g, max_membrane_readout, single_spike_lif, single_spike_lif_events
 from ..ops.leaky import leaky_integrate, leaky_step
 from .base import (Decay, SpikingNeuron, StatefulModule, as_dtype, as_output, check_input, check_step_input,
-                   check_step_params)
+                   check_step_params, validates_once)
 from .state import MaxMembraneState, SingleSpikeState, check_state, last, legacy_return_membrane, pack, state_tensor
 from .registry import register_neuron
 
@@ -81,6 +81,7 @@ class SingleSpikeLIF(SpikingNeuron):
         self.straight_through = bool(straight_through)
         self.backend = backend
 
+    @validates_once
     def forward(self, x, state: SingleSpikeState | None = None, *, return_state: bool = False,
                 return_membrane: bool = False, input_layer: nn.Module | None = None):
         """Spikes ``[T, B, *, features]`` (at most one per neuron), or ``(s, [V~], [state])`` with
@@ -212,6 +213,7 @@ class MaxMembraneReadout(StatefulModule):
         self._scale = _input_scale(input_scale)
         self.backend = backend
 
+    @validates_once
     def forward(self, x: torch.Tensor, state: MaxMembraneState | None = None, *, return_state: bool = False):
         state = check_state(self, state, MaxMembraneState)
         xc = check_input(self, x, self.features)

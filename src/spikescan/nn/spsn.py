@@ -9,7 +9,7 @@ from ..ops import spsn as spsn_ops
 from ..ops._backend import backends, resolve
 from ..ops.firing import gumbel_spike, sigmoid_bernoulli
 from ..ops.leaky import leaky_integrate
-from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input
+from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input, validates_once
 from .state import SPSNState, check_state, last, pack, state_tensor
 from .registry import register_neuron
 
@@ -113,6 +113,7 @@ class SPSN(SpikingNeuron):
             raise ValueError(f"generator is on {g.device} but x is on {device}; create it on x's device")
         return spsn_ops.random_seed(g, g.device if g is not None else "cpu")
 
+    @validates_once
     def forward(self, x: torch.Tensor, state: SPSNState | None = None, *, return_state: bool = False,
                 return_membrane: bool = False):
         state = check_state(self, state, SPSNState)

@@ -156,9 +156,9 @@ def state_tensor(value, label: str, x: Tensor) -> Tensor:
     dtype = compute_dtype(x.dtype)
     if (isinstance(value, Tensor) and value.dtype == dtype and value.shape == x.shape[1:]
             and value.device == x.device):
-        check_finite(value, label)
+        check_finite(value, label, always=True)
         return value
-    return as_param_tensor(value, label, x, dtype=dtype).to(dtype)
+    return as_param_tensor(value, label, x, dtype=dtype, always=True).to(dtype)
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
