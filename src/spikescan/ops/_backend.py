@@ -25,7 +25,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import torch
 
 __all__ = ["Backend", "register", "register_auto", "backends", "resolve", "kernel_impl", "kernels_unavailable",
-           "force_kernels"]
+           "fused_unsupported", "force_kernels"]
 
 
 class Backend(NamedTuple):
@@ -146,6 +146,18 @@ def kernels_unavailable(device: torch.device | str) -> str | None:
             return "the fused kernels on CUDA need triton (pip install triton)"
         return None if torch.cuda.is_available() else "no CUDA device is visible"
     return f"the fused kernels run on CPU (numba) and CUDA (Triton) tensors, not on {device}"
+
+
+def fused_unsupported(x, *, surrogate=None, **context) -> str | None:
+    """The ``unsupported`` test of every ``"fused"`` backend: the device (:func:`kernels_unavailable`)
+    and, when the op takes one, a built-in surrogate (the kernels branch on its kind)."""
+    from ._kernels._common import SURROGATE_CODES
+
+    reason = kernels_unavailable(x.device)
+    if reason is None and surrogate is not None and getattr(surrogate, "kind", "") not in SURROGATE_CODES:
+        reason = (f"the fused kernels implement only the built-in surrogates {sorted(SURROGATE_CODES)}, "
+                  f"got {type(surrogate).__name__} (kind {getattr(surrogate, 'kind', '')!r})")
+    return reason
 
 
 def kernel_impl(device: torch.device) -> str:

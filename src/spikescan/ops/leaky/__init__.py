@@ -57,7 +57,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..._checks import check_finite, check_time_first
-from .._backend import kernels_unavailable, register, register_auto, resolve
+from .._backend import fused_unsupported, register, register_auto, resolve
 from .._params import compute_dtype, output_dtype, param
 from .fused import leaky_fused
 from .parallel import SCAN_KERNELS, linear_scan
@@ -80,10 +80,6 @@ def _parallel(name: str):
     return run
 
 
-def _fused_unsupported(x, **context):
-    return kernels_unavailable(x.device)
-
-
 # A backend receives x in the compute dtype and the validated parameters aligned to x.shape[1:]
 # (scale None for 1, v0 None for 0) and returns u in the compute dtype.
 register("leaky_integrate", "sequential", description="Python loop (the reference; autograd through it)")(
@@ -91,7 +87,7 @@ register("leaky_integrate", "sequential", description="Python loop (the referenc
 register("leaky_integrate", "fft", description="causal FFT convolution (SPSN eq. 13), O(T log T)")(_parallel("fft"))
 register("leaky_integrate", "chunked", description="chunk-local scans joined by a carry scan, O(T)")(
     _parallel("chunked"))
-register("leaky_integrate", "fused", unsupported=_fused_unsupported,
+register("leaky_integrate", "fused", unsupported=fused_unsupported,
          description="time-fused kernel, one pass each way (numba CPU / Triton CUDA)")(leaky_fused)
 
 

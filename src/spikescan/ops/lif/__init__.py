@@ -51,13 +51,11 @@ included.  With ``need_membrane=False`` (the caller will drop ``v``) a backend m
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ... import surrogate as _surrogate
 from ..._checks import check_choice, check_finite, check_time_first
-from .._backend import kernels_unavailable, register, register_auto, resolve
-from .._kernels._common import SURROGATE_CODES
+from .._backend import fused_unsupported, register, register_auto, resolve
 from .._params import check_v_reset, output_dtype, param
 from .fused import lif_fused as _lif_fused_backend
 from .reference import LIFParameters, LIFStep, lif_reference, lif_step
@@ -67,20 +65,9 @@ __all__ = ["lif", "lif_fused", "lif_step", "lif_reference", "LIFParameters", "LI
 RESETS = ("subtract", "zero")
 
 
-def _fused_unsupported(x: Tensor, *, surrogate=None, **context) -> str | None:
-    reason = kernels_unavailable(x.device)
-    if reason is not None:
-        return reason
-    kind = getattr(surrogate, "kind", "")
-    if surrogate is not None and kind not in SURROGATE_CODES:
-        return (f"the fused kernels implement only the built-in surrogates {sorted(SURROGATE_CODES)}, "
-                f"got {type(surrogate).__name__} (kind {kind!r})")
-    return None
-
-
 register("lif", "sequential", description="Python loop over lif_step (the reference; double backward)")(
     lif_reference)
-register("lif", "fused", unsupported=_fused_unsupported,
+register("lif", "fused", unsupported=fused_unsupported,
          description="time-fused kernel, one pass each way (numba CPU / Triton CUDA)")(_lif_fused_backend)
 # The fused kernel does the loop's arithmetic in one pass at every T: no dependence on T.
 register_auto("lif", lambda x, **context: ("fused", "sequential"))

@@ -55,15 +55,13 @@ The sequential loop :func:`~spikescan.ops.single_spike.reference.single_spike_re
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ... import surrogate as _surrogate
 from ..._checks import as_param_tensor, check_finite, check_float, check_tensor, check_time_first
-from .._backend import backends, register, register_auto, resolve
-from .._kernels._common import SURROGATE_CODES
+from .._backend import backends, fused_unsupported, register, register_auto, resolve
 from .._params import output_dtype, param
-from .fused import fused_unsupported, max_membrane_fused, single_spike_events_fused, single_spike_fused
+from .fused import max_membrane_fused, single_spike_events_fused, single_spike_fused
 from .reference import (SingleSpikeParameters, SingleSpikeStep, first_spike, g, max_membrane_composed, phi,
                         single_spike_composed, single_spike_reference, single_spike_step)
 
@@ -85,17 +83,6 @@ DEFAULT_SURROGATE = _surrogate.FastSigmoid(slope=100.0)
 """FastSNN's surrogate ``(100 |V| + 1)^-2`` (paper eq. 20, beta = 100)."""
 
 
-def _fused_unsupported(x: Tensor, *, surrogate=None, **context) -> str | None:
-    reason = fused_unsupported(x)
-    if reason is not None:
-        return reason
-    kind = getattr(surrogate, "kind", "")
-    if surrogate is not None and kind not in SURROGATE_CODES:
-        return (f"the fused kernels implement only the built-in surrogates {sorted(SURROGATE_CODES)}, "
-                f"got {type(surrogate).__name__} (kind {kind!r})")
-    return None
-
-
 def _composed(leaky_backend: str):
     def run(x, decay, threshold, scale, v0, *, surrogate, straight_through, need_membrane=True):
         return single_spike_composed(x, decay, threshold, scale, v0, surrogate=surrogate,
@@ -113,9 +100,9 @@ def _auto(x: Tensor, **context):
     return ("fused", "composed") if x.device.type == "cpu" else ("composed",)
 
 
-register("single_spike_lif", "fused", unsupported=_fused_unsupported,
+register("single_spike_lif", "fused", unsupported=fused_unsupported,
          description="time-fused kernel, one pass each way (numba CPU / Triton CUDA)")(single_spike_fused)
-register("max_membrane_readout", "fused", unsupported=lambda x, **context: fused_unsupported(x),
+register("max_membrane_readout", "fused", unsupported=fused_unsupported,
          description="time-fused kernel, one pass each way (numba CPU / Triton CUDA)")(max_membrane_fused)
 for _name, _what in (("sequential", "the composed op, its membrane by a Python loop (double backward)"),
                      ("fft", "the composed op, its membrane by a causal FFT convolution"),
@@ -238,7 +225,7 @@ def single_spike_lif_events(x, weight: Tensor, bias: Tensor | None, decay, thres
         raise ValueError(f"single_spike_lif_events runs on the CPU (numba); the events are on {x.device}")
     bias = check_layer_params(x, weight, bias)
     sur = DEFAULT_SURROGATE if surrogate is None else _surrogate.get(surrogate)
-    reason = _fused_unsupported(weight, surrogate=sur)
+    reason = fused_unsupported(weight, surrogate=sur)
     if reason is not None:
         raise ValueError(f"single_spike_lif_events cannot run: {reason}")
     T, B, _ = x.shape

@@ -44,7 +44,7 @@ from .._kernels import _common as KC
 from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, per_neuron
 
 __all__ = ["SingleSpikeKernelConfig", "single_spike_fused", "max_membrane_fused", "single_spike_events_fused",
-           "fused_unsupported", "check_device"]
+           "check_device"]
 
 _PACKAGE = __package__
 
@@ -63,20 +63,9 @@ class SingleSpikeKernelConfig(NamedTuple):
     straight_through: bool = False
 
 
-def fused_unsupported(x, **context) -> str | None:
-    """Why the fused kernels cannot run on ``x``'s device (with what to install), or ``None``."""
-    device = x.device
-    if kernels_unavailable(device) is None:
-        return None
-    if device.type not in ("cpu", "cuda"):
-        return f"the fused kernel runs on the CPU (numba) or CUDA (Triton), x is on {device}"
-    need = "numba (pip install numba)" if device.type == "cpu" else "triton and a visible CUDA device"
-    return f"the fused kernel on {device.type} needs {need}"
-
-
 def check_device(x) -> None:
     """Raise unless a fused kernel runs on ``x``'s device (CPU: numba; CUDA: Triton)."""
-    reason = fused_unsupported(x)
+    reason = kernels_unavailable(x.device)
     if reason is not None:
         raise ValueError(reason)
 
