@@ -157,24 +157,83 @@ def decay_from_tau(tau: float, dt: float, name: str = "tau") -> float:
     return d
 
 
+class _Default(float):
+    """A float default that a constructor can tell from the same number passed explicitly
+    (``tau_mem is TAU_MEM``), so that ``beta=`` together with an explicit time constant is an
+    error while the plain default stays a plain-looking ``0.02`` in signatures and reprs."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
+def default(value: float) -> float:
+    """A constructor default that :func:`resolve_decay` recognises as "not given"."""
+    return _Default(value)
+
+
+def is_default(value) -> bool:
+    return isinstance(value, _Default)
+
+
+def check_beta(beta, name: str = "beta") -> float:
+    """A per-step decay given directly (snnTorch's ``beta`` / ``alpha``): a real number strictly in (0, 1)."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and 0.0 < beta < 1.0):
+        raise ValueError(f"{name} (the decay per step) must be a number in (0, 1), exclusive, got {beta!r}; "
+                         f"a decay of 0 or 1 has no time constant (for no synaptic stage pass tau_syn=None)")
+    return float(beta)
+
+
+def resolve_decay(tau, beta, tau_name: str, beta_name: str):
+    """``(tau, beta)`` of one stage from a constructor's arguments: ``beta=None`` keeps ``tau``
+    (its default or the value given); a ``beta`` replaces a defaulted ``tau``, and is a
+    ``ValueError`` naming both when ``tau`` was also given explicitly (``None`` included)."""
+    if beta is None:
+        return tau, None
+    if not is_default(tau):
+        raise ValueError(f"give either {beta_name}= (the decay per step) or {tau_name}= (a time constant with dt), "
+                         f"not both: got {beta_name}={beta!r} and {tau_name}={tau!r}")
+    return tau, check_beta(beta, beta_name)
+
+
 class Decay(nn.Module):
     """A decay factor ``exp(-dt/tau)``, fixed or learnable per neuron.
 
     Learnable decays are stored as ``log(tau)`` per neuron so the decay stays in (0, 1) under any
     update; fixed ones are a plain float so that fast paths can specialise on a scalar.
+
+    ``beta`` (keyword): the decay per step itself (``tau`` is ignored; it becomes
+    ``-dt / log(beta)``).  A fixed decay is then exactly ``beta``; a learnable one is computed
+    as ``beta ** (tau0 / tau)`` with ``tau0`` its initial ``exp(log_tau)`` -- the same function
+    ``exp(-dt / tau)`` with the same gradient -- so that it starts at exactly ``beta`` in any
+    dtype (``exp(-dt / exp(log tau))`` would round ``log tau`` first).
     """
 
-    def __init__(self, features: int, tau: float, dt: float, learn: bool = False, name: str = "tau"):
+    def __init__(self, features: int, tau: float, dt: float, learn: bool = False, name: str = "tau", *,
+                 beta: float | None = None):
         super().__init__()
         self.dt = float(dt)
         self.learn = bool(learn)
-        self._value = decay_from_tau(tau, dt, name)
+        self._beta = None
+        if beta is not None:
+            decay_from_tau(1.0, dt)  # the dt check
+            beta = check_beta(beta)
+            tau = -self.dt / math.log(beta)
+            self._value = beta
+        else:
+            self._value = decay_from_tau(tau, dt, name)
         self._tau = float(tau)
         if self.learn:
             self.log_tau = nn.Parameter(torch.full((features,), math.log(tau)))
+            if beta is not None:
+                self._beta = beta
+                self._log_tau0 = float(self.log_tau.detach()[0])  # what the parameter holds, rounded
 
     def forward(self) -> torch.Tensor | float:
         if self.learn:
+            if self._beta is not None:
+                return self._beta ** torch.exp(self._log_tau0 - self.log_tau)
             return torch.exp(-self.dt / torch.exp(self.log_tau))
         return self._value
 
@@ -185,13 +244,14 @@ class Decay(nn.Module):
 class SigmoidDecay(nn.Module):
     """``decay = sigmoid(w)`` with one learnable ``w`` per neuron (PLIF, Fang et al. 2021).
 
-    ``w`` starts at ``logit(exp(-dt/tau))``, finite because :func:`decay_from_tau` keeps the
-    decay strictly inside (0, 1).
+    ``w`` starts at ``logit(exp(-dt/tau))`` (or ``logit(beta)``), finite because
+    :func:`decay_from_tau` (:func:`check_beta`) keeps the decay strictly inside (0, 1); the
+    decay starts at that value to the rounding of ``w`` in its dtype.
     """
 
-    def __init__(self, features: int, tau: float, dt: float, name: str = "tau_mem"):
+    def __init__(self, features: int, tau: float, dt: float, name: str = "tau_mem", *, beta: float | None = None):
         super().__init__()
-        d = decay_from_tau(tau, dt, name)
+        d = decay_from_tau(tau, dt, name) if beta is None else check_beta(beta)
         self.w = nn.Parameter(torch.full((features,), math.log(d / (1.0 - d))))
 
     def forward(self) -> torch.Tensor:

@@ -13,7 +13,7 @@ from ..ops.lif import LIFParameters, lif, lif_step
 from ..ops._backend import backends
 from ..ops.leaky import leaky_integrate, leaky_step
 from .base import (Decay, SigmoidDecay, SpikingNeuron, StatefulModule, as_dtype, as_output, check_input,
-                   check_step_input, check_step_params, validates_once)
+                   check_step_input, check_step_params, default, resolve_decay, validates_once)
 from .state import LIFState, LIState, RLIFState, check_state, last, legacy_state, pack, state_tensor
 from .registry import register_neuron
 
@@ -31,15 +31,22 @@ class LI(StatefulModule):
     with ``return_state``), starting from ``state`` (``None``: ``i[-1] = u[-1] = 0``);
     :meth:`step` runs one step.  Chunks continue the whole sequence bit for bit on the
     ``"sequential"`` and ``"fused"`` backends (``"fft"`` / ``"chunked"``: to rounding).
+
+    ``beta=`` / ``alpha=`` (keyword-only, snnTorch's names) give the decays ``b`` / ``a`` per
+    step directly, in (0, 1), instead of ``tau_mem`` / ``tau_syn`` (giving both for one stage
+    is an error); see :class:`LIF`.
     """
 
-    def __init__(self, features: int, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
-                 dt: float = 1e-3, learn_tau: bool = False, backend: str = "auto"):
+    def __init__(self, features: int, tau_syn: float | None = default(0.02), tau_mem: float = default(0.02),
+                 dt: float = 1e-3, learn_tau: bool = False, backend: str = "auto", *,
+                 beta: float | None = None, alpha: float | None = None):
         super().__init__()
+        tau_mem, beta = resolve_decay(tau_mem, beta, "tau_mem", "beta")
+        tau_syn, alpha = resolve_decay(tau_syn, alpha, "tau_syn", "alpha")
         self.features = check_positive_int(features, "features")
         self.backend = backend
-        self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn") if tau_syn is not None else None
-        self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem")
+        self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn", beta=alpha) if tau_syn is not None else None
+        self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem", beta=beta)
 
     @validates_once
     def forward(self, x: torch.Tensor, state: LIState | None = None, *, return_state: bool = False):
@@ -121,14 +128,24 @@ class LIF(SpikingNeuron):
     state give the whole sequence's spikes bit for bit and its gradients; :meth:`step` runs one
     step.  ``forward(x, v0)`` (an initial membrane ``v'[-1]``) is deprecated: pass
     ``state=LIFState(i=None, v=v0)``.
+
+    Decays per step instead of time constants (snnTorch's names, keyword-only): ``beta=`` is
+    ``b`` and ``alpha=`` is ``a``, each a number in (0, 1) replacing ``tau_mem`` / ``tau_syn``
+    (giving both for one stage is a ``ValueError``).  A fixed decay is then exactly that number;
+    ``learn_tau=True`` starts the learned decay at exactly ``beta`` (its time constant is
+    ``-dt / log(beta)``).  ``LIF(n, beta=0.9, tau_syn=None, input_scale=1.0, reset="subtract")``
+    is snnTorch's ``Leaky(beta=0.9, reset_mechanism="subtract", reset_delay=False)``; the
+    README's migration table maps every peer's arguments.
     """
 
-    def __init__(self, features: int, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
+    def __init__(self, features: int, tau_syn: float | None = default(0.02), tau_mem: float = default(0.02),
                  dt: float = 1e-3, threshold: float = 1.0, reset: str = "zero", v_reset: float = 0.0,
                  surrogate=None, detach_reset: bool = True, learn_tau: bool = False,
                  learn_threshold: bool = False, input_scale: str | float = "one_minus_decay",
-                 backend: str = "auto"):
+                 backend: str = "auto", *, beta: float | None = None, alpha: float | None = None):
         super().__init__()
+        tau_mem, beta = resolve_decay(tau_mem, beta, "tau_mem", "beta")
+        tau_syn, alpha = resolve_decay(tau_syn, alpha, "tau_syn", "alpha")
         check_choice(reset, "reset", ("zero", "subtract"))
         check_choice(backend, "backend", LIF_BACKENDS)
         try:  # a [features] tensor would make the comparison below a RuntimeError
@@ -151,15 +168,15 @@ class LIF(SpikingNeuron):
                                                      and math.isfinite(input_scale))):
             raise ValueError(f"input_scale must be 'one_minus_decay' or a finite number, got {input_scale!r}")
         self.input_scale = input_scale
-        self.syn = Decay(features, tau_syn, dt, False, "tau_syn") if tau_syn is not None else None
-        self.mem = self._make_decay(features, tau_mem, dt, learn_tau)
+        self.syn = Decay(features, tau_syn, dt, False, "tau_syn", beta=alpha) if tau_syn is not None else None
+        self.mem = self._make_decay(features, tau_mem, dt, learn_tau, beta)
         if learn_threshold:
             self.threshold = nn.Parameter(torch.full((features,), float(threshold)))
         else:
             self.threshold = float(threshold)
 
-    def _make_decay(self, features, tau_mem, dt, learn_tau):
-        return Decay(features, tau_mem, dt, learn_tau, "tau_mem")
+    def _make_decay(self, features, tau_mem, dt, learn_tau, beta=None):
+        return Decay(features, tau_mem, dt, learn_tau, "tau_mem", beta=beta)
 
     def _threshold(self, x: torch.Tensor):
         """The threshold in ``x``'s dtype; a learned (tensor) one checked ``> 0`` here, once per call
@@ -233,11 +250,13 @@ class PLIF(LIF):
     """Parametric LIF: :class:`LIF` whose membrane decay ``sigmoid(w)`` is learned per neuron.
 
     Fang et al., "Incorporating learnable membrane time constant to enhance learning of spiking
-    neural networks", ICCV 2021.  Same equations as :class:`LIF` with ``b = sigmoid(w)``.
+    neural networks", ICCV 2021.  Same equations as :class:`LIF` with ``b = sigmoid(w)``;
+    ``w`` starts at ``logit(exp(-dt/tau_mem))``, or ``logit(beta)`` with ``beta=`` (the initial
+    decay, keyword-only; SpikingJelly's ``ParametricLIFNode(init_tau)`` is ``beta = 1 - 1/init_tau``).
     """
 
-    def _make_decay(self, features, tau_mem, dt, learn_tau):
-        return SigmoidDecay(features, tau_mem, dt, "tau_mem")
+    def _make_decay(self, features, tau_mem, dt, learn_tau, beta=None):
+        return SigmoidDecay(features, tau_mem, dt, "tau_mem", beta=beta)
 
 
 class RLIF(LIF):
@@ -262,20 +281,20 @@ class RLIF(LIF):
     loop: BPTT through the membrane, the resets and, via the surrogate, the recurrent spikes.
     With ``W_rec = 0`` it computes exactly :class:`LIF`.
 
-    Same arguments as :class:`LIF` except ``backend`` (always the loop), plus
-    ``recurrent_bias``.  ``forward(x, state=None, *, return_state=False, return_membrane=False)``
+    Same arguments as :class:`LIF` (``beta=`` / ``alpha=`` included) except ``backend`` (always
+    the loop), plus ``recurrent_bias``.  ``forward(x, state=None, *, return_state=False, return_membrane=False)``
     as :class:`LIF`'s, with the :class:`~spikescan.nn.state.RLIFState` ``(i, v', s)``: the
     last spikes are part of the state, since they feed the next step.  ``v0=`` (the initial
     membrane) is deprecated: ``state=RLIFState(i=None, v=v0, s=None)``.
     """
 
-    def __init__(self, features: int, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
+    def __init__(self, features: int, tau_syn: float | None = default(0.02), tau_mem: float = default(0.02),
                  dt: float = 1e-3, threshold: float = 1.0, reset: str = "zero", v_reset: float = 0.0,
                  surrogate=None, detach_reset: bool = True, learn_tau: bool = False,
                  learn_threshold: bool = False, input_scale: str | float = "one_minus_decay",
-                 recurrent_bias: bool = False):
+                 recurrent_bias: bool = False, *, beta: float | None = None, alpha: float | None = None):
         super().__init__(features, tau_syn, tau_mem, dt, threshold, reset, v_reset, surrogate, detach_reset,
-                         learn_tau, learn_threshold, input_scale, backend="sequential")
+                         learn_tau, learn_threshold, input_scale, backend="sequential", beta=beta, alpha=alpha)
         self.recurrent = nn.Linear(self.features, self.features, bias=bool(recurrent_bias))
 
     def forward(self, x: torch.Tensor, state: RLIFState | None = None, *, return_state: bool = False,

@@ -31,7 +31,7 @@ from ..ops.firing import heaviside
 from ..ops.first_spike import DEFAULT_SURROGATE, g, max_membrane_readout, single_spike_lif, single_spike_lif_events
 from ..ops.leaky import leaky_integrate, leaky_step
 from .base import (Decay, SpikingNeuron, StatefulModule, as_dtype, as_output, check_input, check_step_input,
-                   check_step_params, validates_once)
+                   check_step_params, default, resolve_decay, validates_once)
 from .state import MaxMembraneState, SingleSpikeState, check_state, last, legacy_return_membrane, pack, state_tensor
 from .registry import register_neuron
 
@@ -55,6 +55,8 @@ class SingleSpikeLIF(SpikingNeuron):
     Args:
         features: size of the last input dim.
         tau, dt: membrane time constant and step in seconds, ``b = exp(-dt/tau)``.
+        beta: (keyword-only) the decay ``b`` per step directly, in (0, 1), instead of ``tau``
+            (not both); a learned decay starts at exactly ``beta``.
         threshold: firing threshold (paper: 1).
         surrogate: default ``FastSigmoid(slope=100)``.
         input_scale: ``"one_minus_decay"`` (paper eq. 5) or a float (``1.0``: the authors' code).
@@ -66,14 +68,15 @@ class SingleSpikeLIF(SpikingNeuron):
             (``"sequential"``, ``"fft"``, ``"chunked"``); ``"auto"``: fused on the CPU.
     """
 
-    def __init__(self, features: int, tau: float = 0.01, dt: float = 1e-3, threshold: float = 1.0, *,
+    def __init__(self, features: int, tau: float = default(0.01), dt: float = 1e-3, threshold: float = 1.0, *,
                  surrogate=None, input_scale="one_minus_decay", learn_tau: bool = False,
-                 straight_through: bool = False, backend: str = "auto"):
+                 straight_through: bool = False, backend: str = "auto", beta: float | None = None):
         super().__init__()
+        tau, beta = resolve_decay(tau, beta, "tau", "beta")
         if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
             raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
         self.features = check_positive_int(features, "features")
-        self.mem = Decay(features, tau, dt, learn_tau, "tau")
+        self.mem = Decay(features, tau, dt, learn_tau, "tau", beta=beta)
         self.threshold = float(threshold)
         self.surrogate = DEFAULT_SURROGATE if surrogate is None else surrogate_lib.get(surrogate)
         self.input_scale = input_scale
@@ -193,7 +196,7 @@ class MaxMembraneReadout(StatefulModule):
 
     ``V[t] = b V[t-1] + (1 - b) x[t]``; the paper feeds ``max_t V`` to softmax / cross-entropy.
     ``backend``: :func:`~spikescan.ops.first_spike.max_membrane_readout`'s (``"fused"``: one
-    kernel each way).
+    kernel each way).  ``beta=`` (keyword-only): the decay ``b`` per step instead of ``tau``.
 
     ``forward(x, state=None, *, return_state=False)``: with a
     :class:`~spikescan.nn.state.MaxMembraneState` ``(V, max V)`` the logits are the maximum over
@@ -204,11 +207,13 @@ class MaxMembraneReadout(StatefulModule):
     steps that tie for the maximum within a chunk, between the chunks by ``torch.maximum``.
     """
 
-    def __init__(self, features: int, tau: float = 0.02, dt: float = 1e-3, *,
-                 input_scale="one_minus_decay", learn_tau: bool = False, backend: str = "auto"):
+    def __init__(self, features: int, tau: float = default(0.02), dt: float = 1e-3, *,
+                 input_scale="one_minus_decay", learn_tau: bool = False, backend: str = "auto",
+                 beta: float | None = None):
         super().__init__()
+        tau, beta = resolve_decay(tau, beta, "tau", "beta")
         self.features = check_positive_int(features, "features")
-        self.mem = Decay(features, tau, dt, learn_tau, "tau")
+        self.mem = Decay(features, tau, dt, learn_tau, "tau", beta=beta)
         self.input_scale = input_scale
         self._scale = _input_scale(input_scale)
         self.backend = backend

@@ -9,7 +9,7 @@ from ..ops import spsn as spsn_ops
 from ..ops._backend import backends, resolve
 from ..ops.firing import gumbel_spike, sigmoid_bernoulli
 from ..ops.leaky import leaky_integrate
-from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input, validates_once
+from .base import Decay, SpikingNeuron, as_dtype, as_output, check_input, default, resolve_decay, validates_once
 from .state import SPSNState, check_state, last, pack, state_tensor
 from .registry import register_neuron
 
@@ -66,13 +66,20 @@ class SPSN(SpikingNeuron):
     carried state give the spikes of the whole sequence bit for bit and its gradients, whatever
     the chunk sizes.  (A stateless call on a non-fused backend draws ``torch.rand`` instead, as
     before.)  :meth:`step` runs one step.
+
+    ``alpha=`` / ``beta=`` (keyword-only; the paper's ``a`` / ``b`` names, snnTorch's too) give
+    the decays per step directly, in (0, 1), instead of ``tau_syn`` / ``tau_mem`` (not both for
+    one stage); a learned decay starts at exactly that value.
     """
 
-    def __init__(self, features: int, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
+    def __init__(self, features: int, tau_syn: float | None = default(0.02), tau_mem: float = default(0.02),
                  dt: float = 1e-3, firing: str = "sb", learn_tau: bool = False,
                  backend: str = "auto", gs_tau: float = 1.0, logit_scale: float = 1.0,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, *, beta: float | None = None,
+                 alpha: float | None = None):
         super().__init__()
+        tau_mem, beta = resolve_decay(tau_mem, beta, "tau_mem", "beta")
+        tau_syn, alpha = resolve_decay(tau_syn, alpha, "tau_syn", "alpha")
         check_choice(firing, "firing", FIRING_MODES)
         check_choice(backend, "backend", SPSN_BACKENDS)
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -83,8 +90,8 @@ class SPSN(SpikingNeuron):
         self.gs_tau = float(gs_tau)
         self.logit_scale = float(logit_scale)
         self.generator = generator
-        self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn") if tau_syn is not None else None
-        self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem")
+        self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn", beta=alpha) if tau_syn is not None else None
+        self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem", beta=beta)
 
     def membrane(self, x: torch.Tensor) -> torch.Tensor:
         """The membrane potential ``u`` (before firing), ``[T, B, *, features]``, in ``x.dtype``."""
