@@ -53,12 +53,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .._checks import as_param_tensor, check_time_first
+from .._checks import check_time_first
 from ..nn.container import TimeDistributed
 from ..nn.leaky import LI, LIF
 from ..nn.spsn import SPSN
 from ..ops.firing import gumbel_spike, sigmoid_bernoulli
 from ..ops.lif import lif
+from ..ops._params import compute_dtype, param
 from ..ops.leaky import leaky_integrate
 from ._comm import PeerFailure, global_rank, guard, rank_of, world_of
 
@@ -137,18 +138,6 @@ def gather_time(x_local: Tensor, group: Optional[dist.ProcessGroup] = None) -> T
 # --------------------------------------------------------------------------------------------
 # leaky integration, split
 # --------------------------------------------------------------------------------------------
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _param(value, name: str, x: Tensor, compute: torch.dtype, **bounds) -> Tensor:
-    """A validated parameter tensor in ``compute`` dtype, its rank aligned to ``x.shape[1:]``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = torch.tensor(float(value), dtype=compute, device=x.device)
-    t = as_param_tensor(value, name, x, **bounds)
-    return t.to(compute).reshape((1,) * (x.dim() - 1 - t.dim()) + tuple(t.shape))
 
 
 def _all_gather(t: Tensor, group, what: str) -> list[Tensor]:
@@ -256,11 +245,11 @@ def leaky_integrate_split(x_local: Tensor, decay, *, scale=1.0, v0=None,
             backward, so each rank holds the single-process gradient (see the module docstring).
     """
     check_time_first(x_local, "x_local")
-    compute = _compute_dtype(x_local.dtype)
-    d = _param(decay, "decay", x_local, compute, low=0.0, high=1.0)
+    compute = compute_dtype(x_local.dtype)
+    d = param(decay, "decay", x_local, align=True, low=0.0, high=1.0)
     unit = isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale == 1
-    s = None if unit else _param(scale, "scale", x_local, compute)
-    v = None if v0 is None else _param(v0, "v0", x_local, compute)
+    s = None if unit else param(scale, "scale", x_local, align=True)
+    v = None if v0 is None else param(v0, "v0", x_local, align=True)
     u = _SplitScan.apply(x_local.to(compute), d, s, v, group, backend, bool(reduce_grads))
     return u.to(x_local.dtype)
 

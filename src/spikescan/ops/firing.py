@@ -24,8 +24,6 @@ from .._checks import check_finite, check_float, check_tensor, compute_dtype
 
 __all__ = ["heaviside", "sigmoid_bernoulli", "gumbel_spike"]
 
-_compute_dtype = compute_dtype  # float32 for float16/bfloat16, else the input's dtype
-
 
 def _check_input(u, name: str, check) -> Tensor:
     check_tensor(u, name)
@@ -45,7 +43,7 @@ def _check_generator(generator, u: Tensor) -> None:
 
 def _get_noise(noise, generator, u: Tensor, name: str, sampler) -> Tensor:
     """Validate a given noise tensor, or draw one with ``sampler(shape, dtype, device, generator)``."""
-    dtype = _compute_dtype(u.dtype)
+    dtype = compute_dtype(u.dtype)
     if noise is None:
         _check_generator(generator, u)
         return sampler(u.shape, dtype, u.device, generator)
@@ -79,7 +77,7 @@ class _Heaviside(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         (u,) = ctx.saved_tensors
-        g = ctx.surrogate.grad(u.to(_compute_dtype(u.dtype)))
+        g = ctx.surrogate.grad(u.to(compute_dtype(u.dtype)))
         return (grad_out * g).to(u.dtype), None
 
 
