@@ -366,6 +366,20 @@ def run_main(name: str, doc: str | None, add_arguments: Callable, run: Callable,
     return run(parser.parse_args(argv))
 
 
+def check_run_options(args, positive: Sequence[str] = ()) -> None:
+    """The options every timing bench shares: ``positive`` ones >= 1, ``--warmup`` >= 0,
+    ``--budget-s`` > 0 and ``--threads`` >= 1 where the bench has them; a ValueError names the flag."""
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if getattr(args, "warmup", 0) < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if hasattr(args, "budget_s") and not args.budget_s > 0:
+        raise ValueError(f"--budget-s must be > 0, got {args.budget_s}")
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+
+
 def positive_ints(text: str) -> list[int]:
     """argparse type: integers >= 1 separated by commas (``"8,16,32"``; with ``nargs="+"`` also spaces)."""
     import argparse

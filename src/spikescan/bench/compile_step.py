@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 from typing import Any
 
 import torch
 
-from ._common import (format_table, fmt_ratio, fmt_seconds, machine_info, resolve_device, run_main, time_fn,
-                      write_json_atomic)
+from ._common import (check_run_options, format_table, fmt_ratio, fmt_seconds, machine_info, resolve_device,
+                      run_main, time_fn, write_json_atomic)
 
 # name -> (preset or None for the default config, config overrides, n_in, n_out, input density)
 NETWORKS = {
@@ -79,6 +80,7 @@ def _step_fn(model, cfg, x, y, lr):
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    check_run_options(args, ("repeats",))
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,8 +127,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = {k: v for k, v in vars(args).items() if not k.startswith("_")} | {"device": str(device)}
     out = dict(benchmark="compile-step", config=config, machine=machine_info(device),
                results=results)
-    import os
-
     os.makedirs(args.out, exist_ok=True)
     write_json_atomic(os.path.join(args.out, "results.json"), out)
     print(f"wrote {os.path.join(args.out, 'results.json')}")

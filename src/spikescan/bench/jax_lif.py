@@ -83,15 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate(args) -> None:
-    for name in ("neurons", "batch", "repeats", "check_neurons"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
-    if not args.budget_s > 0:
-        raise ValueError(f"--budget-s must be > 0, got {args.budget_s}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    C.check_run_options(args, ("neurons", "batch", "repeats", "check_neurons"))
 
 
 def _jax():

@@ -295,15 +295,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    for name in ("neurons", "batch", "repeats"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
-    if not args.budget_s > 0:
-        raise ValueError(f"--budget-s must be > 0, got {args.budget_s}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    C.check_run_options(args, ("neurons", "batch", "repeats"))
     if len(args.memory_case) != 3:
         raise ValueError(f"--memory-case must be B,N,T, got {args.memory_case}")
 

@@ -105,21 +105,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate(args) -> None:
-    for name in ("batch", "in_features", "hidden", "repeats"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    C.check_run_options(args, ("batch", "in_features", "hidden", "repeats"))
     if not 0.0 <= args.p_in <= 1.0:
         raise ValueError(f"--p-in must be in [0, 1], got {args.p_in}")
     if not (math.isfinite(args.tau) and args.tau >= 1.0):
         raise ValueError(f"--tau must be a finite number >= 1 (steps), got {args.tau}")
     if not (math.isfinite(args.threshold) and args.threshold > 0):
         raise ValueError(f"--threshold must be > 0, got {args.threshold}")
-    if not args.budget_s > 0:
-        raise ValueError(f"--budget-s must be > 0, got {args.budget_s}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
 
 
 def default_impls() -> list[str]:

@@ -165,19 +165,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    for name in ("batch", "in_features", "hidden", "repeats"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    C.check_run_options(args, ("batch", "in_features", "hidden", "repeats"))
     if not 0.0 <= args.p_in <= 1.0:
         raise ValueError(f"--p-in must be in [0, 1], got {args.p_in}")
     if not args.tau > 0:
         raise ValueError(f"--tau must be > 0, got {args.tau}")
-    if not args.budget_s > 0:
-        raise ValueError(f"--budget-s must be > 0, got {args.budget_s}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
 
 
 def _t_values(args: argparse.Namespace) -> list[int]:
@@ -214,7 +206,6 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     t_values = _t_values(args)
     backends = list(args.backends) if args.backends else spsn_backends()
     impls = [LIF] + [f"spsn-{b}" for b in backends]
-    import spikescan.ops.spsn  # noqa: F401  (registers the "spsn" backends)
     from spikescan.ops import backends
 
     if not args.backends and "fused" in backends("spsn", torch.empty(0, device=device)):

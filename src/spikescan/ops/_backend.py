@@ -170,6 +170,12 @@ def kernel_impl(device: torch.device) -> str:
     return "numba" if torch.device(device).type == "cpu" else "triton"
 
 
+def stores_states(device: torch.device) -> bool:
+    """Whether the fused kernels on ``device`` keep every step's state for the backward (Triton),
+    rather than a checkpoint every ``_common.SEGMENT`` steps that the backward recomputes from (numba)."""
+    return kernel_impl(device) == "triton"
+
+
 def kernel_module(package: str, device: torch.device):
     """The ``numba_kernels`` or ``triton_kernels`` module of an op package for ``device``.
 

@@ -55,6 +55,11 @@ def per_neuron(p: Tensor, rest, dtype: torch.dtype) -> Tensor:
     return p.to(dtype).expand(rest).reshape(math.prod(rest)).contiguous()
 
 
+def needs_grad(*tensors) -> bool:
+    """Whether autograd will want a gradient of any of ``tensors`` (``None`` entries ignored)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def numpy_views(*tensors):
     return tuple(t.numpy() for t in tensors)
 

@@ -10,9 +10,10 @@ looping over T, saving only the pre-reset membrane"; on the CPU we save less sti
 ``spikescan::lif_fused_forward`` and ``spikescan::lif_fused_backward`` are custom ops with fake
 (meta) kernels and a registered autograd formula, so ``torch.compile`` traces through them
 without a graph break and ``torch.library.opcheck`` checks them; in eager mode the same bodies
-run through an ``autograd.Function`` (``_host.eager_function``: no compiler import, no dispatch).  Their implementation is the
-``numba_kernels`` (CPU) or ``triton_kernels`` (CUDA) module of this package, which share one host
-signature (:class:`LIFKernelConfig` for the constants).
+run through an ``autograd.Function`` (``_host.eager_function``: no compiler import, no
+dispatch).  Their implementation is the ``numba_kernels`` (CPU) or ``triton_kernels`` (CUDA)
+module of this package, which share one host signature (:class:`LIFKernelConfig` for the
+constants).
 
 What the forward keeps for the backward, per (t, neuron): on the CPU the input (the caller's own
 tensor when it is contiguous float32/float64) and a post-reset state checkpoint every 32 steps
@@ -28,9 +29,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._backend import kernel_impl, kernel_module
+from .._backend import kernel_module, stores_states
 from .._kernels import _common as KC
-from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, per_neuron
+from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, needs_grad, per_neuron
 
 
 class LIFKernelConfig(NamedTuple):
@@ -52,10 +53,6 @@ class LIFKernelConfig(NamedTuple):
 _PACKAGE = __package__
 
 
-def _saves_membrane(device: torch.device) -> bool:
-    return kernel_impl(device) == "triton"
-
-
 def _forward_impl(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: Tensor, zero_reset: bool,
                       detach: bool, surrogate_code: int, surrogate_param: float, store_v: bool,
                       need_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -72,8 +69,8 @@ lif_fused_forward = torch.library.custom_op("spikescan::lif_fused_forward", _for
 @lif_fused_forward.register_fake
 def _(x, decay, threshold, v_reset, v0, zero_reset, detach, surrogate_code, surrogate_param, store_v, need_grad):
     T, N = x.shape
-    keep_v = store_v or (need_grad and _saves_membrane(x.device))
-    ck_rows = -(-T // KC.SEGMENT) if need_grad and not _saves_membrane(x.device) else 0
+    keep_v = store_v or (need_grad and stores_states(x.device))
+    ck_rows = -(-T // KC.SEGMENT) if need_grad and not stores_states(x.device) else 0
     return (x.new_empty(T, N), x.new_empty(T if keep_v else 0, N), x.new_empty(N), x.new_empty(ck_rows, N))
 
 
@@ -105,7 +102,7 @@ def _(x, v, checkpoints, grad_s, grad_v, grad_last, decay, threshold, v_reset, v
 def _setup_context(ctx, inputs, output):
     x, decay, threshold, v_reset, v0, zero_reset, detach, code, param, store_v, need_grad = inputs
     s, v, v_last, checkpoints = output
-    keep_v = v if _saves_membrane(x.device) else v.new_empty(0, v.shape[1])
+    keep_v = v if stores_states(x.device) else v.new_empty(0, v.shape[1])
     ctx.save_for_backward(x, keep_v, checkpoints, decay, threshold, v_reset, v0)
     ctx.config = (zero_reset, detach, code, param)
 
@@ -142,8 +139,7 @@ def lif_fused(x: Tensor, decay: Tensor, threshold: Tensor, v_reset: Tensor, v0: 
     xf = x.to(kdtype).reshape(T, N).contiguous()
     d, th, vr = (per_neuron(p, rest, kdtype) for p in (decay, threshold, v_reset))
     v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, kdtype)
-    need_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, decay, threshold, v_reset, v0))
+    need_grad = needs_grad(x, decay, threshold, v_reset, v0)
     op = lif_fused_forward if torch.compiler.is_compiling() else _LIFFusedEager.apply
     s, v, last, _ = op(xf, d, th, vr, v0v, reset == "zero", bool(detach_reset), code, sparam,
                                       bool(need_membrane), need_grad)

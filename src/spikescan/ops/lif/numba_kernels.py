@@ -369,10 +369,6 @@ def lif_backward(x, ck, gs, gv, glast, decay, thr, vreset, zero_reset, detach, c
 # stays in L2 (135 KiB in float32).
 _BACKWARD_BLOCK = 1024
 
-# The backward recomputes the membranes from ``x`` and checkpoints; it never reads ``v``.
-SAVES_MEMBRANE = False
-
-
 def forward(*, x, decay, threshold, v_reset, v0, config, store_v: bool, need_grad: bool):
     """Run the LIF over ``x`` ``[T, N]`` (contiguous, float32/float64) with per-neuron ``[N]``
     parameters and initial state ``v0``; ``config`` a :class:`~spikescan.ops.lif.fused.LIFKernelConfig`.

@@ -100,10 +100,6 @@ def _lif_bwd(v_ptr, gs_ptr, gv_ptr, gl_ptr, d_ptr, th_ptr, vr_ptr, v0_ptr,
     tl.store(gv0_ptr + offs, a, mask=mask)
 
 
-# The backward reads the stored pre-reset membrane (4 bytes per (t, neuron) in float32).
-SAVES_MEMBRANE = True
-
-
 def forward(*, x, decay, threshold, v_reset, v0, config, store_v: bool, need_grad: bool):
     """The contract of ``numba_kernels.forward``; ``v`` is written whenever ``store_v`` or
     ``need_grad`` (the backward reads it), ``checkpoints`` is always ``[0, N]``."""

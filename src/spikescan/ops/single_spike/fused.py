@@ -39,9 +39,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._backend import kernel_impl, kernel_module, kernels_unavailable
+from .._backend import kernel_module, kernels_unavailable, stores_states
 from .._kernels import _common as KC
-from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, per_neuron
+from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, needs_grad, per_neuron
 
 __all__ = ["SingleSpikeKernelConfig", "single_spike_fused", "max_membrane_fused", "single_spike_events_fused",
            "check_device"]
@@ -68,14 +68,6 @@ def check_device(x) -> None:
     reason = kernels_unavailable(x.device)
     if reason is not None:
         raise ValueError(reason)
-
-
-def _saves_membrane(device: torch.device) -> bool:
-    return kernel_impl(device) == "triton"
-
-
-def _need_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _check_saved(kept: Tensor, op: str) -> None:
@@ -110,8 +102,8 @@ single_spike_fused_forward = torch.library.custom_op(
 @single_spike_fused_forward.register_fake
 def _(x, decay, scale, threshold, v0, surrogate_code, surrogate_param, straight_through, store_v, need_grad):
     T, N = x.shape
-    keep_v = store_v or (need_grad and _saves_membrane(x.device))
-    ck_rows = -(-T // KC.SEGMENT) if need_grad and not _saves_membrane(x.device) else 0
+    keep_v = store_v or (need_grad and stores_states(x.device))
+    ck_rows = -(-T // KC.SEGMENT) if need_grad and not stores_states(x.device) else 0
     return (x.new_empty(T, N), x.new_empty(T if keep_v else 0, N), x.new_empty(N, dtype=torch.int32),
             x.new_empty(ck_rows, N))
 
@@ -144,14 +136,14 @@ def _(x, v, checkpoints, first, grad_s, grad_v, decay, scale, threshold, v0, sur
 def _single_spike_setup_context(ctx, inputs, output):
     x, decay, scale, threshold, v0, code, param, straight, store_v, need_grad = inputs
     s, v, first, checkpoints = output
-    keep_v = v if _saves_membrane(x.device) else v.new_empty(0, v.shape[1])
+    keep_v = v if stores_states(x.device) else v.new_empty(0, v.shape[1])
     ctx.save_for_backward(x, keep_v, checkpoints, first, decay, scale, threshold, v0)
     ctx.config = (code, param, straight)
 
 
 def _single_spike_backward(ctx, g_s, g_v, g_first, g_ck, backward_op=single_spike_fused_backward):
     x, v, checkpoints, first, decay, scale, threshold, v0 = ctx.saved_tensors
-    _check_saved(v if _saves_membrane(x.device) else checkpoints, "single_spike_fused_forward")
+    _check_saved(v if stores_states(x.device) else checkpoints, "single_spike_fused_forward")
     N = x.shape[1]
     gs = x.new_zeros(1, N) if g_s is None else g_s
     gv = None if g_v is None or g_v.numel() == 0 else g_v
@@ -186,7 +178,7 @@ def single_spike_fused(x: Tensor, decay: Tensor, threshold: Tensor, scale: Tenso
     v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, kdtype)
     op = single_spike_fused_forward if torch.compiler.is_compiling() else _SingleSpikeFusedForwardEager.apply
     s, v, _, _ = op(xf, d, c, th, v0v, code, sparam, bool(straight_through), bool(need_membrane),
-                    _need_grad(x, decay, scale, threshold, v0))
+                    needs_grad(x, decay, scale, threshold, v0))
     out = x.dtype
     v = v.view(x.shape).to(out) if need_membrane else v.new_empty(0, dtype=out)
     return s.view(x.shape).to(out), v
@@ -213,8 +205,8 @@ max_membrane_fused_forward = torch.library.custom_op(
 @max_membrane_fused_forward.register_fake
 def _(x, decay, scale, v0, need_grad):
     T, N = x.shape
-    v_rows = T if need_grad and _saves_membrane(x.device) else 0
-    ck_rows = -(-T // KC.SEGMENT) if need_grad and not _saves_membrane(x.device) else 0
+    v_rows = T if need_grad and stores_states(x.device) else 0
+    ck_rows = -(-T // KC.SEGMENT) if need_grad and not stores_states(x.device) else 0
     return x.new_empty(N), x.new_empty(N), x.new_empty(v_rows, N), x.new_empty(ck_rows, N)
 
 
@@ -245,7 +237,7 @@ def _max_membrane_setup_context(ctx, inputs, output):
 
 def _max_membrane_backward(ctx, g_max, g_count, g_v, g_ck, backward_op=max_membrane_fused_backward):
     x, v, checkpoints, decay, scale, v0, maximum, count = ctx.saved_tensors
-    _check_saved(v if _saves_membrane(x.device) else checkpoints, "max_membrane_fused_forward")
+    _check_saved(v if stores_states(x.device) else checkpoints, "max_membrane_fused_forward")
     gm = x.new_zeros(x.shape[1]) if g_max is None else g_max
     grads = backward_op(x, v, checkpoints, gm, decay, scale, v0, maximum, count, any(ctx.needs_input_grad[1:3]))
     return (*grads, None)
@@ -269,7 +261,7 @@ def max_membrane_fused(x: Tensor, decay: Tensor, scale: Tensor, v0: Tensor | Non
     d, c = per_neuron(decay, rest, kdtype), per_neuron(scale, rest, kdtype)
     v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, kdtype)
     op = max_membrane_fused_forward if torch.compiler.is_compiling() else _MaxMembraneFusedForwardEager.apply
-    mx, _, _, _ = op(xf, d, c, v0v, _need_grad(x, decay, scale, v0))
+    mx, _, _, _ = op(xf, d, c, v0v, needs_grad(x, decay, scale, v0))
     return mx.view(rest).to(x.dtype)
 
 
@@ -386,5 +378,5 @@ def single_spike_events_fused(x, weight: Tensor, bias: Tensor, decay: Tensor, th
     values = w.new_empty(0) if x.values is None else x.values.detach().to(kdtype).contiguous()
     op = single_spike_events_fused_forward if torch.compiler.is_compiling() else _SingleSpikeEventsFusedForwardEager.apply
     s, _, _ = op(x.crow, x.channels, values, w, b, d, c, th, v0v, T, B, code, sparam, bool(straight_through),
-                 _need_grad(weight, bias, decay, scale, threshold, v0))
+                 needs_grad(weight, bias, decay, scale, threshold, v0))
     return s.view(T, B, O).to(weight.dtype)

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._backend import kernel_impl, kernel_module
+from .._backend import kernel_module, stores_states
 from .._kernels import _common as KC
 from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, per_neuron
 
@@ -91,10 +91,6 @@ def spsn_uniforms(seed: int, shape, *, dtype: torch.dtype = torch.float32, devic
     return out.view(shape)
 
 
-def _saves_states(device: torch.device) -> bool:
-    return kernel_impl(device) == "triton"
-
-
 def _forward_impl(x: Tensor, alpha: Tensor, beta: Tensor, seed: Tensor, gumbel: bool, tau: float,
                   logit_scale: float, i0: Tensor | None = None, u0: Tensor | None = None,
                   t0: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -114,7 +110,7 @@ spsn_fused_forward = torch.library.custom_op("spikescan::spsn_fused_forward", _f
 @spsn_fused_forward.register_fake
 def _(x, alpha, beta, seed, gumbel, tau, logit_scale, i0=None, u0=None, t0=None):
     T, N = x.shape
-    rows = T if _saves_states(x.device) else -(-T // KC.SEGMENT) + 1
+    rows = T if stores_states(x.device) else -(-T // KC.SEGMENT) + 1
     return x.new_empty(T, N), x.new_empty(rows, N), x.new_empty(rows, N)
 
 
@@ -150,7 +146,7 @@ def _setup_context(ctx, inputs, output):
     x, alpha, beta, seed, gumbel, tau, logit_scale, *init = inputs
     i0, u0, t0 = (*init, None, None, None)[:3]
     s, state_i, state_u = output
-    keep_x = x.new_empty(0, x.shape[1]) if _saves_states(x.device) else x  # the kernels that read it
+    keep_x = x.new_empty(0, x.shape[1]) if stores_states(x.device) else x  # the kernels that read it
     ctx.save_for_backward(keep_x, alpha, beta, seed, state_i, state_u, i0, u0, t0)
     ctx.config = (gumbel, tau, logit_scale)
     ctx.steps = x.shape[0]

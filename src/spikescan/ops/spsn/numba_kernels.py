@@ -430,11 +430,6 @@ def spsn_backward(x, gs, alpha, beta, keys, gs_mode, consts, ec, fast, pgrad, lo
 # 1.68, 1.98; 2048: 1.63, 1.93.
 _BLOCK = 2048
 
-# The backward recomputes each segment from ``x`` and a checkpoint of ``(i, u)`` every SEGMENT
-# steps; it never reads stored states of every step.
-SAVES_STATES = False
-
-
 def _constants(dtype, config) -> tuple:
     """The kernels' ``consts``: ``(1, 2**-24, c, tau, c / tau)`` as scalars of ``dtype``."""
     from .._kernels._host import scalars

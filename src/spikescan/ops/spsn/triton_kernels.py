@@ -130,11 +130,6 @@ def _spsn_bwd(gs_ptr, a_ptr, b_ptr, keys_ptr, i_ptr, u_ptr, i0_ptr, u0_ptr, gil_
     tl.store(gu0_ptr + offs, cu, mask=mask)
 
 
-# The backward reads the stored current and membrane of every step (8 bytes per (t, neuron) in
-# float32) instead of recomputing them.
-SAVES_STATES = True
-
-
 def uniforms(*, keys, out):
     """The contract of ``numba_kernels.uniforms``."""
     T, N = out.shape
