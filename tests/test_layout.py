@@ -93,8 +93,8 @@ def test_walker_sees_a_circle():
 
 
 LAYERS = {  # a layer may import only the layers listed (and itself)
-    "spikescan.ops": {"spikescan.surrogate", "spikescan._checks", "spikescan.ops"},
-    "spikescan.nn": {"spikescan.surrogate", "spikescan._checks", "spikescan.ops", "spikescan.nn"},
+    "spikescan.ops": {"spikescan.defaults", "spikescan.surrogate", "spikescan._checks", "spikescan.ops"},
+    "spikescan.nn": {"spikescan.defaults", "spikescan.surrogate", "spikescan._checks", "spikescan.ops", "spikescan.nn"},
 }
 
 

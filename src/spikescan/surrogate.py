@@ -33,11 +33,14 @@ triangle        ``max(0, 1 - |x|/width) / width``                          piece
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor
+
+from . import defaults as _defaults
 
 __all__ = [
     "Surrogate",
@@ -158,8 +161,8 @@ class Triangle(Surrogate):
         return 0.5 + y - torch.sign(y) * y * y / 2.0
 
 
-DEFAULT = FastSigmoid()
-"""The surrogate used when none is given: ``FastSigmoid(slope=25.0)``."""
+DEFAULT = FastSigmoid(_defaults.SURROGATE_SLOPE)
+"""The surrogate used when none is given: ``FastSigmoid(slope=25.0)`` (:mod:`spikescan.defaults`)."""
 
 _CLASSES = {"fast_sigmoid": FastSigmoid, "atan": ATan, "sigmoid": Sigmoid, "triangle": Triangle}
 _ALIASES = {
@@ -185,12 +188,17 @@ def _canonical(name: str) -> str:
         ) from None
 
 
+_CALL = re.compile(r"\s*([A-Za-z_-]+)\s*\(\s*(?:([a-z_]+)\s*=\s*)?([^()=,\s]+)\s*\)\s*")
+
+
 def get(name_or_obj=None, **kw) -> Surrogate:
     """Return a surrogate from an instance, a name, or ``None`` (the default ``FastSigmoid(25)``).
 
     Names (case-insensitive): ``"fast_sigmoid"``/``"superspike"``, ``"atan"``/``"arctan"``,
     ``"sigmoid"``, ``"triangle"``.  Keyword arguments go to the constructor, e.g.
-    ``get("fast_sigmoid", slope=100.0)``.  Raises ``ValueError`` for an unknown name or a
+    ``get("fast_sigmoid", slope=100.0)``.  A name may carry its parameter as a call, the form
+    of a surrogate's ``repr`` (so a config file can name one): ``"fast_sigmoid(100)"``,
+    ``"FastSigmoid(slope=100.0)"``, ``"atan(alpha=2)"``.  Raises ``ValueError`` for an unknown name or a
     non-positive parameter, and when keywords are given together with an instance or ``None``.
     """
     if isinstance(name_or_obj, Surrogate):
@@ -205,6 +213,19 @@ def get(name_or_obj=None, **kw) -> Surrogate:
         raise TypeError(
             f"surrogate must be a Surrogate instance, a name or None, got {type(name_or_obj).__name__}"
         )
+    call = _CALL.fullmatch(name_or_obj)
+    if call is not None:
+        if kw:
+            raise ValueError(f"surrogate {name_or_obj!r}: keyword arguments {sorted(kw)} given with a parameter")
+        name_or_obj, key, value = call.groups()
+        cls = _CLASSES[_canonical(name_or_obj)]
+        if key is not None and key != cls._param_name:
+            raise ValueError(f"surrogate {call.string!r}: {cls.__name__} takes only {cls._param_name!r}, got {key!r}")
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"surrogate {call.string!r}: the parameter must be a number, got {value!r}") from None
+        return cls(value)
     cls = _CLASSES[_canonical(name_or_obj)]
     try:
         return cls(**kw)

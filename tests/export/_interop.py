@@ -64,15 +64,16 @@ def spikescan_net(network: str) -> nn.Sequential:
     """The spikescan network of each row (reference loops: float64 kernels would compile)."""
     tau_syn = 0.005 if network == "CUBA" else None
     if network == "PLIF per-neuron":
-        l1, l2 = PLIF(N_HID, tau_syn=None, threshold=0.3), PLIF(N_OUT, tau_syn=None, threshold=0.2)
+        l1 = PLIF(N_HID, tau_syn=None, threshold=0.3, input_scale="one_minus_decay")
+        l2 = PLIF(N_OUT, tau_syn=None, threshold=0.2, input_scale="one_minus_decay")
         with torch.no_grad():  # per-neuron decays in [0.6, 0.95]
             l1.mem.w.copy_(torch.linspace(0.4, 2.9, N_HID))
             l2.mem.w.copy_(torch.linspace(0.5, 2.5, N_OUT))
     else:
-        l1 = LIF(N_HID, tau_syn=tau_syn, tau_mem=0.01, dt=DT, threshold=0.3)
-        l2 = LIF(N_OUT, tau_syn=tau_syn, tau_mem=0.02, dt=DT, threshold=0.2)
+        l1 = LIF(N_HID, tau_syn=tau_syn, tau_mem=0.01, dt=DT, threshold=0.3, input_scale="one_minus_decay")
+        l2 = LIF(N_OUT, tau_syn=tau_syn, tau_mem=0.02, dt=DT, threshold=0.2, input_scale="one_minus_decay")
     if network == "LI readout":  # the README network: Linear-LIF-Linear-LI (a CubaLI)
-        l2 = LI(N_OUT, dt=DT)
+        l2 = LI(N_OUT, tau_syn=0.02, dt=DT, input_scale="one_minus_decay")
     lin1, lin2 = _linears()
     net = nn.Sequential(lin1, l1, lin2, l2)
     for m in net:
@@ -104,7 +105,7 @@ def simulate(net: nn.Sequential, x: torch.Tensor) -> tuple[np.ndarray, float]:
         b = np.broadcast_to(_f64(m.mem()), (f,))
         a = None if m.syn is None else np.broadcast_to(_f64(m.syn()), (f,))
         spiking = isinstance(m, LIF)
-        scale = 1.0 - b if not spiking or m.input_scale == "one_minus_decay" else float(m.input_scale)
+        scale = 1.0 - b if m.input_scale == "one_minus_decay" else float(m.input_scale)
         th = np.broadcast_to(_f64(m.threshold), (f,)) if spiking else None
         cur, v, out = np.zeros(h.shape[1:]), np.zeros(h.shape[1:]), np.empty_like(h)
         for t in range(h.shape[0]):

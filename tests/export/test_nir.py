@@ -200,11 +200,11 @@ def test_cli_export_of_a_trained_run(tmp_path, capsys):
 def _trained_like_net():
     """One of each exported kind, every parameter moved off its initial value."""
     torch.manual_seed(2)
-    net = nn.Sequential(nn.Linear(6, 8), PLIF(8, tau_syn=None, threshold=0.3),
-                        nn.Linear(8, 7), LIF(7, learn_tau=True, learn_threshold=True, input_scale=2.5,
+    net = nn.Sequential(nn.Linear(6, 8), PLIF(8, tau_syn=None, threshold=0.3, input_scale="one_minus_decay"),
+                        nn.Linear(8, 7), LIF(7, tau_syn=0.02, learn_tau=True, learn_threshold=True, input_scale=2.5,
                                              surrogate="atan", detach_reset=False),
                         nn.Linear(7, 5), LIF(5, tau_syn=None, tau_mem=0.03, threshold=0.25),
-                        nn.Linear(5, 3), LI(3, learn_tau=True)).eval()
+                        nn.Linear(5, 3), LI(3, tau_syn=0.02, learn_tau=True, input_scale=0.7)).eval()
     with torch.no_grad():
         net[1].mem.w.uniform_(0.5, 3.0)
         net[3].mem.log_tau.uniform_(np.log(0.01), np.log(0.05))
@@ -217,8 +217,10 @@ def _trained_like_net():
 def _signature(m):
     """What must survive the round trip, apart from the parameter values."""
     out = [type(m).__name__, sorted(n for n, _ in m.named_parameters())]
+    if isinstance(m, (LIF, LI)):
+        out += [m.input_scale, type(m.input_scale)]
     if isinstance(m, LIF):
-        out += [m.input_scale, type(m.input_scale), type(m.threshold), m.surrogate, m.detach_reset, m.v_reset,
+        out += [type(m.threshold), m.surrogate, m.detach_reset, m.v_reset,
                 m.mem.learn if hasattr(m.mem, "learn") else "sigmoid"]
     return out
 
@@ -251,7 +253,8 @@ def test_import_of_a_graph_without_our_metadata_builds_from_the_constants():
     # per-neuron values need a tensor, shared ones stay floats
     assert back[1].mem.learn and not back[5].mem.learn and not back[3].syn.learn
     assert isinstance(back[3].threshold, nn.Parameter) and isinstance(back[5].threshold, float)
-    assert back[1].input_scale == "one_minus_decay" and back[5].input_scale == "one_minus_decay"
+    assert back[1].input_scale == "one_minus_decay" and back[5].input_scale == 1.0
+    assert back[7].input_scale == pytest.approx(0.7, rel=1e-6)
     assert back[3].input_scale == pytest.approx(2.5, rel=1e-6)  # r and tau_mem are float32 in the graph
     net64, back64 = copy.deepcopy(net).double(), back.double()
     x = torch.rand(40, 3, 6, dtype=torch.float64) * 3

@@ -128,17 +128,29 @@ def test_beta_alpha_are_keyword_only_and_defaults_unchanged(cls):
     assert params["beta"].kind is inspect.Parameter.KEYWORD_ONLY and params["beta"].default is None
     if "alpha" in params:
         assert params["alpha"].kind is inspect.Parameter.KEYWORD_ONLY
-    for name in ("tau", "tau_mem", "tau_syn"):
+    for name in ("tau", "tau_mem"):
         if name in params:
             d = params[name].default
             assert isinstance(d, float) and repr(d) in ("0.02", "0.01")
+    if "tau_syn" in params:  # spikescan.defaults: no synaptic stage, except the SPSN paper's neuron
+        d = params["tau_syn"].default
+        assert (repr(d) == "0.02") if cls is SPSN else (repr(d) == "None" and not d)
+
+
+@pytest.mark.parametrize("cls", [LIF, PLIF, RLIF, LI])
+def test_alpha_creates_the_synaptic_stage_the_default_leaves_out(cls):
+    assert cls(4).syn is None
+    m = cls(4, alpha=0.8)
+    assert m.syn is not None and m.syn() == 0.8
+    with pytest.raises(ValueError, match="alpha.*tau_syn"):
+        cls(4, tau_syn=None, alpha=0.8)  # an explicit "no stage" contradicts alpha
 
 
 def test_existing_calls_unchanged():
     # positional and keyword time constants, as before
     a, b = LIF(4, 0.02, 0.02, 1e-3), LIF(4)
-    assert a.mem() == b.mem() == math.exp(-1e-3 / 0.02) and a.syn() == b.syn()
-    assert LIF(4, tau_syn=None).syn is None and LI(4, None).syn is None
+    assert a.mem() == b.mem() == math.exp(-1e-3 / 0.02) and a.syn() == math.exp(-1e-3 / 0.02)
+    assert b.syn is None and LIF(4, tau_syn=None).syn is None and LI(4, None).syn is None
     assert SingleSpikeLIF(4, 0.01).mem() == math.exp(-0.1)
     m = LIF(4, learn_tau=True)
     assert torch.equal(m.mem(), torch.exp(-1e-3 / torch.exp(m.mem.log_tau)))

@@ -86,8 +86,8 @@ def _snn_loop(neuron, x, synaptic: bool = False):
 @pytest.mark.parametrize("surrogate", ["atan", "fast_sigmoid", "sigmoid"])
 def test_snntorch_leaky_zero_reset(surrogate):
     """``Leaky(beta, threshold, reset_mechanism="zero", spike_grad)`` (reset_delay default) is
-    ``LIF(beta=, tau_syn=None, input_scale=1.0, reset="zero", threshold=, surrogate=)``: spikes,
-    pre-reset membranes and input gradients."""
+    ``LIF(beta=, detach_reset=True, threshold=, surrogate=)`` (snnTorch detaches the zero
+    reset's spike): spikes, pre-reset membranes and input gradients."""
     snn = _importorskip("snntorch")
     from snntorch import surrogate as sg
     beta, th = 0.9, 0.8
@@ -95,7 +95,7 @@ def test_snntorch_leaky_zero_reset(surrogate):
                        "fast_sigmoid": (sg.fast_sigmoid(slope=25), FastSigmoid(25.0)),
                        "sigmoid": (sg.sigmoid(slope=10), Sigmoid(10.0))}[surrogate]
     peer = snn.Leaky(beta=beta, threshold=th, reset_mechanism="zero", spike_grad=peer_grad)
-    m = LIF(N, beta=_f32(beta), tau_syn=None, input_scale=1.0, reset="zero", threshold=th, surrogate=ours)
+    m = LIF(N, beta=_f32(beta), reset="zero", detach_reset=True, threshold=th, surrogate=ours)
     x, s, v = _run(m, _inputs(1, 0.3), grad=True)
     xp = x.detach().clone().requires_grad_(True)
     ps, pv, _ = _snn_loop(peer, xp)
@@ -213,7 +213,7 @@ def test_norse_lif_parameters(v_reset):
     """``norse.torch.LIF(LIFParameters(tau_mem_inv, tau_syn_inv, v_th, v_reset, method="super",
     alpha), dt)`` (``v_leak = 0``) is ``LIF(beta=1 - dt*tau_mem_inv, alpha=1 - dt*tau_syn_inv,
     threshold=v_th, v_reset=v_reset, reset="zero", detach_reset=False,
-    surrogate=FastSigmoid(1.0))`` (Norse's forward-Euler decays; ``input_scale`` the default
+    surrogate=FastSigmoid(1.0), input_scale="one_minus_decay")`` (Norse's forward-Euler decays;
     ``1 - beta`` = ``dt*tau_mem_inv``).  Norse exposes the post-reset membrane and current of
     the last step.  Spikes, that state and input gradients.
 
@@ -227,7 +227,7 @@ def test_norse_lif_parameters(v_reset):
     # Norse forms dt * tau_inv in float32 (its parameters' dtype): the same numbers here
     dm, ds = float(dt * torch.tensor(tm)), float(dt * torch.tensor(ts))
     m = LIF(N, beta=1 - dm, alpha=1 - ds, threshold=_f32(th), v_reset=_f32(v_reset), reset="zero",
-            detach_reset=False, surrogate=FastSigmoid(1.0))
+            detach_reset=False, surrogate=FastSigmoid(1.0), input_scale="one_minus_decay")
     x, s, v = _run(m, _inputs(4, 0.5), grad=True)
     xp = x.detach().clone().requires_grad_(True)
     ps, pstate = peer(xp)

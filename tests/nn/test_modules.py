@@ -29,7 +29,7 @@ def test_spsn_membrane_matches_equations(backend):
     layer = SPSN(8, tau_syn=0.01, tau_mem=0.03, backend=backend)
     a, b = math.exp(-1e-3 / 0.01), math.exp(-1e-3 / 0.03)
     torch.testing.assert_close(layer.membrane(x), _two_stage_loop(x, a, b), rtol=1e-6, atol=1e-8)
-    li = LI(8, tau_syn=0.01, tau_mem=0.03, backend=backend)
+    li = LI(8, tau_syn=0.01, tau_mem=0.03, backend=backend, input_scale="one_minus_decay")
     torch.testing.assert_close(li(x), _two_stage_loop(x, a, b), rtol=1e-6, atol=1e-8)
 
 
@@ -71,7 +71,8 @@ def test_spsn_rejects_bad_input():
 def test_lif_module_is_the_lif_op_on_the_scaled_current():
     torch.manual_seed(1)
     x = torch.rand(40, 3, 7) * 4
-    layer = LIF(7, tau_syn=None, tau_mem=0.01, threshold=0.5, reset="subtract")
+    layer = LIF(7, tau_syn=None, tau_mem=0.01, threshold=0.5, reset="subtract", input_scale="one_minus_decay",
+                detach_reset=True)
     b = math.exp(-0.1)
     expected = lif(x * (1 - b), b, 0.5, reset="subtract", surrogate=layer.surrogate, detach_reset=True)
     torch.testing.assert_close(layer(x), expected)

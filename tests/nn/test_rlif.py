@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from spikescan.nn import LIF, RLIF
+from spikescan.nn.state import LIFState, RLIFState
 from spikescan.ops.lif import lif
 from spikescan.ops import leaky_integrate
 from spikescan.surrogate import FastSigmoid, Triangle
@@ -28,16 +29,17 @@ def test_zero_recurrent_weight_is_lif(reset, tau_syn):
     torch.manual_seed(0)
     x = torch.rand(60, 3, 5) * 3
     v0 = 0.2 * torch.rand(3, 5)
-    kw = dict(tau_syn=tau_syn, tau_mem=0.01, threshold=0.6, reset=reset, v_reset=0.0)
+    kw = dict(tau_syn=tau_syn, tau_mem=0.01, threshold=0.6, reset=reset, v_reset=0.0, detach_reset=True,
+              input_scale="one_minus_decay")
     layer = _zero_recurrent(RLIF(5, **kw))
-    s, v = layer(x, v0=v0, return_membrane=True)
+    s, v = layer(x, RLIFState(None, v0, None), return_membrane=True)
     b = math.exp(-0.1)
     current = x if tau_syn is None else leaky_integrate(x, math.exp(-1e-3 / tau_syn), backend="sequential")
     s_ref, v_ref = lif(current * (1 - b), b, 0.6, reset=reset, v0=v0, surrogate=layer.surrogate,
                        detach_reset=True, backend="sequential", return_membrane=True)
     assert torch.equal(s, s_ref) and 0 < float(s.detach().mean()) < 1
     torch.testing.assert_close(v, v_ref, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(s, LIF(5, **kw)(x, v0=v0))
+    torch.testing.assert_close(s, LIF(5, **kw)(x, LIFState(None, v0)))
 
 
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
@@ -60,11 +62,12 @@ def test_recurrent_path_matters():
     # float32 a near-tie membrane could flip a spike on some hosts
     torch.manual_seed(2)
     x = torch.rand(50, 2, 6, dtype=torch.float64) * 2.5
-    layer = RLIF(6, tau_syn=None, tau_mem=0.005, threshold=0.4, reset="subtract").double()
+    kw = dict(tau_syn=None, tau_mem=0.005, threshold=0.4, reset="subtract", input_scale="one_minus_decay")
+    layer = RLIF(6, **kw).double()
     with torch.no_grad():
         layer.recurrent.weight.copy_(torch.randn(6, 6))
     s = layer(x)
-    s0 = _zero_recurrent(RLIF(6, tau_syn=None, tau_mem=0.005, threshold=0.4, reset="subtract"))(x)
+    s0 = _zero_recurrent(RLIF(6, **kw))(x)
     assert not torch.equal(s, s0)
     # independent loop of the module docstring's equations
     b = math.exp(-0.2)
@@ -97,19 +100,20 @@ def test_gradcheck_float64(reset, detach_reset):
     T, B, F = 6, 2, 3
     layer = RLIF(F, tau_syn=0.004, tau_mem=0.003, threshold=0.5, reset=reset, v_reset=0.0,
                  surrogate=Triangle(width=1e-3), detach_reset=detach_reset, learn_tau=True,
-                 learn_threshold=True).double()
+                 learn_threshold=True, input_scale="one_minus_decay").double()
     with torch.no_grad():
         layer.recurrent.weight.copy_(0.5 * torch.randn(F, F, generator=g, dtype=F64))
     x = (torch.rand(T, B, F, generator=g, dtype=F64) * 2.5).requires_grad_()
     v0 = (0.3 * torch.rand(B, F, generator=g, dtype=F64)).requires_grad_()
-    s, v = layer(x, v0=v0, return_membrane=True)
+    s, v = layer(x, RLIFState(None, v0, None), return_membrane=True)
     assert float((v - layer.threshold).detach().abs().min()) > 1e-2 and 0 < float(s.detach().mean()) < 1
     assert float(s[:-1].detach().sum()) > 0  # some spike feeds back
     names = ("recurrent.weight", "threshold", "mem.log_tau")  # LIF learns only the membrane tau
     params = [dict(layer.named_parameters())[n].detach().clone().requires_grad_() for n in names]
 
     def f(x, v0, *p):  # the layer with its parameters replaced by gradcheck's perturbed copies
-        _, v = torch.func.functional_call(layer, dict(zip(names, p)), (x,), {"v0": v0, "return_membrane": True})
+        _, v = torch.func.functional_call(layer, dict(zip(names, p)), (x, RLIFState(None, v0, None)),
+                                          {"return_membrane": True})
         return v
 
     assert torch.autograd.gradcheck(f, (x, v0, *params), eps=1e-6, atol=1e-8)
@@ -123,10 +127,10 @@ def test_bad_input():
         layer(torch.randn(4))
     with pytest.raises(TypeError, match="x"):
         layer(torch.ones(5, 2, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="v0"):
-        layer(torch.randn(5, 2, 4), v0=torch.zeros(3))
-    with pytest.raises(ValueError, match="v0"):
-        layer(torch.randn(5, 2, 4), v0=torch.full((4,), float("nan")))
+    with pytest.raises(ValueError, match="state.v"):
+        layer(torch.randn(5, 2, 4), RLIFState(None, torch.zeros(3), None))
+    with pytest.raises(ValueError, match="state.v"):
+        layer(torch.randn(5, 2, 4), RLIFState(None, torch.full((4,), float("nan")), None))
     with pytest.raises(ValueError, match="reset"):
         RLIF(4, reset="hard")
     with pytest.raises(ValueError, match="threshold"):

@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from .._checks import check_time_first
 from ..nn.container import TimeDistributed
-from ..nn.leaky import LI, LIF
+from ..nn.leaky import LI, LIF, input_factor
 from ..nn.spsn import SPSN
 from ..ops.firing import gumbel_spike, sigmoid_bernoulli
 from ..ops.lif import lif
@@ -589,13 +589,13 @@ class TimeSplit(nn.Module):
                 cur = h if layer.syn is None else leaky_integrate_split(h, layer.syn(), group=group,
                                                                         backend=layer.backend, reduce_grads=False)
                 b = layer.mem()
-                h = leaky_integrate_split(cur, b, scale=1.0 - b, group=group, backend=layer.backend,
-                                          reduce_grads=False)
+                h = leaky_integrate_split(cur, b, scale=input_factor(layer.input_scale, b), group=group,
+                                          backend=layer.backend, reduce_grads=False)
             elif isinstance(layer, LIF):
                 b = layer.mem()
                 cur = h if layer.syn is None else leaky_integrate_split(h, layer.syn(), group=group,
                                                                         reduce_grads=False)
-                cur = cur * (1.0 - b) if layer.input_scale == "one_minus_decay" else cur * float(layer.input_scale)
+                cur = cur * input_factor(layer.input_scale, b)
                 h = lif_split(cur, b, layer.threshold, reset=layer.reset, v_reset=layer.v_reset,
                               surrogate=layer.surrogate, detach_reset=layer.detach_reset, backend=layer.backend,
                               micro_batches=min(self.micro_batches, cur.shape[1]), group=group, reduce_grads=False)

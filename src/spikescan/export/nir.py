@@ -184,14 +184,19 @@ def _neuron_meta(m) -> dict:
                                   "tensor" if isinstance(th, torch.Tensor) else "float")
         if meta["threshold_kind"] == "float":
             meta["threshold"] = float(th)
-        meta.update(input_scale=m.input_scale if m.input_scale == "one_minus_decay" else float(m.input_scale),
-                    v_reset=m.v_reset, detach_reset=m.detach_reset, backend=m.backend)
+        meta.update(input_scale=_input_scale(m), v_reset=m.v_reset, detach_reset=m.detach_reset, backend=m.backend)
         sg = m.surrogate
         if type(surrogate_lib.get(sg.kind)) is type(sg):  # a built-in: it can be rebuilt by name
             meta.update(surrogate=sg.kind, surrogate_param=float(sg.param))
     elif isinstance(m, LI):
-        meta["backend"] = m.backend
+        meta.update(input_scale=_input_scale(m), backend=m.backend)
     return meta
+
+
+def _input_scale(m):
+    """A layer's factor on the current entering the membrane (SPSN has the paper's ``1 - b``)."""
+    scale = getattr(m, "input_scale", "one_minus_decay")
+    return scale if scale == "one_minus_decay" else float(scale)
 
 
 def _neuron_node(m, name: str, dt: float, nir):
@@ -199,8 +204,8 @@ def _neuron_node(m, name: str, dt: float, nir):
     f = m.features
     b = _values(m.mem(), f)
     tau_mem = _tau(b, dt, f"layer {name!r} ({type(m).__name__}).mem")
-    if isinstance(m, LIF) and m.input_scale != "one_minus_decay":
-        r = float(m.input_scale) * tau_mem / dt
+    if _input_scale(m) != "one_minus_decay":
+        r = _input_scale(m) * tau_mem / dt
     else:
         r = np.ones(f)  # c = 1 - b = dt / tau_mem
     common = dict(r=_f32(r), v_leak=np.zeros(f, np.float32), metadata=_neuron_meta(m))
@@ -497,15 +502,15 @@ def _from_meta(meta: dict, kind: str, f: int, d: _Discrete):
     if ("mem_kind" in meta and str(meta["mem_kind"]) == "sigmoid") != (cls is PLIF):
         return None
     tau_syn = 1.0 if "syn_kind" in meta else None
+    scale = meta.get("input_scale", "one_minus_decay")  # exports before LI had input_scale: 1 - b
+    scale = str(scale) if isinstance(scale, str) else float(scale)
     if cls is LI:
         m = LI(f, tau_syn=tau_syn, tau_mem=1.0, dt=1.0 if "mem_dt" not in meta else float(meta["mem_dt"]),
-               backend=str(meta.get("backend", "auto")))
+               backend=str(meta.get("backend", "auto")), input_scale=scale)
     else:
         sg = None
         if "surrogate" in meta:
             sg = type(surrogate_lib.get(str(meta["surrogate"])))(float(meta["surrogate_param"]))
-        scale = meta["input_scale"]
-        scale = str(scale) if isinstance(scale, str) else float(scale)
         m = cls(f, tau_syn=tau_syn, tau_mem=1.0, dt=float(meta.get("mem_dt", 1.0)), threshold=float(meta.get("threshold", 1.0)),
                 reset="zero", v_reset=float(meta["v_reset"]), surrogate=sg, detach_reset=bool(meta["detach_reset"]),
                 input_scale=scale, backend=str(meta.get("backend", "auto")))
@@ -525,7 +530,7 @@ def _module_agrees(m, d: _Discrete, f: int) -> bool:
         return False
     if d.a is not None and not _close(1.0 - _values(m.syn(), f), 1.0 - d.a):
         return False
-    scale = 1.0 - b if isinstance(m, LI) or m.input_scale == "one_minus_decay" else np.full(f, float(m.input_scale))
+    scale = 1.0 - b if m.input_scale == "one_minus_decay" else np.full(f, float(m.input_scale))
     if not _close(scale, d.scale):
         return False
     return not isinstance(m, LIF) or (_close(_values(m.threshold, f), d.threshold) and
@@ -551,15 +556,15 @@ def _from_constants(node, name: str, d: _Discrete, dt: float, f: int):
         raise ValueError(f"node {name!r} ({kind}) with v_leak != 0 cannot be imported (our neurons leak to 0)")
     fold = None
     tau_syn = None if d.a is None else 1.0
+    if _close(d.scale, 1.0 - d.b):
+        scale = "one_minus_decay"
+    elif _close(d.scale, np.ones(f)):
+        scale = 1.0  # the scale float32 constants write for 1 (e.g. snnTorch's r = tau/dt)
+    elif _uniform(d.scale):
+        scale = float(d.scale[0])
+    else:
+        scale, fold = "one_minus_decay", d.scale / (1.0 - d.b)
     if kind.endswith("LIF"):
-        if _close(d.scale, 1.0 - d.b):
-            scale = "one_minus_decay"
-        elif _close(d.scale, np.ones(f)):
-            scale = 1.0  # the scale float32 constants write for 1 (e.g. snnTorch's r = tau/dt)
-        elif _uniform(d.scale):
-            scale = float(d.scale[0])
-        else:
-            scale, fold = "one_minus_decay", d.scale / (1.0 - d.b)
         if not _uniform(d.v_reset):
             raise ValueError(f"node {name!r}: v_reset must be the same for every neuron to import, got "
                              f"[{d.v_reset.min()}, {d.v_reset.max()}]")
@@ -569,9 +574,7 @@ def _from_constants(node, name: str, d: _Discrete, dt: float, f: int):
         if th is None:
             m.threshold = _param(d.threshold)
     else:
-        if not _close(d.scale, 1.0 - d.b):
-            fold = d.scale / (1.0 - d.b)
-        m = LI(f, tau_syn=tau_syn, tau_mem=1.0, dt=dt)
+        m = LI(f, tau_syn=tau_syn, tau_mem=1.0, dt=dt, input_scale=scale)
     m.mem = _decay_module(d.b, dt, "tau_mem")
     if d.a is not None:
         m.syn = _decay_module(d.a, dt, "tau_syn")

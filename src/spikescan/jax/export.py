@@ -82,7 +82,7 @@ def _layer_to_torch(layer, i: int, dtype):
         learn = layer.mem.learn
         if isinstance(layer, jnn.LI):
             out = tnn.LI(layer.features, tau_syn=_tau(layer.syn), tau_mem=layer.mem.tau, dt=layer.mem.dt,
-                         learn_tau=learn)
+                         learn_tau=learn, input_scale=layer.input_scale)
         else:
             out = tnn.SPSN(layer.features, tau_syn=_tau(layer.syn), tau_mem=layer.mem.tau, dt=layer.mem.dt,
                            firing=layer.firing, learn_tau=learn, gs_tau=layer.gs_tau, logit_scale=layer.logit_scale)
@@ -144,7 +144,7 @@ def _layer_from_torch(m, i: int, rngs):
         dt = m.mem.dt
         tau_syn = None if m.syn is None else 1.0  # placeholder: the decays' values are copied below
         if isinstance(m, tnn.LI):
-            out = jnn.LI(m.features, tau_syn=tau_syn, tau_mem=1.0, dt=dt)
+            out = jnn.LI(m.features, tau_syn=tau_syn, tau_mem=1.0, dt=dt, input_scale=m.input_scale)
         else:
             out = jnn.SPSN(m.features, tau_syn=tau_syn, tau_mem=1.0, dt=dt, firing=m.firing, gs_tau=m.gs_tau,
                            logit_scale=m.logit_scale, rngs=rngs)

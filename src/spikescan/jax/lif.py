@@ -34,6 +34,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from .. import defaults as D
 from . import _checks as C
 from .firing import spike, surrogate_grad
 
@@ -113,8 +114,8 @@ def _fused_bwd(reset, kind, param, detach_reset, res, cts):
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
-def lif(x, decay, threshold=1.0, *, reset: str = "subtract", v_reset=0.0, surrogate=None, v0=None,
-        detach_reset: bool = False, backend: str = "auto", return_membrane: bool = False,
+def lif(x, decay, threshold=D.THRESHOLD, *, reset: str = D.RESET, v_reset=D.V_RESET, surrogate=None, v0=None,
+        detach_reset: bool = D.DETACH_RESET, backend: str = "auto", return_membrane: bool = False,
         return_state: bool = False):
     """Run an exact LIF neuron with reset over ``x [T, ...]`` (see the module docstring).
 
@@ -123,7 +124,8 @@ def lif(x, decay, threshold=1.0, *, reset: str = "subtract", v_reset=0.0, surrog
             float32).
         decay: membrane decay in ``[0, 1]``, float or array broadcastable to ``x.shape[1:]``.
         threshold: firing threshold ``> 0``, float or array broadcastable to ``x.shape[1:]``.
-        reset: ``"subtract"`` or ``"zero"`` (hard reset to ``v_reset``).
+        reset: ``"zero"`` (default: hard reset to ``v_reset``) or ``"subtract"``; the defaults are
+            :mod:`spikescan.defaults`, those of :func:`spikescan.ops.lif.lif`.
         v_reset: reset potential of ``reset="zero"``; must stay 0 with ``"subtract"``.
         surrogate: a :class:`spikescan.surrogate.Surrogate`, a name, or ``None`` for
             ``FastSigmoid(25)`` (built-in kinds only).

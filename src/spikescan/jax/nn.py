@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .. import defaults as D
 from .. import surrogate as _surrogate
 from . import _checks as C
 from .firing import gumbel_spike, sigmoid_bernoulli
@@ -104,14 +105,30 @@ def _as(value, dtype):
     return value.astype(dtype) if hasattr(value, "astype") else value
 
 
-class LI(TimeFirst):
-    """Leaky-integrator readout (:class:`spikescan.nn.LI`): ``i[t] = a i[t-1] + x[t]``,
-    ``u[t] = b u[t-1] + (1 - b) i[t]``, ``a = exp(-dt/tau_syn)``, ``b = exp(-dt/tau_mem)``; returns ``u``."""
+def _input_scale(input_scale):
+    if input_scale == "one_minus_decay":
+        return input_scale
+    if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not math.isfinite(input_scale):
+        raise ValueError(f"input_scale must be 'one_minus_decay' or a finite number, got {input_scale!r}")
+    return float(input_scale)
 
-    def __init__(self, features: int, tau_syn: float | None = 0.02, tau_mem: float = 0.02, dt: float = 1e-3,
-                 learn_tau: bool = False, backend: str = "auto"):
+
+def _factor(input_scale, b):
+    """The factor on the current entering the membrane: ``1 - b`` or the number ``input_scale``."""
+    return 1.0 - b if input_scale == "one_minus_decay" else input_scale
+
+
+class LI(TimeFirst):
+    """Leaky integrator (:class:`spikescan.nn.LI`, same arguments and defaults): ``i[t] = a i[t-1] + x[t]``
+    (``i = x`` when ``tau_syn`` is None, the default), ``u[t] = b u[t-1] + c i[t]`` with ``c = input_scale``
+    (default 1) or ``1 - b`` (``"one_minus_decay"``), ``a = exp(-dt/tau_syn)``, ``b = exp(-dt/tau_mem)``;
+    returns ``u``."""
+
+    def __init__(self, features: int, tau_syn: float | None = D.TAU_SYN, tau_mem: float = D.TAU_MEM, dt: float = D.DT,
+                 learn_tau: bool = False, backend: str = "auto", *, input_scale: str | float = D.INPUT_SCALE):
         self.features = _features(features)
         self.backend = C.choice(backend, "backend", SCAN_BACKENDS)
+        self.input_scale = _input_scale(input_scale)
         self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn") if tau_syn is not None else None
         self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem")
 
@@ -120,7 +137,7 @@ class LI(TimeFirst):
         xc = x.astype(C.compute_dtype(x.dtype))
         current = xc if self.syn is None else leaky_integrate(xc, _as(self.syn(), xc.dtype), backend=self.backend)
         b = _as(self.mem(), xc.dtype)
-        return leaky_integrate(current, b, scale=1.0 - b, backend=self.backend).astype(x.dtype)
+        return leaky_integrate(current, b, scale=_factor(self.input_scale, b), backend=self.backend).astype(x.dtype)
 
 
 class LIF(TimeFirst):
@@ -132,29 +149,26 @@ class LIF(TimeFirst):
         v'[t] = v[t] (1 - s[t]) + v_reset s[t]       reset="zero"
         v'[t] = v[t] - threshold s[t]                reset="subtract"
 
-    the SPSN paper's LIF baseline by default (hard reset to 0, ``FastSigmoid(100)``, reset spike
-    detached) and, with ``tau_syn=None``, ``input_scale=1``, the temporal-parallelization paper's
-    eq. 1-2.  ``backend`` goes to :func:`spikescan.jax.lif` (``"auto"``: its custom-VJP scan).
+    with :mod:`spikescan.defaults` (no synaptic stage, ``input_scale=1``, threshold 1, reset to 0 not
+    detached, ``FastSigmoid(25)``): the temporal-parallelization paper's eq. 1-2 by default, the SPSN
+    paper's LIF baseline with ``tau_syn=0.02, input_scale="one_minus_decay", detach_reset=True,
+    surrogate=FastSigmoid(100)``.  ``backend`` goes to :func:`spikescan.jax.lif` (``"auto"``: its custom-VJP scan).
     """
 
-    def __init__(self, features: int, tau_syn: float | None = 0.02, tau_mem: float = 0.02, dt: float = 1e-3,
-                 threshold: float = 1.0, reset: str = "zero", v_reset: float = 0.0, surrogate=None,
-                 detach_reset: bool = True, learn_tau: bool = False, learn_threshold: bool = False,
-                 input_scale: str | float = "one_minus_decay", backend: str = "auto"):
+    def __init__(self, features: int, tau_syn: float | None = D.TAU_SYN, tau_mem: float = D.TAU_MEM, dt: float = D.DT,
+                 threshold: float = D.THRESHOLD, reset: str = D.RESET, v_reset: float = D.V_RESET, surrogate=None,
+                 detach_reset: bool = D.DETACH_RESET, learn_tau: bool = False, learn_threshold: bool = False,
+                 input_scale: str | float = D.INPUT_SCALE, backend: str = "auto"):
         self.features = _features(features)
         self.reset = C.choice(reset, "reset", ("zero", "subtract"))
         self.backend = C.choice(backend, "backend", LIF_BACKENDS)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
             raise ValueError(f"threshold must be a number > 0, got {threshold!r}")
-        if not (input_scale == "one_minus_decay" or (isinstance(input_scale, (int, float))
-                                                     and not isinstance(input_scale, bool)
-                                                     and math.isfinite(input_scale))):
-            raise ValueError(f"input_scale must be 'one_minus_decay' or a finite number, got {input_scale!r}")
         self.v_reset = float(v_reset)
-        self.surrogate = _surrogate.get(surrogate if surrogate is not None else _surrogate.FastSigmoid(100.0))
+        self.surrogate = _surrogate.get(surrogate)
         C.surrogate_spec(self.surrogate)  # a custom surrogate is refused here, not at the first call
         self.detach_reset = bool(detach_reset)
-        self.input_scale = input_scale
+        self.input_scale = _input_scale(input_scale)
         self.syn = Decay(features, tau_syn, dt, False, "tau_syn") if tau_syn is not None else None
         self.mem = self._make_decay(features, tau_mem, dt, learn_tau)
         if learn_threshold:
@@ -174,10 +188,7 @@ class LIF(TimeFirst):
         a = None if self.syn is None else _as(self.syn(), x.dtype)
         current = x if a is None else leaky_integrate(x, a, backend="sequential" if self.backend == "sequential"
                                                       else "auto")
-        if self.input_scale == "one_minus_decay":
-            return current * (1.0 - b)
-        scale = float(self.input_scale)
-        return current if scale == 1.0 else current * scale
+        return current if self.input_scale == 1.0 else current * _factor(self.input_scale, b)
 
     def __call__(self, x, v0=None, *, return_membrane: bool = False):
         """Spikes ``[T, B, ..., features]`` (and the pre-reset membrane with ``return_membrane``)."""

@@ -168,13 +168,29 @@ class _Default(float):
         return float.__repr__(self)
 
 
-def default(value: float) -> float:
+class _DefaultNone:
+    """``None`` as a constructor default (no synaptic stage) that :func:`resolve_decay` can tell
+    from an explicit ``tau_syn=None``; :func:`resolve_decay` turns it into ``None``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "None"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+_DEFAULT_NONE = _DefaultNone()
+
+
+def default(value: float | None) -> float | None:
     """A constructor default that :func:`resolve_decay` recognises as "not given"."""
-    return _Default(value)
+    return _DEFAULT_NONE if value is None else _Default(value)
 
 
 def is_default(value) -> bool:
-    return isinstance(value, _Default)
+    return isinstance(value, (_Default, _DefaultNone))
 
 
 def check_beta(beta, name: str = "beta") -> float:
@@ -187,14 +203,18 @@ def check_beta(beta, name: str = "beta") -> float:
 
 def resolve_decay(tau, beta, tau_name: str, beta_name: str):
     """``(tau, beta)`` of one stage from a constructor's arguments: ``beta=None`` keeps ``tau``
-    (its default or the value given); a ``beta`` replaces a defaulted ``tau``, and is a
-    ``ValueError`` naming both when ``tau`` was also given explicitly (``None`` included)."""
+    (its default or the value given); a ``beta`` replaces a defaulted ``tau`` (a defaulted
+    ``None``, no stage, included: ``beta`` then creates the stage), and is a ``ValueError``
+    naming both when ``tau`` was also given explicitly (``None`` included)."""
     if beta is None:
-        return tau, None
+        return (None if tau is _DEFAULT_NONE else tau), None
     if not is_default(tau):
         raise ValueError(f"give either {beta_name}= (the decay per step) or {tau_name}= (a time constant with dt), "
                          f"not both: got {beta_name}={beta!r} and {tau_name}={tau!r}")
-    return tau, check_beta(beta, beta_name)
+    beta = check_beta(beta, beta_name)
+    # the time constant is ignored where beta is given (Decay derives it); a defaulted None
+    # (no stage) becomes a number so that the stage exists
+    return (1.0 if tau is _DEFAULT_NONE else tau), beta
 
 
 class Decay(nn.Module):

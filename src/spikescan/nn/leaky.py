@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from .. import defaults as D
 from .. import surrogate as surrogate_lib
 from .._checks import as_param_tensor, check_choice, check_finite, check_positive_int, compute_dtype
 from ..ops.lif import LIFParameters, lif, lif_step
@@ -23,8 +24,11 @@ class LI(StatefulModule):
 
     With ``a = exp(-dt/tau_syn)``, ``b = exp(-dt/tau_mem)``::
 
-        i[t] = a i[t-1] + x[t]            (i = x when tau_syn is None)
-        u[t] = b u[t-1] + (1 - b) i[t]
+        i[t] = a i[t-1] + x[t]            (i = x when tau_syn is None, the default)
+        u[t] = b u[t-1] + c i[t]          c = input_scale (default 1), or 1 - b with "one_minus_decay"
+
+    With defaults (:mod:`spikescan.defaults`) ``LI(n)(x)`` is ``ops.leaky_integrate(x, b)``; the
+    SPSN networks' readout is ``LI(n, tau_syn, tau_mem, input_scale="one_minus_decay")``.
 
     ``forward(x, state=None, *, return_state=False)`` returns the membrane ``u``
     ``[T, B, *, features]`` (and the :class:`~spikescan.nn.state.LIState` ``(i[T-1], u[T-1])``
@@ -37,8 +41,9 @@ class LI(StatefulModule):
     is an error); see :class:`LIF`.
     """
 
-    def __init__(self, features: int, tau_syn: float | None = default(0.02), tau_mem: float = default(0.02),
-                 dt: float = 1e-3, learn_tau: bool = False, backend: str = "auto", *,
+    def __init__(self, features: int, tau_syn: float | None = default(D.TAU_SYN),
+                 tau_mem: float = default(D.TAU_MEM), dt: float = D.DT, learn_tau: bool = False,
+                 backend: str = "auto", *, input_scale: str | float = D.INPUT_SCALE,
                  beta: float | None = None, alpha: float | None = None):
         super().__init__()
         tau_mem, beta = resolve_decay(tau_mem, beta, "tau_mem", "beta")
@@ -47,6 +52,7 @@ class LI(StatefulModule):
         self.backend = backend
         self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn", beta=alpha) if tau_syn is not None else None
         self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem", beta=beta)
+        self.input_scale = check_input_scale(input_scale)
 
     @validates_once
     def forward(self, x: torch.Tensor, state: LIState | None = None, *, return_state: bool = False):
@@ -58,7 +64,7 @@ class LI(StatefulModule):
         current = xc if self.syn is None else leaky_integrate(xc, as_dtype(self.syn(), xc.dtype), v0=i0,
                                                               backend=self.backend)
         b = as_dtype(self.mem(), xc.dtype)
-        u = leaky_integrate(current, b, scale=1.0 - b, v0=u0, backend=self.backend)
+        u = leaky_integrate(current, b, scale=input_factor(self.input_scale, b), v0=u0, backend=self.backend)
         new = LIState(None if self.syn is None else last(current), last(u)) if return_state else None
         return pack(u, x.dtype, state=new)
 
@@ -73,8 +79,22 @@ class LI(StatefulModule):
             i = leaky_step(x, zero if i0 is None else i0, as_dtype(self.syn(), x.dtype))
         b = as_dtype(self.mem(), x.dtype)
         u0 = zero if state is None else state_tensor(state.u, "state.u", seq)
-        u = leaky_step(i, u0, b, 1.0 - b)
+        u = leaky_step(i, u0, b, input_factor(self.input_scale, b))
         return u.to(x_t.dtype), LIState(None if self.syn is None else i, u)
+
+
+def check_input_scale(input_scale):
+    """``input_scale`` of a LIF-type layer or :class:`LI`: ``"one_minus_decay"`` or a finite number."""
+    if input_scale == "one_minus_decay":
+        return input_scale
+    if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not math.isfinite(input_scale):
+        raise ValueError(f"input_scale must be 'one_minus_decay' or a finite number, got {input_scale!r}")
+    return float(input_scale)
+
+
+def input_factor(input_scale, b):
+    """The factor on the current entering the membrane: ``1 - b`` or the number ``input_scale``."""
+    return 1.0 - b if input_scale == "one_minus_decay" else input_scale
 
 
 def _step_setup(module, x_t, state, cls):
@@ -105,15 +125,18 @@ class LIF(SpikingNeuron):
 
     With ``a = exp(-dt/tau_syn)``, ``b = exp(-dt/tau_mem)`` (SPSN eq. 5-6 with a reset)::
 
-        i[t] = a i[t-1] + x[t]                      (skipped when tau_syn is None)
-        v[t] = b v'[t-1] + (1 - b) i[t]
+        i[t] = a i[t-1] + x[t]                      (skipped when tau_syn is None, the default)
+        v[t] = b v'[t-1] + c i[t]                   c = input_scale (default 1), or 1 - b
         s[t] = H(v[t] - threshold)                   surrogate gradient in backward
         v'[t] = v[t] (1 - s[t]) + v_reset s[t]       reset="zero"   (SPSN LIF baseline)
         v'[t] = v[t] - threshold s[t]                reset="subtract"
 
-    ``input_scale="one_minus_decay"`` applies the ``(1 - b)`` factor above; ``1.0`` feeds the
-    current unscaled (snnTorch/Norse convention).  Defaults follow the SPSN paper's LIF
-    baseline: hard reset to 0, surrogate ``1/(100|v - th| + 1)^2``, reset spike detached.
+    Defaults (:mod:`spikescan.defaults`, shared with :func:`spikescan.ops.lif.lif` and the JAX
+    side): no synaptic stage, ``tau_mem`` 20 ms at ``dt`` 1 ms, the current unscaled
+    (``input_scale=1.0``), threshold 1, reset to 0 with the reset's spike not detached,
+    surrogate ``FastSigmoid(25)``; so ``LIF(n)(x)`` is ``ops.lif(x, exp(-1/20))``.  The SPSN
+    paper's LIF baseline is ``LIF(n, tau_syn=0.02, input_scale="one_minus_decay",
+    detach_reset=True, surrogate=FastSigmoid(100))`` (what ``spikescan train`` builds).
 
     ``backend`` is passed to :func:`spikescan.ops.lif.lif` (and to the current's
     :func:`spikescan.ops.leaky_integrate`): ``"auto"`` runs the time-fused kernel where it can
@@ -133,15 +156,16 @@ class LIF(SpikingNeuron):
     ``b`` and ``alpha=`` is ``a``, each a number in (0, 1) replacing ``tau_mem`` / ``tau_syn``
     (giving both for one stage is a ``ValueError``).  A fixed decay is then exactly that number;
     ``learn_tau=True`` starts the learned decay at exactly ``beta`` (its time constant is
-    ``-dt / log(beta)``).  ``LIF(n, beta=0.9, tau_syn=None, input_scale=1.0, reset="subtract")``
+    ``-dt / log(beta)``).  ``LIF(n, beta=0.9, reset="subtract")``
     is snnTorch's ``Leaky(beta=0.9, reset_mechanism="subtract", reset_delay=False)``; the
     README's migration table maps every peer's arguments.
     """
 
-    def __init__(self, features: int, tau_syn: float | None = default(0.02), tau_mem: float = default(0.02),
-                 dt: float = 1e-3, threshold: float = 1.0, reset: str = "zero", v_reset: float = 0.0,
-                 surrogate=None, detach_reset: bool = True, learn_tau: bool = False,
-                 learn_threshold: bool = False, input_scale: str | float = "one_minus_decay",
+    def __init__(self, features: int, tau_syn: float | None = default(D.TAU_SYN),
+                 tau_mem: float = default(D.TAU_MEM), dt: float = D.DT, threshold: float = D.THRESHOLD,
+                 reset: str = D.RESET, v_reset: float = D.V_RESET, surrogate=None,
+                 detach_reset: bool = D.DETACH_RESET, learn_tau: bool = False, learn_threshold: bool = False,
+                 input_scale: str | float = D.INPUT_SCALE,
                  backend: str = "auto", *, beta: float | None = None, alpha: float | None = None):
         super().__init__()
         tau_mem, beta = resolve_decay(tau_mem, beta, "tau_mem", "beta")
@@ -160,14 +184,10 @@ class LIF(SpikingNeuron):
         self.features = check_positive_int(features, "features")
         self.reset = reset
         self.v_reset = float(v_reset)
-        self.surrogate = surrogate_lib.get(surrogate if surrogate is not None else surrogate_lib.FastSigmoid(100.0))
+        self.surrogate = surrogate_lib.get(surrogate)
         self.detach_reset = bool(detach_reset)
         self.backend = backend
-        if not (input_scale == "one_minus_decay" or (isinstance(input_scale, (int, float))
-                                                     and not isinstance(input_scale, bool)
-                                                     and math.isfinite(input_scale))):
-            raise ValueError(f"input_scale must be 'one_minus_decay' or a finite number, got {input_scale!r}")
-        self.input_scale = input_scale
+        self.input_scale = check_input_scale(input_scale)
         self.syn = Decay(features, tau_syn, dt, False, "tau_syn", beta=alpha) if tau_syn is not None else None
         self.mem = self._make_decay(features, tau_mem, dt, learn_tau, beta)
         if learn_threshold:
@@ -198,10 +218,9 @@ class LIF(SpikingNeuron):
 
     def _scaled(self, current: torch.Tensor, b) -> torch.Tensor:
         """The membrane's input ``(1 - b) i`` (or ``input_scale * i``), in ``x``'s (compute) dtype."""
-        if self.input_scale == "one_minus_decay":
-            return current * (1.0 - b)
-        scale = float(self.input_scale)
-        return current if scale == 1.0 else current * scale  # no pass over [T, B, N] for a unit scale
+        if self.input_scale == 1.0:  # no pass over [T, B, N] for a unit scale
+            return current
+        return current * input_factor(self.input_scale, b)
 
     @validates_once
     def forward(self, x: torch.Tensor, state: LIFState | None = None, *, return_state: bool = False,
@@ -288,10 +307,11 @@ class RLIF(LIF):
     membrane) is deprecated: ``state=RLIFState(i=None, v=v0, s=None)``.
     """
 
-    def __init__(self, features: int, tau_syn: float | None = default(0.02), tau_mem: float = default(0.02),
-                 dt: float = 1e-3, threshold: float = 1.0, reset: str = "zero", v_reset: float = 0.0,
-                 surrogate=None, detach_reset: bool = True, learn_tau: bool = False,
-                 learn_threshold: bool = False, input_scale: str | float = "one_minus_decay",
+    def __init__(self, features: int, tau_syn: float | None = default(D.TAU_SYN),
+                 tau_mem: float = default(D.TAU_MEM), dt: float = D.DT, threshold: float = D.THRESHOLD,
+                 reset: str = D.RESET, v_reset: float = D.V_RESET, surrogate=None,
+                 detach_reset: bool = D.DETACH_RESET, learn_tau: bool = False, learn_threshold: bool = False,
+                 input_scale: str | float = D.INPUT_SCALE,
                  recurrent_bias: bool = False, *, beta: float | None = None, alpha: float | None = None):
         super().__init__(features, tau_syn, tau_mem, dt, threshold, reset, v_reset, surrogate, detach_reset,
                          learn_tau, learn_threshold, input_scale, backend="sequential", beta=beta, alpha=alpha)
@@ -323,7 +343,7 @@ class RLIF(LIF):
         dt = x.dtype
         b = as_dtype(self.mem(), dt)
         a = None if self.syn is None else as_dtype(self.syn(), dt)
-        scale = (1.0 - b) if self.input_scale == "one_minus_decay" else float(self.input_scale)
+        scale = input_factor(self.input_scale, b)
         w = self.recurrent.weight.to(dt)
         bias = None if self.recurrent.bias is None else self.recurrent.bias.to(dt)
         return a, scale, w, bias, LIFParameters(b, threshold, self.v_reset, self.reset, self.surrogate,

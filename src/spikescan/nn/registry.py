@@ -17,6 +17,8 @@ from typing import Callable, NamedTuple
 
 from torch import nn
 
+from .base import default
+
 
 class NeuronKind(NamedTuple):
     name: str
@@ -47,10 +49,17 @@ def check_backend(kind: str, backend: str) -> None:
 
 def build_neuron(kind: str, features: int, *, tau_syn: float | None = 0.02, tau_mem: float = 0.02,
                  dt: float = 1e-3, backend: str = "auto", num_steps: int | None = None, **kwargs) -> nn.Module:
-    """One hidden neuron layer of kind ``kind``; ``kwargs`` go to its constructor."""
+    """One hidden neuron layer of kind ``kind``; ``kwargs`` go to its constructor.
+
+    A ``beta`` (``alpha``) in ``kwargs`` replaces ``tau_mem`` (``tau_syn``): the time constant
+    is then passed as a default, which the constructor lets the decay override."""
     if kind not in NEURON_KINDS:
         raise ValueError(f"neuron must be one of {list(NEURON_KINDS)}, got {kind!r}")
     check_backend(kind, backend)
+    if "beta" in kwargs:
+        tau_mem = default(tau_mem)
+    if "alpha" in kwargs:
+        tau_syn = default(tau_syn)
     return NEURON_KINDS[kind].build(features, tau_syn=tau_syn, tau_mem=tau_mem, dt=dt, backend=backend,
                                     num_steps=num_steps, **kwargs)
 

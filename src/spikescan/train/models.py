@@ -3,7 +3,8 @@
 Neuron kinds (``make_neuron``):
 
 - ``spsn-sb`` / ``spsn-gs``: :class:`~spikescan.nn.SPSN` with sigmoid-Bernoulli / Gumbel-softmax firing (SPSN).
-- ``lif``, ``plif``: :class:`~spikescan.nn.LIF` / :class:`~spikescan.nn.PLIF` (learned decay), hard reset.
+- ``lif``, ``plif``: :class:`~spikescan.nn.LIF` / :class:`~spikescan.nn.PLIF` (learned decay) with
+  :data:`TRAIN_NEURON_SETTINGS` (the SPSN paper's LIF baseline) unless ``neuron_kwargs`` override them.
 - ``rlif``: :class:`~spikescan.nn.RLIF` when this version of :mod:`spikescan.nn` has it.
 - ``psu``, ``ipsu``, ``rpsu``: the Parallel Spiking Units (Li et al.); their ``tau`` is in steps,
   ``tau_mem / dt`` unless ``tau=`` is given; IPSU/RPSU need ``num_steps`` (their T×T matrix).
@@ -40,6 +41,18 @@ READOUT_LAYERS = ("li", "max-membrane")
 #: ``"zero"`` (FastSNN supplementary E).  Weights are always PyTorch's U(-1/sqrt(fan_in), ...),
 #: which is FastSNN's U(-sqrt(1/N), sqrt(1/N)).
 BIAS_INITS = ("uniform", "zero")
+
+#: what ``spikescan train`` builds for these hidden neuron kinds unless the preset's or config's
+#: ``neuron_kwargs`` say otherwise: the SPSN paper's LIF baseline (Table II, its authors' code: a
+#: synaptic stage from ``tau_syn``, the ``(1 - b)`` input factor of eq. 6, hard reset to 0 with the
+#: reset's spike detached, surrogate ``1/(100|v - 1| + 1)^2``).  Written out because it differs
+#: from the library defaults (:mod:`spikescan.defaults`), which a run must not depend on.
+TRAIN_NEURON_SETTINGS: dict[str, dict] = {kind: {"reset": "zero", "detach_reset": True,
+                                                 "surrogate": "fast_sigmoid(slope=100)",
+                                                 "input_scale": "one_minus_decay"}
+                                          for kind in ("lif", "plif", "rlif")}
+#: the LI readout's settings unless ``readout_kwargs`` say otherwise: SPSN eq. 7 (the ``(1 - b)`` factor)
+TRAIN_READOUT_SETTINGS: dict = {"input_scale": "one_minus_decay"}
 
 LEAKY_BACKENDS = ("auto", *backends("leaky_integrate"))
 #: the ``backend`` names each hidden neuron kind runs (relu has no dynamics: its name goes to the readout)
@@ -96,7 +109,8 @@ class FeedForwardSNN(nn.Sequential):
             # event-driven where the input is sparse: data (SpikeEvents) or rarely firing neurons
             layers.append(EventLinear(width, h))
             layers.append(make_neuron(neuron, h, tau_syn=tau_syn, tau_mem=tau_mem, dt=dt, backend=backend,
-                                      num_steps=num_steps, **(neuron_kwargs or {})))
+                                      num_steps=num_steps,
+                                      **{**TRAIN_NEURON_SETTINGS.get(neuron, {}), **(neuron_kwargs or {})}))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
@@ -104,7 +118,7 @@ class FeedForwardSNN(nn.Sequential):
         out_backend = readout_backend(backend)
         if readout_layer == "li":
             layers.append(LI(n_out, readout_tau_syn, readout_tau_mem, dt, backend=out_backend,
-                             **(readout_kwargs or {})))
+                             **{**TRAIN_READOUT_SETTINGS, **(readout_kwargs or {})}))
         else:
             layers.append(MaxMembraneReadout(n_out, readout_tau_mem, dt, backend=out_backend,
                                              **(readout_kwargs or {})))

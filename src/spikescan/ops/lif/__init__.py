@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ... import defaults as _defaults
 from ... import surrogate as _surrogate
 from ..._checks import check_choice, check_finite, check_time_first
 from .._backend import fused_unsupported, register, register_auto, resolve
@@ -73,10 +74,14 @@ register("lif", "fused", unsupported=fused_unsupported,
 register_auto("lif", lambda x, **context: ("fused", "sequential"))
 
 
-def lif(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_reset=0.0, surrogate=None,
-        v0=None, detach_reset: bool = False, backend: str = "auto", return_membrane: bool = False,
+def lif(x: Tensor, decay, threshold=_defaults.THRESHOLD, *, reset: str = _defaults.RESET,
+        v_reset=_defaults.V_RESET, surrogate=None, v0=None, detach_reset: bool = _defaults.DETACH_RESET,
+        backend: str = "auto", return_membrane: bool = False,
         return_state: bool = False, check: bool | None = None):
     """Run an exact LIF neuron with reset over the whole sequence ``x`` (see the module docstring).
+
+    Defaults (:mod:`spikescan.defaults`, shared with :class:`spikescan.nn.LIF`): threshold 1,
+    ``reset="zero"`` to 0, the reset's spike not detached, ``FastSigmoid(25)``.
 
     Args:
         x: input current, floating tensor ``[T, B, ...]`` (any ``[T, *rest]`` with ``T >= 1``).
@@ -84,7 +89,7 @@ def lif(x: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_reset=0.0
             float or a tensor broadcastable to ``x.shape[1:]`` (per neuron); differentiable.
         threshold: firing threshold ``> 0``, float or tensor broadcastable to ``x.shape[1:]``;
             differentiable (through the surrogate and, for ``"subtract"``, the reset).
-        reset: ``"subtract"`` (``v - threshold*s``) or ``"zero"`` (hard reset to ``v_reset``).
+        reset: ``"zero"`` (default: hard reset to ``v_reset``) or ``"subtract"`` (``v - threshold*s``).
         v_reset: reset potential for ``reset="zero"``, float or tensor; must stay 0 with
             ``"subtract"``.
         surrogate: surrogate derivative of ``H`` (instance, name, or ``None`` for
