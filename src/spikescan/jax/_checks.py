@@ -115,3 +115,61 @@ def surrogate_spec(surrogate) -> tuple[str, float]:
         raise ValueError(f"surrogate: the JAX side implements the built-in surrogates (fast_sigmoid, atan, "
                          f"sigmoid, triangle), got {type(sg).__name__} (kind {kind!r})")
     return kind, float(sg.param)
+
+
+# --- beta= / alpha= (snnTorch's decays per step): the torch side's spikescan.nn.base logic,
+# copied so that the JAX side imports nothing of spikescan.nn; same behaviour, same wording.
+
+class _Default(float):
+    """A float default a constructor can tell from the same number passed explicitly, so that
+    ``beta=`` together with an explicit time constant is an error (repr: the plain number)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
+class _DefaultNone:
+    """``None`` as a constructor default (no synaptic stage), told apart from an explicit ``tau_syn=None``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "None"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+_DEFAULT_NONE = _DefaultNone()
+
+
+def default(value):
+    """A constructor default that :func:`resolve_decay` recognises as "not given"."""
+    return _DEFAULT_NONE if value is None else _Default(value)
+
+
+def is_default(value) -> bool:
+    return isinstance(value, (_Default, _DefaultNone))
+
+
+def check_beta(beta, name: str = "beta") -> float:
+    """A per-step decay given directly (snnTorch's ``beta`` / ``alpha``): a real number strictly in (0, 1)."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and 0.0 < beta < 1.0):
+        raise ValueError(f"{name} (the decay per step) must be a number in (0, 1), exclusive, got {beta!r}; "
+                         f"a decay of 0 or 1 has no time constant (for no synaptic stage pass tau_syn=None)")
+    return float(beta)
+
+
+def resolve_decay(tau, beta, tau_name: str, beta_name: str):
+    """``(tau, beta)`` of one stage: ``beta=None`` keeps ``tau``; a ``beta`` replaces a defaulted
+    ``tau`` (a defaulted ``None`` included: ``beta`` then creates the stage) and is a
+    ``ValueError`` naming both when ``tau`` was given explicitly (``None`` included)."""
+    if beta is None:
+        return (None if tau is _DEFAULT_NONE else tau), None
+    if not is_default(tau):
+        raise ValueError(f"give either {beta_name}= (the decay per step) or {tau_name}= (a time constant with dt), "
+                         f"not both: got {beta_name}={beta!r} and {tau_name}={tau!r}")
+    beta = check_beta(beta, beta_name)
+    return (1.0 if tau is _DEFAULT_NONE else tau), beta

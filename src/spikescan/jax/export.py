@@ -43,6 +43,12 @@ def _copy_decay_to_torch(src, dst, dtype) -> None:
     elif src.learn:
         dst.learn = True  # a NIR import learns the synaptic decay too
         dst.log_tau = torch.nn.Parameter(torch.tensor(_np(src.log_tau), dtype=dtype))
+        # a decay built from beta= computes beta ** (tau0 / tau) on both sides
+        dst._beta = getattr(src, "beta", None)
+        if dst._beta is not None:
+            dst._log_tau0 = src.log_tau0
+    else:
+        dst._value, dst._tau = src.value, src.tau  # the fixed decay exactly (a beta= one is not exp(-dt/tau))
 
 
 def _tau(decay) -> float | None:
@@ -109,6 +115,9 @@ def _set_decay(dst, src) -> None:
     if isinstance(value, torch.Tensor):
         dst.learn = True
         dst.log_tau = nnx.Param(jnp.asarray(src.log_tau.detach().cpu().numpy()))
+        # a decay built from beta= computes beta ** (tau0 / tau) on both sides
+        dst.beta = getattr(src, "_beta", None)
+        dst.log_tau0 = getattr(src, "_log_tau0", None) if dst.beta is not None else None
     else:
         dst.learn = False
         dst.value = float(value)

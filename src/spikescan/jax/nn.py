@@ -59,29 +59,53 @@ def _features(features) -> int:
 
 
 class Decay(nnx.Module):
-    """``exp(-dt/tau)``: a Python float when fixed, ``log(tau)`` per neuron (an ``nnx.Param``) when learned."""
+    """``exp(-dt/tau)``: a Python float when fixed, ``log(tau)`` per neuron (an ``nnx.Param``) when learned.
 
-    def __init__(self, features: int, tau: float, dt: float, learn: bool = False, name: str = "tau"):
+    ``beta=`` (keyword): the decay per step itself, as on the torch side (``tau`` ignored, it becomes
+    ``-dt / log(beta)``): fixed, exactly ``beta``; learned, ``beta ** (tau0 / tau)`` (``tau0`` the initial
+    ``exp(log_tau)``), the same function ``exp(-dt/tau)`` starting at exactly ``beta``."""
+
+    def __init__(self, features: int, tau: float, dt: float, learn: bool = False, name: str = "tau", *,
+                 beta: float | None = None):
         self.dt = float(dt)
         self.learn = bool(learn)
+        self.beta = None  # with learn: the decay at log_tau0 (the formula starting at exactly beta)
+        self.log_tau0 = None
+        if beta is not None:
+            decay_from_tau(1.0, dt)  # the dt check
+            beta = C.check_beta(beta)
+            tau = -self.dt / math.log(beta)
+            self.value = beta
+        else:
+            self.value = decay_from_tau(tau, dt, name)
         self.tau = float(tau)
-        self.value = decay_from_tau(tau, dt, name)
         if self.learn:
             self.log_tau = nnx.Param(jnp.full((features,), math.log(tau), jnp.float32))
+            if beta is not None:
+                self.beta = beta
+                self.log_tau0 = float(self.log_tau[...][0])  # what the parameter holds, rounded
 
     def __call__(self):
         if self.learn:
+            if self.beta is not None:
+                return self.beta ** jnp.exp(self.log_tau0 - self.log_tau[...])
             return jnp.exp(-self.dt / jnp.exp(self.log_tau[...]))
         return self.value
 
 
 class SigmoidDecay(nnx.Module):
-    """``sigmoid(w)`` with one learned ``w`` per neuron (PLIF, Fang et al. 2021), ``w`` starting at ``logit(exp(-dt/tau))``."""
+    """``sigmoid(w)`` with one learned ``w`` per neuron (PLIF, Fang et al. 2021), ``w`` starting at
+    ``logit(exp(-dt/tau))`` (``beta=``, keyword: at ``logit(beta)``, ``tau`` then ``-dt / log(beta)``)."""
 
-    def __init__(self, features: int, tau: float, dt: float, name: str = "tau_mem"):
+    def __init__(self, features: int, tau: float, dt: float, name: str = "tau_mem", *, beta: float | None = None):
         self.dt = float(dt)
+        if beta is not None:
+            decay_from_tau(1.0, dt)  # the dt check
+            d = C.check_beta(beta)
+            tau = -self.dt / math.log(d)
+        else:
+            d = decay_from_tau(tau, dt, name)
         self.tau = float(tau)
-        d = decay_from_tau(tau, dt, name)
         self.w = nnx.Param(jnp.full((features,), math.log(d / (1.0 - d)), jnp.float32))
 
     def __call__(self):
@@ -122,15 +146,20 @@ class LI(TimeFirst):
     """Leaky integrator (:class:`spikescan.nn.LI`, same arguments and defaults): ``i[t] = a i[t-1] + x[t]``
     (``i = x`` when ``tau_syn`` is None, the default), ``u[t] = b u[t-1] + c i[t]`` with ``c = input_scale``
     (default 1) or ``1 - b`` (``"one_minus_decay"``), ``a = exp(-dt/tau_syn)``, ``b = exp(-dt/tau_mem)``;
-    returns ``u``."""
+    returns ``u``.  ``beta=`` / ``alpha=`` (keyword-only): ``b`` / ``a`` per step instead of ``tau_mem`` /
+    ``tau_syn``, as on the torch side."""
 
-    def __init__(self, features: int, tau_syn: float | None = D.TAU_SYN, tau_mem: float = D.TAU_MEM, dt: float = D.DT,
-                 learn_tau: bool = False, backend: str = "auto", *, input_scale: str | float = D.INPUT_SCALE):
+    def __init__(self, features: int, tau_syn: float | None = C.default(D.TAU_SYN),
+                 tau_mem: float = C.default(D.TAU_MEM),
+                 dt: float = D.DT, learn_tau: bool = False, backend: str = "auto", *,
+                 input_scale: str | float = D.INPUT_SCALE, beta: float | None = None, alpha: float | None = None):
+        tau_mem, beta = C.resolve_decay(tau_mem, beta, "tau_mem", "beta")
+        tau_syn, alpha = C.resolve_decay(tau_syn, alpha, "tau_syn", "alpha")
         self.features = _features(features)
         self.backend = C.choice(backend, "backend", SCAN_BACKENDS)
         self.input_scale = _input_scale(input_scale)
-        self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn") if tau_syn is not None else None
-        self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem")
+        self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn", beta=alpha) if tau_syn is not None else None
+        self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem", beta=beta)
 
     def __call__(self, x):
         x = _check_input(x, self.features, "LI")
@@ -153,12 +182,18 @@ class LIF(TimeFirst):
     detached, ``FastSigmoid(25)``): the temporal-parallelization paper's eq. 1-2 by default, the SPSN
     paper's LIF baseline with ``tau_syn=0.02, input_scale="one_minus_decay", detach_reset=True,
     surrogate=FastSigmoid(100)``.  ``backend`` goes to :func:`spikescan.jax.lif` (``"auto"``: its custom-VJP scan).
+    ``beta=`` / ``alpha=`` (keyword-only): ``b`` / ``a`` per step instead of ``tau_mem`` / ``tau_syn``
+    (not both for one stage; a learned decay starts at exactly ``beta``), as on the torch side.
     """
 
-    def __init__(self, features: int, tau_syn: float | None = D.TAU_SYN, tau_mem: float = D.TAU_MEM, dt: float = D.DT,
-                 threshold: float = D.THRESHOLD, reset: str = D.RESET, v_reset: float = D.V_RESET, surrogate=None,
-                 detach_reset: bool = D.DETACH_RESET, learn_tau: bool = False, learn_threshold: bool = False,
-                 input_scale: str | float = D.INPUT_SCALE, backend: str = "auto"):
+    def __init__(self, features: int, tau_syn: float | None = C.default(D.TAU_SYN),
+                 tau_mem: float = C.default(D.TAU_MEM),
+                 dt: float = D.DT, threshold: float = D.THRESHOLD, reset: str = D.RESET, v_reset: float = D.V_RESET,
+                 surrogate=None, detach_reset: bool = D.DETACH_RESET, learn_tau: bool = False,
+                 learn_threshold: bool = False, input_scale: str | float = D.INPUT_SCALE, backend: str = "auto", *,
+                 beta: float | None = None, alpha: float | None = None):
+        tau_mem, beta = C.resolve_decay(tau_mem, beta, "tau_mem", "beta")
+        tau_syn, alpha = C.resolve_decay(tau_syn, alpha, "tau_syn", "alpha")
         self.features = _features(features)
         self.reset = C.choice(reset, "reset", ("zero", "subtract"))
         self.backend = C.choice(backend, "backend", LIF_BACKENDS)
@@ -169,15 +204,15 @@ class LIF(TimeFirst):
         C.surrogate_spec(self.surrogate)  # a custom surrogate is refused here, not at the first call
         self.detach_reset = bool(detach_reset)
         self.input_scale = _input_scale(input_scale)
-        self.syn = Decay(features, tau_syn, dt, False, "tau_syn") if tau_syn is not None else None
-        self.mem = self._make_decay(features, tau_mem, dt, learn_tau)
+        self.syn = Decay(features, tau_syn, dt, False, "tau_syn", beta=alpha) if tau_syn is not None else None
+        self.mem = self._make_decay(features, tau_mem, dt, learn_tau, beta)
         if learn_threshold:
             self.threshold = nnx.Param(jnp.full((features,), float(threshold), jnp.float32))
         else:
             self.threshold = float(threshold)
 
-    def _make_decay(self, features, tau_mem, dt, learn_tau):
-        return Decay(features, tau_mem, dt, learn_tau, "tau_mem")
+    def _make_decay(self, features, tau_mem, dt, learn_tau, beta=None):
+        return Decay(features, tau_mem, dt, learn_tau, "tau_mem", beta=beta)
 
     def _threshold(self, dtype):
         th = self.threshold
@@ -205,10 +240,10 @@ class LIF(TimeFirst):
 
 class PLIF(LIF):
     """Parametric LIF (Fang et al., ICCV 2021; :class:`spikescan.nn.PLIF`): :class:`LIF` with a learned
-    decay ``sigmoid(w)`` per neuron."""
+    decay ``sigmoid(w)`` per neuron; ``beta=`` (keyword-only) starts it at ``beta`` (``w = logit(beta)``)."""
 
-    def _make_decay(self, features, tau_mem, dt, learn_tau):
-        return SigmoidDecay(features, tau_mem, dt, "tau_mem")
+    def _make_decay(self, features, tau_mem, dt, learn_tau, beta=None):
+        return SigmoidDecay(features, tau_mem, dt, "tau_mem", beta=beta)
 
 
 class SPSN(TimeFirst):
@@ -222,12 +257,16 @@ class SPSN(TimeFirst):
     The integration has no reset, so ``backend="associative"`` computes it in parallel over
     time.  Randomness: ``__call__(x, key)`` with an explicit PRNG key, or, without one, the
     ``spikes`` stream of the ``rngs`` given at construction (``nnx.Rngs(spikes=seed)``; any
-    ``nnx.Rngs`` falls back to its default stream), advanced at every call.
+    ``nnx.Rngs`` falls back to its default stream), advanced at every call.  ``beta=`` / ``alpha=``
+    (keyword-only): ``b`` / ``a`` per step instead of ``tau_mem`` / ``tau_syn``, as on the torch side.
     """
 
-    def __init__(self, features: int, tau_syn: float | None = 0.02, tau_mem: float = 0.02, dt: float = 1e-3,
-                 firing: str = "sb", learn_tau: bool = False, backend: str = "auto", gs_tau: float = 1.0,
-                 logit_scale: float = 1.0, *, rngs: nnx.Rngs | None = None):
+    def __init__(self, features: int, tau_syn: float | None = C.default(0.02), tau_mem: float = C.default(0.02),
+                 dt: float = 1e-3, firing: str = "sb", learn_tau: bool = False, backend: str = "auto",
+                 gs_tau: float = 1.0, logit_scale: float = 1.0, *, rngs: nnx.Rngs | None = None,
+                 beta: float | None = None, alpha: float | None = None):
+        tau_mem, beta = C.resolve_decay(tau_mem, beta, "tau_mem", "beta")
+        tau_syn, alpha = C.resolve_decay(tau_syn, alpha, "tau_syn", "alpha")
         self.features = _features(features)
         self.firing = C.choice(firing, "firing", FIRING_MODES)
         self.backend = C.choice(backend, "backend", SCAN_BACKENDS)
@@ -236,8 +275,8 @@ class SPSN(TimeFirst):
         if rngs is not None and not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"rngs must be a flax.nnx.Rngs or None, got {type(rngs).__name__}")
         self.rngs = rngs
-        self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn") if tau_syn is not None else None
-        self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem")
+        self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn", beta=alpha) if tau_syn is not None else None
+        self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem", beta=beta)
 
     def membrane(self, x):
         """The membrane ``u`` before firing, in ``x``'s dtype."""

@@ -36,11 +36,46 @@ from ..ops import psu as psu_ops
 from ..ops.firing import heaviside
 from ..ops.leaky import leaky_integrate, leaky_step
 from ..ops._backend import backends as op_backends
-from .base import SpikingNeuron, check_input, check_step_input, check_step_params, validates_once
+from .base import (SpikingNeuron, check_beta, check_input, check_step_input, check_step_params, default, is_default,
+                   validates_once)
 from .state import PSUState, check_state, last, legacy_return_membrane, pack, state_tensor
 from .registry import register_neuron
 
 __all__ = ["PSU", "IPSU", "RPSU"]
+
+_TAU = default(2.0)  # the authors' tau, marked so that an explicit tau together with beta= is an error
+
+
+def tau_from_beta(beta, leak: str = "exact") -> float:
+    """The ``tau`` (in steps) whose :func:`~spikescan.ops.psu.leak_coefficients` decay under
+    ``leak`` is ``beta``: ``1 / (1 - beta)`` (``"exact"``, decay ``1 - 1/tau``) or ``1 / beta``
+    (``"psu_code"``, decay ``1/tau``), or of it and its two neighbouring floats the one whose
+    decay is nearest ``beta``.
+
+    The ops take ``tau``, so the decay is ``1 - fl(1/tau)`` / ``fl(1/tau)``: exactly ``beta`` for
+    most numbers, else one ulp off (not every double is a rounded reciprocal); with
+    ``leak="exact"`` and ``beta < 0.5`` the decay ``1 - k`` (``k`` in (0.5, 1), exact by Sterbenz)
+    is a multiple of 2**-53, within 2**-53 of ``beta``."""
+    beta = check_beta(beta)
+    psu_ops.leak_coefficients(2.0, leak)  # validates leak
+    t0 = 1.0 / (1.0 - beta if leak == "exact" else beta)
+    best, best_err = t0, math.inf
+    for t in (t0, math.nextafter(t0, math.inf), math.nextafter(t0, 0.0)):
+        if t >= 1.0 and math.isfinite(t):
+            err = abs(psu_ops.leak_coefficients(t, leak)[0] - beta)
+            if err < best_err:
+                best, best_err = t, err
+    return best
+
+
+def _resolve_tau(tau, beta, leak):
+    """``tau`` from the constructor's ``tau`` / ``beta`` (not both)."""
+    if beta is None:
+        return tau
+    if not is_default(tau):
+        raise ValueError(f"give either beta= (the decay per step) or tau= (a time constant in steps), "
+                         f"not both: got beta={beta!r} and tau={tau!r}")
+    return tau_from_beta(beta, leak)
 
 
 class _PSUBase(SpikingNeuron):
@@ -119,11 +154,12 @@ class PSU(_PSUBase):
     """Parallel Spiking Unit: ``H = M1 x``, ``V = H + Vth R sigmoid(H)``, ``S = H(V - Vth)``.
 
     No learned parameters (except ``alpha`` with ``learn_alpha=True``); works for any T.
+    ``beta=`` (keyword-only): the decay per step instead of ``tau`` (see :func:`tau_from_beta`).
     """
 
-    def __init__(self, tau: float = 2.0, threshold: float = 1.0, *, leak: str = "exact",
-                 surrogate=None, learn_alpha: bool = False, backend: str = "auto"):
-        super().__init__(tau, threshold, leak, surrogate, learn_alpha, backend)
+    def __init__(self, tau: float = _TAU, threshold: float = 1.0, *, leak: str = "exact",
+                 surrogate=None, learn_alpha: bool = False, backend: str = "auto", beta: float | None = None):
+        super().__init__(_resolve_tau(tau, beta, leak), threshold, leak, surrogate, learn_alpha, backend)
 
     def _membrane(self, x):
         return psu_ops.psu_membrane(x, self.tau, self.threshold, leak=self.leak, backend=self.backend)
@@ -206,11 +242,12 @@ class _LearnedTimeMatrix(_PSUBase):
 
 
 class IPSU(_LearnedTimeMatrix):
-    """Input-aware PSU: ``V = (A_I ⊙ L) x + b_I + R x``, ``S = H(V - Vth)``; ``A_I`` = ``self.weight``."""
+    """Input-aware PSU: ``V = (A_I ⊙ L) x + b_I + R x``, ``S = H(V - Vth)``; ``A_I`` = ``self.weight``.
+    ``beta=`` (keyword-only): the decay per step instead of ``tau`` (see :func:`tau_from_beta`)."""
 
-    def __init__(self, T: int, tau: float = 2.0, threshold: float = 1.0, *, leak: str = "exact",
-                 surrogate=None, learn_alpha: bool = False, backend: str = "auto"):
-        super().__init__(T, tau, threshold, leak, surrogate, learn_alpha, backend)
+    def __init__(self, T: int, tau: float = _TAU, threshold: float = 1.0, *, leak: str = "exact",
+                 surrogate=None, learn_alpha: bool = False, backend: str = "auto", beta: float | None = None):
+        super().__init__(T, _resolve_tau(tau, beta, leak), threshold, leak, surrogate, learn_alpha, backend)
 
     def _membrane(self, x):
         return psu_ops.ipsu_membrane(x, self.weight.to(x.dtype), self.bias.to(x.dtype), self.tau,
@@ -218,11 +255,12 @@ class IPSU(_LearnedTimeMatrix):
 
 
 class RPSU(_LearnedTimeMatrix):
-    """Reset-aware PSU: ``V = M1 x + R sigmoid((A_R ⊙ L) x + b_R)``, ``S = H(V - Vth)``; ``A_R`` = ``self.weight``."""
+    """Reset-aware PSU: ``V = M1 x + R sigmoid((A_R ⊙ L) x + b_R)``, ``S = H(V - Vth)``; ``A_R`` = ``self.weight``.
+    ``beta=`` (keyword-only): the decay per step instead of ``tau`` (see :func:`tau_from_beta`)."""
 
-    def __init__(self, T: int, tau: float = 2.0, threshold: float = 1.0, *, leak: str = "exact",
-                 surrogate=None, learn_alpha: bool = False, backend: str = "auto"):
-        super().__init__(T, tau, threshold, leak, surrogate, learn_alpha, backend)
+    def __init__(self, T: int, tau: float = _TAU, threshold: float = 1.0, *, leak: str = "exact",
+                 surrogate=None, learn_alpha: bool = False, backend: str = "auto", beta: float | None = None):
+        super().__init__(T, _resolve_tau(tau, beta, leak), threshold, leak, surrogate, learn_alpha, backend)
 
     def _membrane(self, x):
         return psu_ops.rpsu_membrane(x, self.weight.to(x.dtype), self.bias.to(x.dtype), self.tau,
@@ -233,6 +271,8 @@ def _psu_builder(kind: str):
     def build(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
         kwargs = dict(kwargs)
         tau = float(kwargs.pop("tau", tau_mem / dt))  # PSU time constants count steps
+        if "beta" in kwargs and is_default(tau_mem):
+            tau = default(tau)  # beta= replaces the (defaulted) time constant
         if kind == "psu":
             return PSU(tau, backend=backend, **kwargs)
         if num_steps is None:
