@@ -20,9 +20,10 @@ from spikescan.jax.export import from_nir, from_torch, read, to_nir, to_torch, w
 
 def _jax_net(seed=0):
     r = nnx.Rngs(seed)
-    net = jnn.SNN(nnx.Linear(6, 8, rngs=r), jnn.LIF(8, threshold=0.3, learn_tau=True, learn_threshold=True),
+    net = jnn.SNN(nnx.Linear(6, 8, rngs=r),
+                  jnn.LIF(8, tau_syn=0.02, threshold=0.3, learn_tau=True, learn_threshold=True),
                   nnx.Linear(8, 5, rngs=r), jnn.PLIF(5, tau_syn=None, threshold=0.2), nnx.Linear(5, 4, rngs=r),
-                  jnn.LI(4, learn_tau=True))
+                  jnn.LI(4, tau_syn=0.02, learn_tau=True, input_scale="one_minus_decay"))
     # per-neuron parameters away from their initial values, so a forgotten copy shows
     rng = np.random.default_rng(seed)
     net.layers[1].mem.log_tau = nnx.Param(jnp.log(jnp.asarray(rng.uniform(0.005, 0.03, 8), jnp.float32)))

@@ -153,7 +153,7 @@ def test_float64_long_sequence_gradients_equal_torch():
     (dict(decay=1.2), ValueError, "decay must be <= 1"),
     (dict(decay=0.5, threshold=0.0), ValueError, "threshold must be > 0"),
     (dict(decay=0.5, reset="hard"), ValueError, "reset must be one of"),
-    (dict(decay=0.5, v_reset=0.3), ValueError, "v_reset is used only with reset='zero'"),
+    (dict(decay=0.5, v_reset=0.3, reset="subtract"), ValueError, "v_reset is used only with reset='zero'"),
     (dict(decay=0.5, surrogate="nope"), ValueError, "unknown surrogate"),
     (dict(decay=0.5, backend="numba"), ValueError, "backend must be one of"),
     (dict(decay=np.ones((5, 3), np.float32)), ValueError, "decay of shape"),

@@ -90,7 +90,8 @@ def test_lif_modules_match_torch(cls, reset, tau_syn):
     # comes within a safe margin of its threshold
     margin = 1e-4
     assert _membrane_margin_ok(v_t, th, margin)
-    assert np.max(np.abs(np.asarray(v_j) - v_t)) <= 1e-5
+    # (relative to the membrane's scale: with the default unscaled input it reaches ~10, not ~1)
+    assert np.max(np.abs(np.asarray(v_j) - v_t)) <= 1e-5 * max(1.0, float(np.abs(v_t).max()))
     s_t = tm(torch.from_numpy(x)).detach().numpy()
     assert np.array_equal(np.asarray(s_j), s_t) and 0.05 < s_t.mean() < 0.95
     wl = rng.standard_normal(x.shape).astype(np.float32)

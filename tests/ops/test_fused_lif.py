@@ -242,7 +242,7 @@ def test_backend_contract():
     s, v, last = lif_backend(x, torch.tensor(0.9), one, zero, None, reset="subtract", surrogate=FastSigmoid(),
                              detach_reset=False)
     assert s.shape == v.shape == x.shape and last.shape == x.shape[1:]
-    s_ref, v_ref, last_ref = lif(x, 0.9, return_membrane=True, return_state=True)
+    s_ref, v_ref, last_ref = lif(x, 0.9, reset="subtract", return_membrane=True, return_state=True)
     assert torch.equal(s, s_ref) and torch.equal(v, v_ref) and torch.equal(last, last_ref)
 
 
@@ -269,7 +269,7 @@ class _Custom(Surrogate):
     (dict(threshold=torch.tensor([1.0, -1.0, 1.0])), ValueError, "threshold must lie in"),
     (dict(decay=torch.tensor([1, 0, 1])), TypeError, "floating"),
     (dict(decay=torch.full((3,), 0.5, device="meta")), ValueError, "is on meta"),
-    (dict(v_reset=0.5), ValueError, "v_reset is used only"),
+    (dict(v_reset=0.5, reset="subtract"), ValueError, "v_reset is used only"),
     (dict(reset="soft"), ValueError, "reset must be one of"),
     (dict(surrogate=_Custom()), ValueError, "built-in surrogates"),
 ])

@@ -28,7 +28,7 @@ X_HAND = [1.2, 0.3, 0.9, 0.2]  # decay 0.5, threshold 1
 
 def test_hand_example_subtract():
     # v0=1.2 fire -> 0.2 | v1=0.1+0.3=0.4 | v2=0.2+0.9=1.1 fire -> 0.1 | v3=0.05+0.2=0.25
-    s, v, state = lif(_col(X_HAND), 0.5, 1.0, return_membrane=True, return_state=True)
+    s, v, state = lif(_col(X_HAND), 0.5, 1.0, reset="subtract", return_membrane=True, return_state=True)
     torch.testing.assert_close(s, _col([1, 0, 1, 0]))
     torch.testing.assert_close(v, _col([1.2, 0.4, 1.1, 0.25]))
     torch.testing.assert_close(state, torch.tensor([0.25], dtype=F64))
@@ -78,7 +78,7 @@ def test_decay_zero_and_one():
     _, v = lif(x, 0.0, 1.0, return_membrane=True)
     torch.testing.assert_close(v, x)
     # decay 1: perfect integrator: 0.5, 1.1 fire -> 0.1, 0.8
-    s, v = lif(x, 1.0, 1.0, return_membrane=True)
+    s, v = lif(x, 1.0, 1.0, reset="subtract", return_membrane=True)
     torch.testing.assert_close(v, _col([0.5, 1.1, 0.8]))
     torch.testing.assert_close(s, _col([0, 1, 0]))
 
@@ -271,7 +271,7 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="backend must be one of"):
         lif(x, 0.5, backend="fused_cuda")
     with pytest.raises(ValueError, match="v_reset"):
-        lif(x, 0.5, v_reset=-0.3)  # subtract reset ignores v_reset: refuse rather than ignore
+        lif(x, 0.5, reset="subtract", v_reset=-0.3)  # subtract ignores v_reset: refuse rather than ignore
     with pytest.raises(ValueError, match="v0"):
         lif(x, 0.5, v0=torch.zeros(5))
     with pytest.raises(ValueError, match="v0"):

@@ -91,3 +91,24 @@ def test_compare_table_and_reuse_of_finished_runs(tmp_path, monkeypatch, capsys)
     capsys.readouterr()
     assert main(argv + ["--epochs", "2"]) == 1  # same folder, different epochs
     assert "other settings" in capsys.readouterr().err
+
+
+def test_compare_on_a_preset_gives_other_neuron_kinds_their_own_arguments(tmp_path):
+    """``compare --preset fastsnn-fmnist-lif --neurons plif spsn-sb psu``: the preset's LIF
+    arguments (reset, surrogate, ...) carry over to PLIF, not to SPSN or PSU (their
+    constructors have none of them), and every configuration builds."""
+    import dataclasses
+
+    from spikescan.train.loop import build_model
+    from spikescan.train.presets import preset_config
+
+    base = dataclasses.asdict(preset_config("fastsnn-fmnist-lif"))
+    cfgs = {n: compare_mod._config(base, n, 0, tmp_path / n, compare_mod.NEURON_SETTINGS)
+            for n in ("lif", "plif", "spsn-sb", "psu")}
+    assert cfgs["plif"].neuron_kwargs == cfgs["lif"].neuron_kwargs == base["neuron_kwargs"]
+    assert cfgs["plif"].neuron_kwargs["reset"] == "subtract"
+    assert cfgs["spsn-sb"].neuron_kwargs == {}
+    assert cfgs["psu"].neuron_kwargs == compare_mod.NEURON_SETTINGS["psu"]["neuron_kwargs"]
+    for n, cfg in cfgs.items():
+        net = build_model(cfg, 784, 10)
+        assert type(net[1]).__name__ == {"lif": "LIF", "plif": "PLIF", "spsn-sb": "SPSN", "psu": "PSU"}[n]

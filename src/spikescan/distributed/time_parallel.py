@@ -53,6 +53,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .. import defaults as _defaults
 from .._checks import check_time_first
 from ..nn.container import TimeDistributed
 from ..nn.leaky import LI, LIF, input_factor
@@ -410,8 +411,9 @@ class _LIFPipeline(torch.autograd.Function):
         return (grad_x, *out_params, vals[-1] if ctx.needs_input_grad[4] else None, None)
 
 
-def lif_split(x_local: Tensor, decay, threshold=1.0, *, reset: str = "subtract", v_reset=0.0, surrogate=None,
-              v0=None, detach_reset: bool = False, backend: str = "auto", micro_batches: int = 1,
+def lif_split(x_local: Tensor, decay, threshold=_defaults.THRESHOLD, *, reset: str = _defaults.RESET,
+              v_reset=_defaults.V_RESET, surrogate=None, v0=None, detach_reset: bool = _defaults.DETACH_RESET,
+              backend: str = "auto", micro_batches: int = 1,
               group: Optional[dist.ProcessGroup] = None, reduce_grads: bool = True) -> Tensor:
     """Exact LIF with reset (:func:`spikescan.ops.lif.lif`) with time split over ``group``, pipelined.
 

@@ -41,8 +41,16 @@ NEURON_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+#: neuron kinds built by one constructor family: a preset's ``neuron_kwargs`` for one apply to the others
+_KWARG_FAMILIES = ({"lif", "plif", "rlif"},)
+
+
 def _config(base: dict, neuron: str, seed: int, run_dir: Path, settings: dict) -> TrainConfig:
     d = dict(base)
+    if neuron != d.get("neuron") and not any({neuron, d.get("neuron")} <= f for f in _KWARG_FAMILIES):
+        # the base's neuron_kwargs are arguments of another constructor (e.g. the LIF baseline's
+        # reset for an SPSN): the neuron starts from its own defaults; the table lists the change
+        d["neuron_kwargs"] = {}
     d.update(settings.get(neuron, {}))
     d.update(neuron=neuron, seed=seed, out_dir=str(run_dir))
     cfg = TrainConfig.from_dict(d)
