@@ -107,7 +107,9 @@ def _build(layer: str, cfg: dict):
     if layer == "spsn":
         neuron = SPSN(cfg["hidden"], backend=cfg["backend"])
     else:
-        neuron = LIF(cfg["hidden"], threshold=0.5, backend=cfg["backend"])
+        # the settings of the recorded runs (a synaptic stage split over ranks too), not the library defaults
+        neuron = LIF(cfg["hidden"], tau_syn=0.02, threshold=0.5, input_scale="one_minus_decay", detach_reset=True,
+                     surrogate="fast_sigmoid(100)", backend=cfg["backend"])
     return nn.Sequential(nn.Linear(cfg["in_features"], cfg["hidden"]), neuron)
 
 
