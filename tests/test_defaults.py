@@ -181,3 +181,19 @@ def test_a_surrogate_named_with_its_parameter(spec, want):
 def test_a_bad_surrogate_spec_names_what_is_wrong(spec, match):
     with pytest.raises(ValueError, match=match):
         surrogate_lib.get(spec)
+
+
+def test_a_network_at_the_defaults_exports_to_nir_and_reads_back():
+    """The default reset (to 0) is the one NIR's LIF node carries: a default network round-trips."""
+    pytest.importorskip("nir")
+    from spikescan.export import from_nir, to_nir
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), LIF(8), nn.Linear(8, 3), LI(3)).eval()
+    back = from_nir(to_nir(net))
+    assert [type(m).__name__ for m in back] == ["Linear", "LIF", "Linear", "LI"]
+    assert (back[1].syn, back[1].input_scale, back[1].reset, back[3].syn, back[3].input_scale) == (
+        None, 1.0, "zero", None, 1.0)
+    x = torch.rand(40, 3, 6)
+    with torch.no_grad():
+        assert net[:2](x).sum() > 0 and torch.equal(back(x), net(x))
