@@ -25,8 +25,30 @@ from torch import Tensor
 
 from ._backend import backends, register, register_auto, resolve
 
-__all__ = ["SpikeEvents", "event_linear", "EVENT_LINEAR_BACKENDS"]
+__all__ = ["SpikeEvents", "event_linear", "EVENT_LINEAR_BACKENDS", "attach_events", "known_events"]
 
+
+
+_KNOWN_EVENTS = "_spikescan_events"
+
+
+def attach_events(x: Tensor, events: "SpikeEvents") -> Tensor:
+    """Record on ``x`` that ``events`` are exactly its nonzero entries (values all 1 unless
+    ``events.values``), so that :meth:`SpikeEvents.from_dense` of ``x`` returns them without a
+    pass over ``x``; an in-place change of ``x`` afterwards (its ``_version``) voids the record.
+    For producers that know their spikes (a single-spike layer: at most one per neuron)."""
+    if tuple(x.shape) != events.shape or x.dtype != events.dtype:
+        raise ValueError(f"events {events.shape} {events.dtype} do not describe x {tuple(x.shape)} {x.dtype}")
+    setattr(x, _KNOWN_EVENTS, (events, x._version))
+    return x
+
+
+def known_events(x: Tensor) -> "SpikeEvents | None":
+    """The events recorded on ``x`` by :func:`attach_events`, if ``x`` is unchanged since."""
+    known = getattr(x, _KNOWN_EVENTS, None)
+    if known is None or known[1] != x._version:
+        return None
+    return known[0]
 
 
 class SpikeEvents:
@@ -74,11 +96,17 @@ class SpikeEvents:
         """The events of a dense ``[T, B, C]`` tensor (its nonzero entries; values kept unless all are 1).
 
         With ``max_density``, returns None instead when more than that fraction of ``x`` is
-        nonzero (decided by the counting pass, before any event is gathered).
+        nonzero (decided by the counting pass, before any event is gathered).  When ``x``'s
+        producer recorded its events (:func:`attach_events`, e.g. the single-spike kernels,
+        which know each neuron's spike time) and ``x`` was not modified since, those are
+        returned without reading ``x``.
         """
         if not isinstance(x, Tensor) or x.dim() != 3 or not x.is_floating_point():
             raise ValueError(f"x must be a floating tensor [T, B, C], got "
                              f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        known = known_events(x)
+        if known is not None:  # its producer listed them: no pass over x
+            return None if max_density is not None and known.density > max_density else known
         T, B, C = x.shape
         flat = x.detach().reshape(T * B, C)
         if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64) and _numba_available():

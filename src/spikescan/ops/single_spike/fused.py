@@ -177,11 +177,30 @@ def single_spike_fused(x: Tensor, decay: Tensor, threshold: Tensor, scale: Tenso
     d, c, th = (per_neuron(p, rest, kdtype) for p in (decay, scale, threshold))
     v0v = xf.new_zeros(N) if v0 is None else per_neuron(v0, rest, kdtype)
     op = single_spike_fused_forward if torch.compiler.is_compiling() else _SingleSpikeFusedForwardEager.apply
-    s, v, _, _ = op(xf, d, c, th, v0v, code, sparam, bool(straight_through), bool(need_membrane),
-                    needs_grad(x, decay, scale, threshold, v0))
+    s, v, first, _ = op(xf, d, c, th, v0v, code, sparam, bool(straight_through), bool(need_membrane),
+                        needs_grad(x, decay, scale, threshold, v0))
     out = x.dtype
     v = v.view(x.shape).to(out) if need_membrane else v.new_empty(0, dtype=out)
-    return s.view(x.shape).to(out), v
+    return _with_events(s.view(x.shape).to(out), first), v
+
+
+def _with_events(s: Tensor, first: Tensor) -> Tensor:
+    """``s`` ``[T, B, O]`` with its events recorded (:func:`~spikescan.ops.events.attach_events`):
+    the spike of neuron ``m = b O + o`` is at step ``first[m]`` (``T``: none), so a following
+    event-driven layer finds them without reading the ``T x B x O`` tensor.  The rows are
+    ``t B + b`` and, within a row, the channels rise, as :meth:`SpikeEvents.from_dense` orders
+    them (so the layer sums them in the same order).  Eager CPU 3-d outputs only."""
+    from ..events import SpikeEvents, attach_events
+
+    if s.dim() != 3 or s.device.type != "cpu" or torch.compiler.is_compiling():
+        return s
+    T, B, O = s.shape
+    fired = torch.nonzero(first < T).squeeze(1)  # m = b O + o, rising
+    rows = first[fired].to(torch.int64) * B + fired // O
+    order = torch.argsort(rows, stable=True)  # stable: a row's channels stay rising
+    crow = torch.zeros(T * B + 1, dtype=torch.int64)
+    torch.cumsum(torch.bincount(rows, minlength=T * B), 0, out=crow[1:])
+    return attach_events(s, SpikeEvents(crow, (fired % O)[order], (T, B, O), dtype=s.dtype, check=False))
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,6 +396,6 @@ def single_spike_events_fused(x, weight: Tensor, bias: Tensor, decay: Tensor, th
     v0v = w.new_zeros(M) if v0 is None else per_neuron(v0, rest, kdtype)
     values = w.new_empty(0) if x.values is None else x.values.detach().to(kdtype).contiguous()
     op = single_spike_events_fused_forward if torch.compiler.is_compiling() else _SingleSpikeEventsFusedForwardEager.apply
-    s, _, _ = op(x.crow, x.channels, values, w, b, d, c, th, v0v, T, B, code, sparam, bool(straight_through),
-                 needs_grad(weight, bias, decay, scale, threshold, v0))
-    return s.view(T, B, O).to(weight.dtype)
+    s, _, first = op(x.crow, x.channels, values, w, b, d, c, th, v0v, T, B, code, sparam, bool(straight_through),
+                     needs_grad(weight, bias, decay, scale, threshold, v0))
+    return _with_events(s.view(T, B, O).to(weight.dtype), first)
