@@ -319,3 +319,81 @@ def check_module_tensors(module: torch.nn.Module, x: torch.Tensor, name: str = "
 def check_choice(value, name: str, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+
+
+# --- constructor arguments shared by the torch and JAX modules ------------------------------
+
+class _Default(float):
+    """A float default that a constructor can tell from the same number passed explicitly
+    (``tau_mem is TAU_MEM``), so that ``beta=`` together with an explicit time constant is an
+    error while the plain default stays a plain-looking ``0.02`` in signatures and reprs."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
+class _DefaultNone:
+    """``None`` as a constructor default (no synaptic stage) that :func:`resolve_decay` can tell
+    from an explicit ``tau_syn=None``; :func:`resolve_decay` turns it into ``None``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "None"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+_DEFAULT_NONE = _DefaultNone()
+
+
+def default(value: float | None) -> float | None:
+    """A constructor default that :func:`resolve_decay` recognises as "not given"."""
+    return _DEFAULT_NONE if value is None else _Default(value)
+
+
+def is_default(value) -> bool:
+    return isinstance(value, (_Default, _DefaultNone))
+
+
+def check_beta(beta, name: str = "beta") -> float:
+    """A per-step decay given directly (snnTorch's ``beta`` / ``alpha``): a real number strictly in (0, 1)."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and 0.0 < beta < 1.0):
+        raise ValueError(f"{name} (the decay per step) must be a number in (0, 1), exclusive, got {beta!r}; "
+                         f"a decay of 0 or 1 has no time constant (for no synaptic stage pass tau_syn=None)")
+    return float(beta)
+
+
+def resolve_decay(tau, beta, tau_name: str, beta_name: str):
+    """``(tau, beta)`` of one stage from a constructor's arguments: ``beta=None`` keeps ``tau``
+    (its default or the value given); a ``beta`` replaces a defaulted ``tau`` (a defaulted
+    ``None``, no stage, included: ``beta`` then creates the stage), and is a ``ValueError``
+    naming both when ``tau`` was also given explicitly (``None`` included)."""
+    if beta is None:
+        return (None if tau is _DEFAULT_NONE else tau), None
+    if not is_default(tau):
+        raise ValueError(f"give either {beta_name}= (the decay per step) or {tau_name}= (a time constant with dt), "
+                         f"not both: got {beta_name}={beta!r} and {tau_name}={tau!r}")
+    beta = check_beta(beta, beta_name)
+    # the time constant is ignored where beta is given (Decay derives it); a defaulted None
+    # (no stage) becomes a number so that the stage exists
+    return (1.0 if tau is _DEFAULT_NONE else tau), beta
+
+
+def check_input_scale(input_scale):
+    """A neuron's factor on the current entering its membrane: ``"one_minus_decay"`` (``1 - b``)
+    or a finite number (returned as a float)."""
+    if input_scale == "one_minus_decay":
+        return input_scale
+    if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not math.isfinite(input_scale):
+        raise ValueError(f"input_scale must be 'one_minus_decay' or a finite number, got {input_scale!r}")
+    return float(input_scale)
+
+
+def input_factor(input_scale, b):
+    """The factor on the current entering the membrane: ``1 - b`` (``"one_minus_decay"``) or the
+    number ``input_scale`` (``b`` a float, a torch tensor or a JAX array)."""
+    return 1.0 - b if input_scale == "one_minus_decay" else input_scale

@@ -27,6 +27,7 @@ from flax import nnx
 
 from .. import defaults as D
 from .. import surrogate as _surrogate
+from .._checks import input_factor
 from . import _checks as C
 from .firing import gumbel_spike, sigmoid_bernoulli
 from .lif import BACKENDS as LIF_BACKENDS
@@ -129,19 +130,6 @@ def _as(value, dtype):
     return value.astype(dtype) if hasattr(value, "astype") else value
 
 
-def _input_scale(input_scale):
-    if input_scale == "one_minus_decay":
-        return input_scale
-    if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not math.isfinite(input_scale):
-        raise ValueError(f"input_scale must be 'one_minus_decay' or a finite number, got {input_scale!r}")
-    return float(input_scale)
-
-
-def _factor(input_scale, b):
-    """The factor on the current entering the membrane: ``1 - b`` or the number ``input_scale``."""
-    return 1.0 - b if input_scale == "one_minus_decay" else input_scale
-
-
 class LI(TimeFirst):
     """Leaky integrator (:class:`spikescan.nn.LI`, same arguments and defaults): ``i[t] = a i[t-1] + x[t]``
     (``i = x`` when ``tau_syn`` is None, the default), ``u[t] = b u[t-1] + c i[t]`` with ``c = input_scale``
@@ -157,7 +145,7 @@ class LI(TimeFirst):
         tau_syn, alpha = C.resolve_decay(tau_syn, alpha, "tau_syn", "alpha")
         self.features = _features(features)
         self.backend = C.choice(backend, "backend", SCAN_BACKENDS)
-        self.input_scale = _input_scale(input_scale)
+        self.input_scale = C.check_input_scale(input_scale)
         self.syn = Decay(features, tau_syn, dt, learn_tau, "tau_syn", beta=alpha) if tau_syn is not None else None
         self.mem = Decay(features, tau_mem, dt, learn_tau, "tau_mem", beta=beta)
 
@@ -166,7 +154,7 @@ class LI(TimeFirst):
         xc = x.astype(C.compute_dtype(x.dtype))
         current = xc if self.syn is None else leaky_integrate(xc, _as(self.syn(), xc.dtype), backend=self.backend)
         b = _as(self.mem(), xc.dtype)
-        return leaky_integrate(current, b, scale=_factor(self.input_scale, b), backend=self.backend).astype(x.dtype)
+        return leaky_integrate(current, b, scale=input_factor(self.input_scale, b), backend=self.backend).astype(x.dtype)
 
 
 class LIF(TimeFirst):
@@ -203,7 +191,7 @@ class LIF(TimeFirst):
         self.surrogate = _surrogate.get(surrogate)
         C.surrogate_spec(self.surrogate)  # a custom surrogate is refused here, not at the first call
         self.detach_reset = bool(detach_reset)
-        self.input_scale = _input_scale(input_scale)
+        self.input_scale = C.check_input_scale(input_scale)
         self.syn = Decay(features, tau_syn, dt, False, "tau_syn", beta=alpha) if tau_syn is not None else None
         self.mem = self._make_decay(features, tau_mem, dt, learn_tau, beta)
         if learn_threshold:
@@ -223,7 +211,7 @@ class LIF(TimeFirst):
         a = None if self.syn is None else _as(self.syn(), x.dtype)
         current = x if a is None else leaky_integrate(x, a, backend="sequential" if self.backend == "sequential"
                                                       else "auto")
-        return current if self.input_scale == 1.0 else current * _factor(self.input_scale, b)
+        return current if self.input_scale == 1.0 else current * input_factor(self.input_scale, b)
 
     def __call__(self, x, v0=None, *, return_membrane: bool = False):
         """Spikes ``[T, B, ..., features]`` (and the pre-reset membrane with ``return_membrane``)."""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
 from .. import defaults as D
 from .. import surrogate as surrogate_lib
-from .._checks import as_param_tensor, check_choice, check_finite, check_positive_int, compute_dtype
+from .._checks import (as_param_tensor, check_choice, check_finite, check_input_scale, check_positive_int, compute_dtype,
+                       input_factor)
 from ..ops.lif import LIFParameters, lif, lif_step
 from ..ops._backend import backends
 from ..ops.leaky import leaky_integrate, leaky_step
@@ -81,20 +81,6 @@ class LI(StatefulModule):
         u0 = zero if state is None else state_tensor(state.u, "state.u", seq)
         u = leaky_step(i, u0, b, input_factor(self.input_scale, b))
         return u.to(x_t.dtype), LIState(None if self.syn is None else i, u)
-
-
-def check_input_scale(input_scale):
-    """``input_scale`` of a LIF-type layer or :class:`LI`: ``"one_minus_decay"`` or a finite number."""
-    if input_scale == "one_minus_decay":
-        return input_scale
-    if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not math.isfinite(input_scale):
-        raise ValueError(f"input_scale must be 'one_minus_decay' or a finite number, got {input_scale!r}")
-    return float(input_scale)
-
-
-def input_factor(input_scale, b):
-    """The factor on the current entering the membrane: ``1 - b`` or the number ``input_scale``."""
-    return 1.0 - b if input_scale == "one_minus_decay" else input_scale
 
 
 def _step_setup(module, x_t, state, cls):

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .. import surrogate as surrogate_lib
-from .._checks import check_positive_int, compute_dtype
+from .._checks import check_input_scale, check_positive_int, compute_dtype
 from ..ops._backend import backends
 from ..ops.events import SpikeEvents
 from ..ops.firing import heaviside
@@ -39,11 +39,9 @@ __all__ = ["SingleSpikeLIF", "MaxMembraneReadout"]
 
 
 def _input_scale(input_scale):
-    if input_scale == "one_minus_decay":
-        return None
-    if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not math.isfinite(input_scale):
-        raise ValueError(f"input_scale must be 'one_minus_decay' or a finite float, got {input_scale!r}")
-    return float(input_scale)
+    """The ops' ``scale``: None for ``"one_minus_decay"`` (the ops form ``1 - decay``), else the number."""
+    input_scale = check_input_scale(input_scale)
+    return None if input_scale == "one_minus_decay" else input_scale
 
 
 class SingleSpikeLIF(SpikingNeuron):
