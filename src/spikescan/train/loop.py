@@ -35,6 +35,7 @@ from ..data.augment import Compose, RandomChannelShift, RandomScale
 from ..data.collate import pad_collate
 from ..data.events import EventBatch
 from ..data.registry import DATASETS, build_datasets as _build_data, dataset_spec, supports_events
+from ..ops.events import known_events
 from .losses import READOUTS, readout_cross_entropy, readout_logits
 from .models import BIAS_INITS, NEURONS, FeedForwardSNN, check_backend
 from .plots import plot_spike_raster, plot_training_curves
@@ -321,7 +322,7 @@ def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = 
             totals["correct"] += int((readout_logits(u.detach(), cfg.readout).argmax(1) == y).sum())
             totals["n"] += b
             for s in spikes:
-                totals["spikes"] += float(s.detach().sum())
+                totals["spikes"] += _spike_count(s)
                 totals["neuron_steps"] += s[0, 0].numel() * s.shape[0] * s.shape[1]
             totals["hidden_neurons"] = sum(s[0, 0].numel() for s in spikes)
             if progress:
@@ -341,6 +342,15 @@ def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = 
         "spike_rate": rate,
         "spikes_per_ms": rate * totals["hidden_neurons"] / (cfg.dt * 1e3),
     }
+
+
+def _spike_count(s: torch.Tensor) -> float:
+    """The number of spikes in ``s``: from the events its layer recorded (single-spike layers) when
+    it did, which saves a pass over ``[T, B, N]``, else the sum."""
+    events = known_events(s)
+    if events is not None and events.values is None:
+        return float(events.num_events)
+    return float(s.detach().sum())
 
 
 def _new_run_dir(cfg: TrainConfig) -> Path:
