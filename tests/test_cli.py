@@ -112,6 +112,12 @@ def test_results_archive_and_table(tmp_path, capsys):
         assert main(["results", "archive", str(out), f"digits-test-{seed}", "--root", str(root)]) == 0
     meta = json.loads((root / "digits-test-s0" / "meta.json").read_text())
     assert meta["finished"] and meta["cpu"] and "torch" in meta
+    # the commit that trained it, from command.txt's comments (both lines ran this checkout)
+    from spikescan.train.results import code_commit
+
+    lines = (out / "command.txt").read_text().splitlines()
+    assert all(line.endswith(f"  # spikescan {code_commit()}") for line in lines)
+    assert meta["run_commits"] == [code_commit()]
     assert not (root / "digits-test-s0" / "checkpoint.pt").exists()  # small files only
     capsys.readouterr()
     assert main(["results", "table", "--root", str(root)]) == 0

@@ -254,3 +254,13 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(tmp_path, point):
     wc = load_checkpoint(cut / "checkpoint.pt")["model"]
     assert all(torch.equal(wf[k], wc[k]) for k in wf)
     assert not list(cut.glob(".*.tmp"))
+
+
+def test_run_commits_reads_the_commit_comment_of_every_start_and_resume():
+    from spikescan.train.results import run_commits
+
+    text = ("2026-12-01 10:00:00  spikescan train --preset x  # spikescan 0123456789ab\n"
+            "2026-12-01 11:00:00  spikescan train --resume --out r  # spikescan 0123456789ab+changes\n"
+            "2026-12-01 12:00:00  spikescan train --resume --out r  # spikescan 0123456789ab\n"
+            "2026-12-01 09:00:00  spikescan train --out r\n")  # a line from before commits were recorded
+    assert run_commits(text) == ["0123456789ab", "0123456789ab+changes"]

@@ -506,9 +506,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
 
 
 def _append_command(path: Path, command: str, folder: RunFolder | None) -> None:
+    """One line per start or resume: the time, the command, and (as a comment, so the command
+    stays pasteable) the spikescan commit that ran it."""
+    from .results import code_commit
+
     existed = path.exists()
     previous = path.read_text() if existed else ""
-    write_text(path, previous + f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {command}\n")
+    write_text(path, previous + f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {command}  # spikescan {code_commit()}\n")
     if folder is not None and not existed:
         folder.wrote(path)
 

@@ -41,6 +41,30 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def code_commit() -> str:
+    """The commit of the spikescan source that is running (``+changes`` when its tracked files
+    differ from it; ``unknown`` outside a git checkout, e.g. an installed wheel)."""
+    commit = _git("rev-parse", "--short=12", "HEAD")
+    if commit is None:
+        return "unknown"
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return commit + ("+changes" if status else "")
+
+
+#: what :func:`code_commit` wrote at the end of each ``command.txt`` line
+_RUN_COMMIT = re.compile(r"# spikescan (\S+)\s*$")
+
+
+def run_commits(command_txt: str) -> list[str]:
+    """The commits that ran a run's starts and resumes, in order, each once."""
+    seen: list[str] = []
+    for line in command_txt.splitlines():
+        m = _RUN_COMMIT.search(line)
+        if m and m.group(1) not in seen:
+            seen.append(m.group(1))
+    return seen
+
+
 def archive_run(run_dir, dest, *, note: str | None = None) -> Path:
     """Copy ``run_dir``'s small files into ``dest`` (created) and write ``dest/meta.json``."""
     run_dir, dest = Path(run_dir), Path(dest)
@@ -70,6 +94,9 @@ def archive_run(run_dir, dest, *, note: str | None = None) -> Path:
             "cpu": cpu_model(), "machine": platform.machine(), "python": platform.python_version(),
             "torch": torch.__version__, "archived": time.strftime("%Y-%m-%d %H:%M:%S"),
             "finished": (run_dir / "final.json").is_file()}
+    command_txt = run_dir / "command.txt"
+    if command_txt.is_file():  # the code that trained it (commit above: the code that archived it)
+        meta["run_commits"] = run_commits(command_txt.read_text())
     if note:
         meta["note"] = note
     write_json(dest / "meta.json", meta)
