@@ -44,6 +44,10 @@ def test_eval_touches_only_eval_json(runs):
     assert main(["eval", str(runs / "lif"), "--trials", "2"]) == 0
     after = {p.name: p.read_bytes() for p in (runs / "lif").iterdir() if p.name != "eval.json"}
     assert after == before and (runs / "lif" / "eval.json").is_file()
+    # the workload metrics again, by this version's counters: the same as the run's own
+    ev = json.loads((runs / "lif" / "eval.json").read_text())
+    final = json.loads((runs / "lif" / "final.json").read_text())
+    assert ev["neurobench"] == final["neurobench"]
     assert not [p for p in (runs / "lif").iterdir() if p.name.endswith(".tmp")]
 
 

@@ -451,3 +451,33 @@ def test_neurobench_cross_check(case):
         rel=1e-12)
     assert ours["synaptic_ops_per_sample"]["effective_acs" if case != "relu" else "effective_macs"] > 0
     assert min(ours["activation_sparsity"].values()) < 1.0  # some layer fired
+
+
+@pytest.mark.parametrize("density, fused_kernel", [(0.005, True), (0.1, False)])
+def test_an_input_layer_fused_into_its_neurons_is_still_counted(density, fused_kernel):
+    """``FeedForwardSNN`` runs ``EventLinear -> SingleSpikeLIF`` as one kernel on sparse events,
+    so the input layer's own forward (and hook) never runs: its synaptic operations must come
+    from the neuron's call, equal to the composed path's -- and counted once when the neuron
+    falls back to calling the layer (events too dense for it)."""
+    from spikescan.ops.events import SpikeEvents
+
+    torch.manual_seed(0)
+    model = FeedForwardSNN(30, [20], 4, "single-spike", tau_syn=None, tau_mem=0.01,
+                           neuron_kwargs={"input_scale": 1.0}, readout_layer="max-membrane")
+    x = SpikeEvents.from_dense((torch.rand(50, 6, 30, generator=torch.Generator().manual_seed(1)) < density).float())
+    assert model[1]._fuses_with(model[0], x, False) is fused_kernel
+    counts = []
+    for fused in (True, False):
+        meter = WorkloadMeter(model)
+        with torch.no_grad(), meter.batch(samples=6):
+            if fused:
+                out = model(x)  # the fused pair
+            else:
+                h = x
+                for layer in model:  # one layer after another: every hook fires
+                    h = layer(h)
+                out = h
+        counts.append(meter.counts())
+        assert out.shape == (6, 4)
+    assert counts[0] == counts[1]
+    assert counts[0]["synapse/0/effective_acs"] == x.num_events * 20 > 0

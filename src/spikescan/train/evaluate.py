@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, write_json
-from .loop import DTYPES, TrainConfig, _collate, build_datasets, build_model
+from .loop import DTYPES, TrainConfig, _collate, build_datasets, build_model, measure_workload
 from .losses import readout_logits
 from .recorder import record_spikes
 
@@ -37,7 +37,9 @@ def evaluate(run_dir, *, data_dir=None, trials: int = 1, seed: int = 0, batch_si
     written: ``acc_mean``, ``acc_std``, ``acc`` (per trial), ``loss_mean/std``,
     ``spike_rate_mean/std`` (spikes per neuron per step), ``readout_std`` (the std over trials of
     each sample's logit, averaged over samples and classes), ``readout_abs_mean`` (for scale) and
-    ``ensemble_acc`` (accuracy of the logits averaged over trials).
+    ``ensemble_acc`` (accuracy of the logits averaged over trials) and ``neurobench`` (one more
+    pass: :func:`~spikescan.train.loop.measure_workload`, the metrics ``final.json`` holds, by
+    the counters of the running version).
     """
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be an int >= 1, got {trials!r}")
@@ -90,6 +92,9 @@ def evaluate(run_dir, *, data_dir=None, trials: int = 1, seed: int = 0, batch_si
         "ensemble_acc": float((stacked.mean(0).argmax(1) == labels).float().mean()),
         "checkpoint_epoch": int(state["epoch"]),
     }
+    torch.manual_seed(seed)
+    # the NeuroBench-style workload by this version's counters (a run's final.json has its own version's)
+    result["neurobench"] = measure_workload(model, loader, cfg)
     write_json(run_dir / "eval.json", result)
     log(f"{run_dir}: test accuracy {100 * result['acc_mean']:.2f} ± {100 * result['acc_std']:.2f} % over "
         f"{trials} trial(s) (ensemble {100 * result['ensemble_acc']:.2f} %), readout std {readout_std:.4f} "

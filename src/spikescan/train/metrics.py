@@ -267,6 +267,8 @@ class WorkloadMeter:
         self.model = model
         self.synaptic = _find(model, tuple(synaptic_layers))
         self.activation = _find(model, tuple(activation_layers))
+        self._synapse_names = {m: n for n, m in self.synaptic}
+        self._counted: set = set()  # synaptic layers whose hook ran since the current neuron call began
         self._active = False
         self._pending: dict[str, int | Tensor] = {}
         self._last = None  # (tensor, its version, (nonzero by channel, spiking)) of the last activation output
@@ -291,7 +293,13 @@ class WorkloadMeter:
         return input_counts(x, channels)
 
     def _on_activation(self, name: str):
-        def hook(_module, _inputs, out):
+        def hook(_module, inputs, kwargs, out):
+            # a layer that runs its input layer inside itself (SingleSpikeLIF(x, input_layer=...),
+            # one fused kernel): that layer's own forward, and its hook, never ran
+            # (when it falls back to calling that layer, the layer's hook counted it: not again)
+            fused = kwargs.get("input_layer")
+            if fused in self._synapse_names and fused not in self._counted and inputs:
+                self._count_synapse(self._synapse_names[fused], fused, inputs[0])
             if isinstance(out, tuple):
                 out = out[0]
             if not isinstance(out, Tensor) or out.dim() < 2 or not out.numel():
@@ -306,24 +314,32 @@ class WorkloadMeter:
 
     def _on_synapse(self, name: str):
         def hook(layer, inputs, _out):
-            if not inputs:
-                return
-            x = inputs[0]
-            with torch.no_grad():
-                if isinstance(layer, _CONV):
-                    effective, dense, binary = _conv_counts(layer, x)
-                else:
-                    nz, rows, binary = self._stats(x, layer.weight.shape[1])
-                    fan_out = torch.count_nonzero(layer.weight.detach(), dim=0).to(nz.device)
-                    effective = (nz * fan_out).sum()
-                    dense = rows * layer.weight.shape[0] * layer.weight.shape[1]
-            if isinstance(binary, Tensor):  # stays on the device: no synchronisation per call
-                self._add(f"synapse/{name}/effective_acs", effective * binary)
-                self._add(f"synapse/{name}/effective_macs", effective * ~binary)
-            else:
-                self._add(f"synapse/{name}/effective_{'acs' if binary else 'macs'}", effective)
-            self._add(f"synapse/{name}/dense", dense)
+            if inputs:
+                self._count_synapse(name, layer, inputs[0])
+                self._counted.add(layer)
         return hook
+
+    def _before_activation(self, _module, _inputs, kwargs):
+        fused = kwargs.get("input_layer")
+        if fused is not None:
+            self._counted.discard(fused)  # whether its hook runs during this call is what counts
+
+    def _count_synapse(self, name: str, layer: nn.Module, x) -> None:
+        """Add the synaptic operations of ``layer`` (named ``name``) on its input ``x``."""
+        with torch.no_grad():
+            if isinstance(layer, _CONV):
+                effective, dense, binary = _conv_counts(layer, x)
+            else:
+                nz, rows, binary = self._stats(x, layer.weight.shape[1])
+                fan_out = torch.count_nonzero(layer.weight.detach(), dim=0).to(nz.device)
+                effective = (nz * fan_out).sum()
+                dense = rows * layer.weight.shape[0] * layer.weight.shape[1]
+        if isinstance(binary, Tensor):  # stays on the device: no synchronisation per call
+            self._add(f"synapse/{name}/effective_acs", effective * binary)
+            self._add(f"synapse/{name}/effective_macs", effective * ~binary)
+        else:
+            self._add(f"synapse/{name}/effective_{'acs' if binary else 'macs'}", effective)
+        self._add(f"synapse/{name}/dense", dense)
 
     @contextlib.contextmanager
     def batch(self, samples: int) -> Iterator["WorkloadMeter"]:
@@ -336,7 +352,9 @@ class WorkloadMeter:
         if self._active:
             raise RuntimeError("WorkloadMeter.batch() blocks do not nest")
         self._active, self._pending, self._last = True, {}, None
-        handles = [m.register_forward_hook(self._on_activation(n)) for n, m in self.activation]
+        self._counted = set()
+        handles = [m.register_forward_hook(self._on_activation(n), with_kwargs=True) for n, m in self.activation]
+        handles += [m.register_forward_pre_hook(self._before_activation, with_kwargs=True) for _, m in self.activation]
         handles += [m.register_forward_hook(self._on_synapse(n)) for n, m in self.synaptic]
         try:
             yield self

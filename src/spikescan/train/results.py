@@ -28,7 +28,8 @@ from .checkpoint import write_json, write_text
 
 __all__ = ["archive_run", "results_table", "update_readme", "RUN_FILES"]
 
-RUN_FILES = ("config.json", "metrics.json", "metrics.csv", "final.json", "curves.png", "raster.png", "command.txt")
+RUN_FILES = ("config.json", "metrics.json", "metrics.csv", "final.json", "eval.json", "curves.png", "raster.png",
+             "command.txt")
 TABLE_BEGIN, TABLE_END = "<!-- results-table -->", "<!-- /results-table -->"
 
 
@@ -76,8 +77,8 @@ def archive_run(run_dir, dest, *, note: str | None = None) -> Path:
     for name in RUN_FILES:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, dest / name)
-        elif name == "final.json" and (dest / name).is_file():
-            (dest / name).unlink()  # an older archive of a finished run must not survive a re-archive
+        elif name in ("final.json", "eval.json") and (dest / name).is_file():
+            (dest / name).unlink()  # an older archive's results must not survive a re-archive
     if not (run_dir / "curves.png").is_file():  # an unfinished run: draw its curves so far
         from .plots import plot_training_curves
 
