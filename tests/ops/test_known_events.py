@@ -77,3 +77,12 @@ def test_attach_events_checks_that_they_describe_the_tensor():
         attach_events(torch.zeros(3, 2, 5), ev)
     with pytest.raises(ValueError, match="do not describe"):
         attach_events(torch.zeros(3, 2, 4, dtype=torch.float64), ev)
+
+
+def test_a_change_through_a_view_voids_the_record_too():
+    lin, lif, _ = _layers(torch.float32, False)
+    with torch.no_grad():
+        s = lif(lin((torch.rand(40, 4, 30) < 0.1).float()))
+        assert known_events(s) is not None
+        s[3].zero_()  # a view of s: the version counter is shared
+    assert known_events(s) is None

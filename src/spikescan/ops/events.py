@@ -35,8 +35,10 @@ _KNOWN_EVENTS = "_spikescan_events"
 def attach_events(x: Tensor, events: "SpikeEvents") -> Tensor:
     """Record on ``x`` that ``events`` are exactly its nonzero entries (values all 1 unless
     ``events.values``), so that :meth:`SpikeEvents.from_dense` of ``x`` returns them without a
-    pass over ``x``; an in-place change of ``x`` afterwards (its ``_version``) voids the record.
-    For producers that know their spikes (a single-spike layer: at most one per neuron)."""
+    pass over ``x``; an in-place change of ``x`` or of a view of it afterwards (their shared
+    ``_version``) voids the record -- writes through ``x.data``, which bypass the version
+    counter as they bypass autograd, do not.  For producers that know their spikes (a
+    single-spike layer: at most one per neuron)."""
     if tuple(x.shape) != events.shape or x.dtype != events.dtype:
         raise ValueError(f"events {events.shape} {events.dtype} do not describe x {tuple(x.shape)} {x.dtype}")
     setattr(x, _KNOWN_EVENTS, (events, x._version))
