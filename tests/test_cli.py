@@ -113,7 +113,7 @@ def test_results_archive_and_table(tmp_path, capsys):
     meta = json.loads((root / "digits-test-s0" / "meta.json").read_text())
     assert meta["finished"] and meta["cpu"] and "torch" in meta
     # the commit that trained it, from command.txt's comments (both lines ran this checkout)
-    from spikescan.train.results import code_commit
+    from spikescan._host import code_commit
 
     lines = (out / "command.txt").read_text().splitlines()
     assert all(line.endswith(f"  # spikescan {code_commit()}") for line in lines)

@@ -508,7 +508,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, log=
 def _append_command(path: Path, command: str, folder: RunFolder | None) -> None:
     """One line per start or resume: the time, the command, and (as a comment, so the command
     stays pasteable) the spikescan commit that ran it."""
-    from .results import code_commit
+    from .._host import code_commit
 
     existed = path.exists()
     previous = path.read_text() if existed else ""

@@ -19,11 +19,10 @@ import platform
 import re
 import shutil
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
-from .._host import cpu_model
+from .._host import cpu_model, git as _git
 from .checkpoint import write_json, write_text
 
 __all__ = ["archive_run", "results_table", "update_readme", "RUN_FILES"]
@@ -33,26 +32,7 @@ RUN_FILES = ("config.json", "metrics.json", "metrics.csv", "final.json", "eval.j
 TABLE_BEGIN, TABLE_END = "<!-- results-table -->", "<!-- /results-table -->"
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def code_commit() -> str:
-    """The commit of the spikescan source that is running (``+changes`` when its tracked files
-    differ from it; ``unknown`` outside a git checkout, e.g. an installed wheel)."""
-    commit = _git("rev-parse", "--short=12", "HEAD")
-    if commit is None:
-        return "unknown"
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return commit + ("+changes" if status else "")
-
-
-#: what :func:`code_commit` wrote at the end of each ``command.txt`` line
+#: what :func:`spikescan._host.code_commit` wrote at the end of each ``command.txt`` line
 _RUN_COMMIT = re.compile(r"# spikescan (\S+)\s*$")
 
 
