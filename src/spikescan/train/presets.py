@@ -168,4 +168,7 @@ def describe(p: Preset) -> str:
         keys.append(f"theta_reg {c['theta_reg']}")
     if c.get("readout", "mean") != "mean":
         keys.append(f"readout {c['readout']}")
+    for name in ("neuron_kwargs", "readout_kwargs"):
+        if c.get(name):
+            keys.append(f"{name.split('_')[0]} " + " ".join(f"{k}={v}" for k, v in c[name].items()))
     return ", ".join(keys)
