@@ -74,3 +74,12 @@ def test_registry_builds_a_psu_from_beta():
 
     m = build_neuron("psu", 4, beta=0.75)
     assert leak_coefficients(m.tau, m.leak)[0] == 0.75
+
+
+def test_the_builder_takes_beta_and_refuses_it_with_an_explicit_tau():
+    import spikescan.nn  # noqa: F401 (registers the kinds)
+    from spikescan.nn.registry import build_neuron
+
+    assert build_neuron("psu", 8, beta=0.5).tau == 2.0  # 1 - 1/tau = 0.5
+    with pytest.raises(ValueError, match="not both"):
+        build_neuron("psu", 8, tau=2.0, beta=0.5)

@@ -270,9 +270,10 @@ class RPSU(_LearnedTimeMatrix):
 def _psu_builder(kind: str):
     def build(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
         kwargs = dict(kwargs)
+        explicit_tau = "tau" in kwargs
         tau = float(kwargs.pop("tau", tau_mem / dt))  # PSU time constants count steps
-        if "beta" in kwargs and is_default(tau_mem):
-            tau = default(tau)  # beta= replaces the (defaulted) time constant
+        if "beta" in kwargs and is_default(tau_mem) and not explicit_tau:
+            tau = default(tau)  # beta= replaces the (defaulted) time constant; tau= with beta= stays an error
         if kind == "psu":
             return PSU(tau, backend=backend, **kwargs)
         if num_steps is None:
