@@ -33,7 +33,7 @@ The training command states the settings of every experiment it runs explicitly
 from __future__ import annotations
 
 __all__ = ["DT", "TAU_MEM", "TAU_SYN", "THRESHOLD", "RESET", "V_RESET", "DETACH_RESET", "INPUT_SCALE",
-           "SURROGATE", "SURROGATE_SLOPE"]
+           "SURROGATE", "SURROGATE_SLOPE", "SPSN_LIF_BASELINE"]
 
 #: time step in seconds (the time constants are in seconds too)
 DT = 1e-3
@@ -54,3 +54,10 @@ INPUT_SCALE = 1.0
 #: surrogate derivative of the Heaviside step: ``1 / (SURROGATE_SLOPE |v - threshold| + 1)^2``
 SURROGATE = "fast_sigmoid"
 SURROGATE_SLOPE = 25.0
+
+#: not a default: the SPSN paper's LIF baseline (Table II, its authors' code), what ``spikescan
+#: train`` builds for lif/plif/rlif and the ``spsn-shd-lif`` preset states -- the ``(1 - b)``
+#: input factor of eq. 6, hard reset to 0 at the spike's step with the reset's spike detached,
+#: surrogate ``1 / (100 |v - 1| + 1)^2`` (the synaptic stage comes from the run's ``tau_syn``)
+SPSN_LIF_BASELINE = {"reset": "zero", "detach_reset": True, "surrogate": "fast_sigmoid(slope=100)",
+                     "input_scale": "one_minus_decay"}

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from ..defaults import SPSN_LIF_BASELINE
 from . import nn as jnn
 
 NEURONS = ("spsn-sb", "spsn-gs", "lif", "plif")
@@ -80,8 +81,7 @@ def build_model(cfg: JaxTrainConfig, n_in: int, n_out: int, rngs: nnx.Rngs) -> j
         else:
             cls = jnn.LIF if cfg.neuron == "lif" else jnn.PLIF
             # the torch training command's LIF (train.models.TRAIN_NEURON_SETTINGS), not the library defaults
-            layers.append(cls(h, cfg.tau_syn, cfg.tau_mem, cfg.dt, reset="zero", detach_reset=True,
-                              surrogate="fast_sigmoid(slope=100)", input_scale="one_minus_decay"))
+            layers.append(cls(h, cfg.tau_syn, cfg.tau_mem, cfg.dt, **SPSN_LIF_BASELINE))
         width = h
     layers += [nnx.Linear(width, n_out, rngs=rngs), jnn.LI(n_out, 0.02, 0.02, cfg.dt, input_scale="one_minus_decay")]
     return jnn.SNN(*layers)

@@ -159,8 +159,6 @@ def decay_from_tau(tau: float, dt: float, name: str = "tau") -> float:
     return d
 
 
-
-
 class Decay(nn.Module):
     """A decay factor ``exp(-dt/tau)``, fixed or learnable per neuron.
 

@@ -25,6 +25,7 @@ from typing import Sequence
 from torch import nn
 
 from .. import nn as snn  # noqa: F401  (imports every neuron module, which registers its kinds)
+from ..defaults import SPSN_LIF_BASELINE
 from ..nn.leaky import LI
 from ..nn.linear import EventLinear
 from ..nn.registry import NEURON_KINDS, build_neuron
@@ -47,10 +48,7 @@ BIAS_INITS = ("uniform", "zero")
 #: synaptic stage from ``tau_syn``, the ``(1 - b)`` input factor of eq. 6, hard reset to 0 with the
 #: reset's spike detached, surrogate ``1/(100|v - 1| + 1)^2``).  Written out because it differs
 #: from the library defaults (:mod:`spikescan.defaults`), which a run must not depend on.
-TRAIN_NEURON_SETTINGS: dict[str, dict] = {kind: {"reset": "zero", "detach_reset": True,
-                                                 "surrogate": "fast_sigmoid(slope=100)",
-                                                 "input_scale": "one_minus_decay"}
-                                          for kind in ("lif", "plif", "rlif")}
+TRAIN_NEURON_SETTINGS: dict[str, dict] = {kind: dict(SPSN_LIF_BASELINE) for kind in ("lif", "plif", "rlif")}
 #: the LI readout's settings unless ``readout_kwargs`` say otherwise: SPSN eq. 7 (the ``(1 - b)`` factor)
 TRAIN_READOUT_SETTINGS: dict = {"input_scale": "one_minus_decay"}
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..defaults import SPSN_LIF_BASELINE
+
 __all__ = ["PAPER_ACCURACY", "PRESETS", "Preset", "get_preset", "preset_config"]
 
 
@@ -38,17 +40,15 @@ _SPSN_SRC = ("SPSN Table I (3x128, tau 20 ms, dt 1 ms, Adamax 1e-3, batch 64, 20
              "k_scale 0.3) and §IV-A (mean-over-time CE); assumed: T = 1400 (1.4 s window, the longest SHD "
              "sample), 0/1 input, no LR schedule, left padding")
 
-# The SPSN paper's LIF baseline (its authors' code): eq. 6's (1 - beta) factor on the synaptic current,
-# hard reset to 0 at the spike's step with the reset's spike detached, surrogate 1/(100|v - 1| + 1)^2.
-_SPSN_LIF = dict(reset="zero", v_reset=0.0, threshold=1.0, detach_reset=True, surrogate="fast_sigmoid(slope=100)",
-                 input_scale="one_minus_decay")
-
 # FastSNN supplementary E / Table 1: 1 x 200 hidden single-spike LIF (tau 10 ms), readout with
 # infinite threshold (tau 20 ms), CE on max_t V, Adam, batch 128, surrogate slope 100.
 _FAST = dict(hidden=[200], tau_syn=None, tau_mem=0.01, readout="max-membrane", optimizer="adam",
              schedule="none", batch_size=128, eval_batch_size=128, bias_init="zero",
              neuron_kwargs={"input_scale": 1.0, "threshold": 1.0, "surrogate": "fast_sigmoid(slope=100)"},
              readout_kwargs={"input_scale": 1.0})
+# its 'standard SNN' (multi-spike LIF) baseline: the same neuron settings, reset by subtraction
+_FAST_LIF = {"input_scale": 1.0, "threshold": 1.0, "reset": "subtract", "detach_reset": True,
+             "surrogate": "fast_sigmoid(slope=100)"}
 _FAST_DATA = {
     "fmnist": (dict(dataset="fmnist", encoding="ttfs", num_steps=784, dt=1e-3, lr=2e-4, epochs=150),
                "T 784, dt 1 ms, lr 2e-4, 150 epochs; TTFS code eq. 17 (tau_eff 20 ms, theta 0.2)"),
@@ -93,16 +93,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("spsn-shd-gs", dict(_SPSN_SHD, neuron="spsn-gs"), "SPSN Table II 'data aug.' (86.10 %); " + _SPSN_SRC),
     Preset("spsn-shd-gs-reg", dict(_SPSN_SHD, neuron="spsn-gs", theta_reg=0.1),
            "SPSN Table II 'data aug. + regularization' (89.73 %), theta_reg 0.1 (Table I, eq. 21); " + _SPSN_SRC),
-    Preset("spsn-shd-lif", dict(_SPSN_SHD, neuron="lif", neuron_kwargs=dict(_SPSN_LIF)),
+    Preset("spsn-shd-lif", dict(_SPSN_SHD, neuron="lif", neuron_kwargs=dict(SPSN_LIF_BASELINE, threshold=1.0, v_reset=0.0)),
            "SPSN Table II LIF baseline (85.09 %): threshold 1, hard reset, surrogate slope 100; " + _SPSN_SRC),
     Preset("spsn-shd-relu", dict(_SPSN_SHD, neuron="relu"),
            "SPSN Table II non-spiking ReLU baseline (69.40 % with aug.), same architecture; " + _SPSN_SRC),
     *(Preset(f"fastsnn-{ds}", dict(_FAST, neuron="single-spike", **cfg), _FAST_SRC.format(txt))
       for ds, (cfg, txt) in _FAST_DATA.items()),
-    *(Preset(f"fastsnn-{ds}-lif", dict(_FAST, neuron="lif", neuron_kwargs={"input_scale": 1.0, "threshold": 1.0, "reset": "subtract",
-                                                                  "detach_reset": True,
-                                                                  "surrogate": "fast_sigmoid(slope=100)"},
-                                       **cfg),
+    *(Preset(f"fastsnn-{ds}-lif", dict(_FAST, neuron="lif", neuron_kwargs=_FAST_LIF, **cfg),
              "FastSNN's 'standard SNN' baseline (multi-spike LIF, same parameters, Table 1 note; reset by "
              "subtracting the threshold at the spike's step, as the authors' code does); " + _FAST_SRC.format(txt))
       for ds, (cfg, txt) in _FAST_DATA.items()),

@@ -195,12 +195,9 @@ def _with_events(s: Tensor, first: Tensor) -> Tensor:
     if s.dim() != 3 or s.device.type != "cpu" or torch.compiler.is_compiling():
         return s
     T, B, O = s.shape
-    fired = torch.nonzero(first < T).squeeze(1)  # m = b O + o, rising
-    rows = first[fired].to(torch.int64) * B + fired // O
-    order = torch.argsort(rows, stable=True)  # stable: a row's channels stay rising
-    crow = torch.zeros(T * B + 1, dtype=torch.int64)
-    torch.cumsum(torch.bincount(rows, minlength=T * B), 0, out=crow[1:])
-    return attach_events(s, SpikeEvents(crow, (fired % O)[order], (T, B, O), dtype=s.dtype, check=False))
+    fired = torch.nonzero(first < T).squeeze(1)  # m = b O + o, rising: from_coo's stable sort keeps
+    # a row's channels rising
+    return attach_events(s, SpikeEvents.from_coo(first[fired], fired // O, fired % O, (T, B, O), dtype=s.dtype))
 
 
 # --------------------------------------------------------------------------------------------
