@@ -4,6 +4,12 @@
 (its default tuning for such CPUs stays at 256 bits).  :func:`specialise` compiles one variant
 of a kernel template with its flags and the kernels it calls bound as constants, cached on disk.
 
+The row helpers (:func:`add_row`, :func:`add_scaled_row`, :func:`copy_row`,
+:func:`row_has_nonzero`) exist because LLVM leaves a loop over two numpy slices scalar when it
+cannot prove them disjoint; as separate (not inlined) functions their loops are versioned on a
+run-time overlap check and vectorize.  Inline, ``gwt[channels[e]] += g`` over 41 767 events of 200
+columns took 7.6 ms on the development CPU, through :func:`add_row` 1.2 ms, the same sums.
+
 (Non-temporal "streaming" stores of the outputs were tried as well -- a row computed into a
 cache-resident buffer, then written out whole cache lines at a time without the read for
 ownership of a normal store.  On the development CPU, whose 300 MB last-level cache holds much
@@ -43,6 +49,40 @@ def specialise(template, jit_options: dict, flags: dict, kernels: dict):
     fn.__module__ = template.__module__
     fn.__doc__ = template.__doc__
     return njit(**jit_options)(fn)
+
+
+_ROW_JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**_ROW_JIT)
+def add_row(dst, src):
+    """``dst[j] += src[j]`` (module docstring: why a function of its own)."""
+    for j in range(dst.shape[0]):
+        dst[j] += src[j]
+
+
+@njit(**_ROW_JIT)
+def add_scaled_row(dst, a, src):
+    """``dst[j] += a * src[j]`` (the product rounded, then the sum: no FMA)."""
+    for j in range(dst.shape[0]):
+        dst[j] += a * src[j]
+
+
+@njit(**_ROW_JIT)
+def copy_row(dst, src):
+    """``dst[j] = src[j]``."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(**_ROW_JIT)
+def row_has_nonzero(row) -> bool:
+    """Whether ``row`` has an entry that is not 0 (NaN counts: ``NaN != 0``), without an early exit
+    so that the loop vectorizes."""
+    found = False
+    for j in range(row.shape[0]):
+        found |= row[j] != 0
+    return found
 
 
 @intrinsic

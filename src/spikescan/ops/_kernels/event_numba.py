@@ -21,26 +21,22 @@ from __future__ import annotations
 
 from numba import njit
 
+from ._numba_lowlevel import add_row, add_scaled_row, copy_row
+
 _JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
 
 
 @njit(**_JIT)
 def event_linear_forward(crow, channels, values, has_values, wt, bias, out, lo, hi):
     """``out[r] = bias + sum values[e] wt[channels[e]]`` for rows ``lo .. hi-1``."""
-    n_out = wt.shape[1]
     for r in range(lo, hi):
         row = out[r]
-        for j in range(n_out):
-            row[j] = bias[j]
+        copy_row(row, bias)
         for e in range(crow[r], crow[r + 1]):
-            w = wt[channels[e]]
             if has_values:
-                v = values[e]
-                for j in range(n_out):
-                    row[j] += v * w[j]
+                add_scaled_row(row, values[e], wt[channels[e]])
             else:
-                for j in range(n_out):
-                    row[j] += w[j]
+                add_row(row, wt[channels[e]])
 
 
 @njit(**_JIT)
@@ -48,25 +44,18 @@ def event_linear_weight_grad(crow, channels, values, has_values, gout, gwt, gb, 
     """Columns ``lo .. hi-1`` of ``gwt[c] = sum over events of channel c of values[e] * gout[row(e)]``
     and, with ``want_bias``, of ``gb = sum over all rows of gout`` (one pass over ``gout``)."""
     n_rows = crow.shape[0] - 1
-    for c in range(gwt.shape[0]):
-        for j in range(lo, hi):
-            gwt[c, j] = 0
-    for j in range(lo, hi):
-        gb[j] = 0
+    gwt[:, lo:hi] = 0
+    gb[lo:hi] = 0
+    gbs = gb[lo:hi]
     for r in range(n_rows):
-        g = gout[r]
+        g = gout[r, lo:hi]
         if want_bias:
-            for j in range(lo, hi):
-                gb[j] += g[j]
+            add_row(gbs, g)
         for e in range(crow[r], crow[r + 1]):
-            dst = gwt[channels[e]]
             if has_values:
-                v = values[e]
-                for j in range(lo, hi):
-                    dst[j] += v * g[j]
+                add_scaled_row(gwt[channels[e], lo:hi], values[e], g)
             else:
-                for j in range(lo, hi):
-                    dst[j] += g[j]
+                add_row(gwt[channels[e], lo:hi], g)
 
 
 @njit(**_JIT)

@@ -62,7 +62,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .._kernels._numba_lowlevel import prefer_wide_vectors, specialise
+from .._kernels._numba_lowlevel import (add_row, add_scaled_row, copy_row, prefer_wide_vectors, row_has_nonzero,
+                                        specialise)
 from .._kernels._numba_math import surrogate_grad
 
 _JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
@@ -498,7 +499,9 @@ def max_membrane_backward(x, ck, gm, decay, scale, mx, cnt, lo0, hi0, block, seg
 # ``r = t * B + b`` of ``[T, B, C]``, as in ``event_numba``) feeding the single-spike neurons, with
 # ``I`` and its gradient never stored.  The neurons of sample ``b`` are ``b * O .. (b+1) * O - 1``
 # of the flat ``[B * O]`` neuron axis; a block is a run of whole samples, so row ``t`` of a block
-# is one contiguous segment of ``s[t]``.  The current of step ``t`` of a block is built in a
+# is one contiguous segment of the neuron axis.  The forward writes each step's spikes to a
+# four-row scratch array and the ``[T, B * O]`` spikes from ``tf`` afterwards (one write per spike,
+# see ``_spikes_from_first``).  The current of step ``t`` of a block is built in a
 # block-sized buffer that holds the bias of every sample; the events of rows ``(t, b)`` add their
 # rows of ``wt`` (``[C, O]``, W transposed, cache resident) in CSR order -- the operations of
 # ``event_numba.event_linear_forward``, so the current is that kernel's bit for bit -- and after
@@ -523,16 +526,11 @@ _NEED_W = _NEED_B = None  # compile-time flags of the events backward (set per v
 def _add_row_events(crow, channels, values, has_values, wt, r, dst):
     """``dst += sum values[e] * wt[channels[e]]`` over the events of row ``r``, in CSR order
     (``dst`` holds the bias: the result is ``event_linear_forward``'s row)."""
-    n_out = wt.shape[1]
     for e in range(crow[r], crow[r + 1]):
-        w = wt[channels[e]]
         if has_values:
-            v = values[e]
-            for j in range(n_out):
-                dst[j] += v * w[j]
+            add_scaled_row(dst, values[e], wt[channels[e]])
         else:
-            for j in range(n_out):
-                dst[j] += w[j]
+            add_row(dst, wt[channels[e]])
 
 
 @njit(inline="always")
@@ -558,9 +556,7 @@ def _restore_bias(crow, t, B, b0, b1, bias, cur):
     for b in range(b0, b1):
         r = base + b
         if crow[r + 1] > crow[r]:
-            seg = cur[(b - b0) * O:(b - b0 + 1) * O]
-            for j in range(O):
-                seg[j] = bias[j]
+            copy_row(cur[(b - b0) * O:(b - b0 + 1) * O], bias)
 
 
 @njit(inline="always")
@@ -577,19 +573,18 @@ def _bias_rows(bias, m):
 def _last_nonzero_step(gs, t_end, lo, hi):
     """1 + the last step before ``t_end`` where ``gs[t, lo:hi]`` has a nonzero (or NaN) entry; 0 if none."""
     for t in range(t_end - 1, -1, -1):
-        row = gs[t, lo:hi]
-        for k in range(hi - lo):
-            if row[k] != 0:
-                return t + 1
+        if row_has_nonzero(gs[t, lo:hi]):
+            return t + 1
     return 0
 
 
 @njit(**_JIT)
 def single_spike_events_forward(crow, channels, values, has_values, wt, bias, decay, scale, thr, v0, T, B, lo0, hi0,
                                 bblock, seg, store_ck, s, ck, tf):
-    """Samples ``lo0 .. hi0-1``, ``bblock`` samples per block: fill their segments of ``s``
-    ([T, B * O]), ``tf`` ([B * O] int32) and, when ``store_ck``, the checkpoints ``ck``
-    ([ceil(T / seg), B * O]); ``decay, scale, thr, v0``: [B * O].  ``seg`` is a multiple of 4."""
+    """Samples ``lo0 .. hi0-1``, ``bblock`` samples per block: fill ``tf`` ([B * O] int32) and,
+    when ``store_ck``, the checkpoints ``ck`` ([ceil(T / seg), B * O]); ``decay, scale, thr, v0``:
+    [B * O].  ``seg`` is a multiple of 4.  The spikes of each step go to rows of ``s``, a
+    ``[4, B * O]`` scratch array (the caller writes the ``[T, B * O]`` spikes from ``tf``)."""
     O = wt.shape[1]
     one = np.ones(1, wt.dtype)[0]
     zero = one - one
@@ -616,8 +611,8 @@ def single_spike_events_forward(crow, channels, values, has_values, wt, bias, de
             _add_step_events(crow, channels, values, has_values, wt, t + 1, B, b0, b1, c1)
             _add_step_events(crow, channels, values, has_values, wt, t + 2, B, b0, b1, c2)
             _add_step_events(crow, channels, values, has_values, wt, t + 3, B, b0, b1, c3)
-            _fwd4(c0, c1, c2, c3, s[t, lo:hi], s[t + 1, lo:hi], s[t + 2, lo:hi], s[t + 3, lo:hi], d, c, th, vp,
-                  first, t, T, one, zero)
+            _fwd4(c0, c1, c2, c3, s[0, lo:hi], s[1, lo:hi], s[2, lo:hi], s[3, lo:hi], d, c, th, vp, first, t, T,
+                  one, zero)
             _restore_bias(crow, t, B, b0, b1, bias, c0)
             _restore_bias(crow, t + 1, B, b0, b1, bias, c1)
             _restore_bias(crow, t + 2, B, b0, b1, bias, c2)
@@ -627,7 +622,7 @@ def single_spike_events_forward(crow, channels, values, has_values, wt, bias, de
             if store_ck and t % seg == 0:
                 ck[t // seg, lo:hi] = vp
             _add_step_events(crow, channels, values, has_values, wt, t, B, b0, b1, c0)
-            _fwd1(c0, s[t, lo:hi], c1, d, c, th, vp, first, t, T, False, one, zero)
+            _fwd1(c0, s[0, lo:hi], c1, d, c, th, vp, first, t, T, False, one, zero)
             _restore_bias(crow, t, B, b0, b1, bias, c0)
             t += 1
         for k in range(m):
@@ -707,9 +702,7 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
             for j in range(n - 1, -1, -1):
                 t = t0 + j
                 if _NEED_B:
-                    row = gx[j]
-                    for k in range(m):
-                        ab_r[k] += row[k]
+                    add_row(ab_r, gx[j])
                 if _NEED_W:
                     for b in range(b0, b1):
                         r = t * B + b
@@ -907,22 +900,41 @@ def events_forward(*, crow, channels, values, weight, bias, decay, scale, thresh
     import torch
 
     from .._kernels._common import SEGMENT
-    from .._kernels._host import empty, numpy_views
+    from .._kernels._host import numpy_views
 
     T, B = steps, batch
     O = weight.shape[0]
     M = B * O
     wt = weight.detach().t().contiguous()
-    s = empty((T, M), wt)
+    scratch = wt.new_empty(4, M)
     first = torch.empty(M, dtype=torch.int32)
     ck = wt.new_empty(-(-T // SEGMENT), M) if need_grad else wt.new_empty(1, M)
     args = (*_events_arrays(crow, channels, values), wt.numpy(), bias.detach().contiguous().numpy(),
             *numpy_views(decay, scale, threshold, v0), T, B)
-    outs = numpy_views(s, ck, first)
+    outs = numpy_views(scratch, ck, first)
     bblock = max(1, _EVENTS_FORWARD_BLOCK // max(O, 1))
     _run_samples(B, T * M, bblock,
                  lambda lo, hi: single_spike_events_forward(*args, lo, hi, bblock, SEGMENT, bool(need_grad), *outs))
-    return s, (ck if need_grad else wt.new_empty(0, M)), first
+    return _spikes_from_first(first, T, wt.dtype), (ck if need_grad else wt.new_empty(0, M)), first
+
+
+def _spikes_from_first(first, T: int, dtype):
+    """``s [T, N]`` with ``s[first[n], n] = 1`` (none where ``first[n] == T``).
+
+    ``numpy.zeros`` of a large array is fresh zero pages from the OS that no one has touched, and
+    only the pages holding a spike are written: at most one spike per neuron (early, in a trained
+    network) leaves almost all of the 80 MB of a FastSNN F-MNIST batch untouched, where writing
+    the zeros costs as much as the whole input layer (12 of 15 ms on the development CPU).  A
+    reader of ``s`` maps those pages then (a following event-driven layer takes the recorded
+    events instead, see ``fused._with_events``)."""
+    import numpy as np
+    import torch
+
+    N = first.shape[0]
+    s = torch.from_numpy(np.zeros((T, N), dtype=torch.empty((), dtype=dtype).numpy().dtype))
+    fired = torch.nonzero(first < T).squeeze(1)
+    s[first[fired].long(), fired] = 1
+    return s
 
 
 def events_backward(*, crow, channels, values, weight, bias, checkpoints, first, grad_s, decay, scale, threshold,
