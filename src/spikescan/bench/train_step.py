@@ -5,11 +5,12 @@ from the real loader, forward, cross-entropy on the max-membrane readout, backwa
 Network (presets ``fastsnn-fmnist`` and its LIF baseline ``fastsnn-fmnist-lif``): 784 TTFS
 inputs, T = 784 steps of 1 ms, ``Linear(784, 200)``, 200 hidden neurons (tau 10 ms), ``Linear(200,
 10)``, 10 readout neurons with an infinite threshold (tau 20 ms), logits ``max_t V_out[t]``,
-batch 128.  With ``b = exp(-dt / tau)``, threshold 1 and input scale 1 (the authors' code)::
+batch 128.  With ``b = exp(-dt / tau)`` and threshold 1::
 
     hidden, LIF baseline:   v[t] = b v'[t-1] + I[t],  s[t] = H(v[t] - 1),  v'[t] = v[t] - s[t]
                             (reset at the spike's step; the reset's s[t] is detached)
-    hidden, single spike:   v[t] = b v[t-1] + I[t],  S~[t] = H(v[t] - 1),  s = g(phi(S~))
+    hidden, single spike:   v[t] = b v[t-1] + c I[t],  S~[t] = H(v[t] - 1),  s = g(phi(S~))
+                            (c = 1 - b, FastSNN eq. 5, in the preset; c = 1 also runs)
                             (FastSNN: only the first spike; phi a running double sum, g(0) = 0,
                             g(1) = 1, g(n >= 2) = 0)
     readout:                V[t] = b_out V[t-1] + W2 s[t] + b2,  logits = max_t V[t]
@@ -63,7 +64,8 @@ checks: ``initial``, the weights every timed step starts from (at initialisation
 nearly silent: ~10 hidden spikes in a batch of 128 x 200 neurons x 784 steps, so the loss
 hardly depends on the spikes), and ``active``, the same with the first Linear weight scaled by
 ``--check-scale`` (default 4: ~10^4 hidden spikes a batch, several per neuron in the LIF, so
-the resets and the first-spike masks are exercised).  The implementations differ only by
+the resets and the first-spike masks are exercised; divided by the hidden input factor ``c``,
+so that both presets see the same currents).  The implementations differ only by
 float32 rounding: the event-driven layer sums a neuron's input current in another order than a
 dense matmul (relative ~1e-7 per current; the weight gradient, a sum over T x B terms of both
 signs, to ~1e-5 .. 1e-4 relative, hence ``--grad-rtol 1e-3``), and a membrane within that of the
@@ -127,6 +129,7 @@ class NetSpec:
     beta_out: float  # exp(-dt / tau_out)
     threshold: float
     slope: float  # fast-sigmoid surrogate slope
+    input_scale: float = 1.0  # the hidden layer's input factor: 1 or 1 - beta_hidden (FastSNN eq. 5)
 
 
 def spec_of(model: nn.Module) -> NetSpec:
@@ -144,22 +147,25 @@ def spec_of(model: nn.Module) -> NetSpec:
         raise ValueError(f"the peers implement the fast-sigmoid surrogate, the preset has {sur}")
     if readout.input_scale != 1.0 or readout.mem.learn:
         raise ValueError("the peers implement a readout with input scale 1 and a fixed tau")
+    beta_hidden = float(hidden.mem())
     if isinstance(hidden, SingleSpikeLIF):
-        if hidden.input_scale != 1.0 or hidden.straight_through or hidden.mem.learn:
-            raise ValueError("the peers implement the single-spike LIF with input scale 1, fixed tau, "
-                             "no straight-through g")
+        if hidden.input_scale not in (1.0, "one_minus_decay") or hidden.straight_through or hidden.mem.learn:
+            raise ValueError("the peers implement the single-spike LIF with input scale 1 or 1 - beta, fixed "
+                             "tau, no straight-through g")
         neuron = "single-spike"
+        input_scale = 1.0 - beta_hidden if hidden.input_scale == "one_minus_decay" else 1.0
     elif isinstance(hidden, LIF):
         if (hidden.syn is not None or hidden.input_scale != 1.0 or hidden.reset != "subtract"
                 or not hidden.detach_reset or isinstance(hidden.threshold, torch.Tensor)):
             raise ValueError("the peers implement the LIF without synaptic current, input scale 1, "
                              "detached subtract reset and a fixed threshold")
         neuron = "lif"
+        input_scale = 1.0
     else:
         raise ValueError(f"the peers implement the single-spike LIF and the LIF, not {type(hidden).__name__}")
     return NetSpec(neuron=neuron, n_in=fc1.in_features, n_hidden=fc1.out_features, n_out=fc2.out_features,
-                   beta_hidden=float(hidden.mem()), beta_out=float(readout.mem()),
-                   threshold=float(hidden.threshold), slope=float(sur.param))
+                   beta_hidden=beta_hidden, beta_out=float(readout.mem()),
+                   threshold=float(hidden.threshold), slope=float(sur.param), input_scale=input_scale)
 
 
 class FastSigmoidSpike(torch.autograd.Function):
@@ -221,6 +227,8 @@ class SnnTorchNet(_PeerNet):
         mem2_rec = []
         for step in range(x.shape[0]):
             cur1 = self.fc1(x[step])
+            if self.spec.input_scale != 1.0:
+                cur1 = cur1 * self.spec.input_scale
             spk1, mem1 = self.lif1(cur1, mem1)
             if single:
                 spk1, count, phi = keep_first_spike(spk1, count, phi)
@@ -263,7 +271,9 @@ class SpikingJellyNet(_PeerNet):
 
         super().__init__(spec)
         self.fc1 = layer.Linear(spec.n_in, spec.n_hidden, step_mode="m")
-        self.lif1 = neuron.LIFNode(tau=1.0 / (1.0 - spec.beta_hidden), decay_input=False, v_threshold=spec.threshold,
+        # decay_input=True is SpikingJelly's (1 - 1/tau) v + x / tau: the (1 - beta) input factor
+        self.lif1 = neuron.LIFNode(tau=1.0 / (1.0 - spec.beta_hidden), decay_input=spec.input_scale != 1.0,
+                                   v_threshold=spec.threshold,
                                    v_reset=None, detach_reset=True, step_mode="m",
                                    surrogate_function=_spikingjelly_fast_sigmoid(spec.slope))
         self.fc2 = layer.Linear(spec.n_hidden, spec.n_out, step_mode="m")
@@ -304,7 +314,7 @@ class NorseNet(_PeerNet):
                                      dt=dt)
         self.cell2 = norse.LIBoxCell(p=norse.LIBoxParameters(tau_mem_inv=torch.tensor((1.0 - spec.beta_out) / dt)),
                                      dt=dt)
-        self.in1, self.in2 = 1.0 / (1.0 - spec.beta_hidden), 1.0 / (1.0 - spec.beta_out)
+        self.in1, self.in2 = spec.input_scale / (1.0 - spec.beta_hidden), 1.0 / (1.0 - spec.beta_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from norse.torch.functional.leaky_integrator_box import LIBoxState
@@ -652,8 +662,10 @@ def run_preset(preset: str, args: argparse.Namespace, peers: list[str], datasets
     check_loader = _loader(train, cfg, cfg.seed)
     batches = [b for _, b in zip(range(args.check_batches), check_loader)]
     checks = {}
-    for label, scale in (("initial", 1.0), ("active", args.check_scale)):
-        if label == "active" and scale == 1.0:
+    # the 'active' check scales W1 by check_scale / c, so a hidden layer with the input factor c
+    # gets the same currents as one without
+    for label, scale in (("initial", 1.0), ("active", args.check_scale / spec.input_scale)):
+        if label == "active" and args.check_scale == 1.0:
             continue
         check = check_agreement([fresh(n, scale) for n in names], batches, cfg.readout,
                                 loss_rtol=args.loss_rtol, grad_rtol=args.grad_rtol)
