@@ -136,7 +136,14 @@ def _network(preset: str, dtype=F64):
     from spikescan.train.presets import preset_config
 
     torch.manual_seed(0)
-    return build_model(preset_config(preset), 784, 10).to(dtype)
+    net = build_model(preset_config(preset), 784, 10).to(dtype)
+    hidden = net[1]
+    if getattr(hidden, "input_scale", 1.0) == "one_minus_decay":
+        # the preset's (1 - beta) input factor leaves the fresh network silent on this input:
+        # undo it in the weights, so that the compiled graph is compared on firing neurons
+        with torch.no_grad():
+            net[0].weight.div_(1.0 - float(hidden.mem()))
+    return net
 
 
 def _dense_input(T=100, B=8, dtype=F64):
