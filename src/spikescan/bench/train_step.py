@@ -10,9 +10,9 @@ batch 128.  With ``b = exp(-dt / tau)`` and threshold 1::
     hidden, LIF baseline:   v[t] = b v'[t-1] + I[t],  s[t] = H(v[t] - 1),  v'[t] = v[t] - s[t]
                             (reset at the spike's step; the reset's s[t] is detached)
     hidden, single spike:   v[t] = b v[t-1] + c I[t],  S~[t] = H(v[t] - 1),  s = g(phi(S~))
-                            (c = 1 - b, FastSNN eq. 5, in the preset; c = 1 also runs)
                             (FastSNN: only the first spike; phi a running double sum, g(0) = 0,
-                            g(1) = 1, g(n >= 2) = 0)
+                            g(1) = 1, g(n >= 2) = 0; c = 1 - b as eq. 5 in the preset, c = 1
+                            also runs)
     readout:                V[t] = b_out V[t-1] + W2 s[t] + b2,  logits = max_t V[t]
 
 Surrogate of ``H``: ``1 / (100 |v - 1| + 1)^2`` (fast sigmoid, slope 100).

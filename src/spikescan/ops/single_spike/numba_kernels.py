@@ -927,11 +927,12 @@ def _spikes_from_first(first, T: int, dtype):
     the zeros costs as much as the whole input layer (12 of 15 ms on the development CPU).  A
     reader of ``s`` maps those pages then (a following event-driven layer takes the recorded
     events instead, see ``fused._with_events``)."""
-    import numpy as np
     import torch
 
+    from .._kernels._host import numpy_dtype
+
     N = first.shape[0]
-    s = torch.from_numpy(np.zeros((T, N), dtype=torch.empty((), dtype=dtype).numpy().dtype))
+    s = torch.from_numpy(np.zeros((T, N), dtype=numpy_dtype(dtype)))
     fired = torch.nonzero(first < T).squeeze(1)
     s[first[fired].long(), fired] = 1
     return s
