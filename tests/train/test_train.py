@@ -203,3 +203,26 @@ def test_final_json_holds_neurobench_metrics(tmp_path):
     ops = nb["synaptic_ops_per_sample"]
     # the rate-coded input is 0/1: the first layer accumulates; dense counts all T x in x out pairs
     assert ops["effective_acs"] > 0 and ops["dense"] == 8 * (64 * 16 + 16 * 12 + 12 * 10)
+
+
+def test_time_estimate_leaves_the_first_batch_out_of_the_rate(tmp_path, monkeypatch):
+    # A fake clock: the first training batch "takes" 30 s (say, numba compiling its kernels),
+    # every later one 0.5 s.  The estimate must quote 500 ms per batch, not a 30 s-skewed mean.
+    clock = {"now": 0.0, "batches": 0}
+    real_loss = loop_mod.readout_cross_entropy
+
+    def loss_advancing_the_clock(*a, **kw):
+        clock["batches"] += 1
+        clock["now"] += 30.0 if clock["batches"] == 1 else 0.5
+        return real_loss(*a, **kw)
+
+    monkeypatch.setattr(loop_mod, "readout_cross_entropy", loss_advancing_the_clock)
+    monkeypatch.setattr(loop_mod.time, "perf_counter", lambda: clock["now"])
+    lines = []
+    # digits: 1437 training samples in batches of 16 -> 90 batches, enough for the 21 timed ones
+    train(_small_cfg(tmp_path / "run", epochs=3, batch_size=16), progress=False, log=lines.append)
+    (line,) = [s for s in lines if s.startswith("first batch")]
+    assert "first batch 30.0 s" in line and "then 500 ms per batch" in line, line
+    n = 90
+    per_epoch, total = 30.0 + 0.5 * (n - 1), 30.0 + 0.5 * (3 * n - 1)
+    assert loop_mod._duration(per_epoch) in line and loop_mod._duration(total) in line, line

@@ -275,8 +275,9 @@ def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = 
 
     A training step whose loss (cross-entropy plus regulariser) is not finite on any rank raises
     :class:`TrainingDivergedError` before the optimiser applies it.  ``on_first_batches(k, n,
-    seconds)`` is called once, after the first ``k`` of the epoch's ``n`` batches (for a time
-    estimate).  Progress bars (``progress``) are drawn only on a terminal.
+    seconds, first_seconds)`` is called once, for a time estimate, when ``k`` batches after the
+    first of the epoch's ``n`` have run in ``seconds`` (the first, which pays one-time costs such
+    as numba's compilation, took ``first_seconds``).  Progress bars (``progress``) are drawn only on a terminal.
     """
     training = optimizer is not None
     model.train(training)
@@ -290,13 +291,15 @@ def run_epoch(model, loader, cfg: TrainConfig, optimizer=None, progress: bool = 
     n_batches = len(loader) if hasattr(loader, "__len__") else None
     if n_batches is not None and cfg.max_batches is not None:
         n_batches = min(n_batches, cfg.max_batches)
-    t_start = time.perf_counter()
+    t_start = t_first = time.perf_counter()
     with torch.set_grad_enabled(training):
         for k, (x, y) in enumerate(iterator):
             if cfg.max_batches is not None and k >= cfg.max_batches:
                 break
-            if on_first_batches is not None and n_batches and k == min(_ETA_BATCHES, n_batches - 1) and k > 0:
-                on_first_batches(k, n_batches, time.perf_counter() - t_start)
+            if k == 1:  # the first batch pays one-time costs (kernel compilation): timed apart
+                t_first = time.perf_counter()
+            if on_first_batches is not None and n_batches and k == min(_ETA_BATCHES + 1, n_batches - 1) and k > 1:
+                on_first_batches(k - 1, n_batches, time.perf_counter() - t_first, t_first - t_start)
             x, y = x.to(device, dtype), y.to(device)
             with record_spikes(model) as spikes:
                 u = model(x)
@@ -593,11 +596,13 @@ def _train_in_folder(cfg: TrainConfig, run_dir: Path, folder: RunFolder | None, 
         f"{len(test_set)} test, T={cfg.num_steps}), {n_params} parameters")
     t0 = time.perf_counter()
 
-    def estimate(k, n, seconds):
-        per_epoch = seconds / k * n
-        log(f"first {k} batches: {1e3 * seconds / k:.0f} ms per batch -> about {_duration(per_epoch)} of training "
-            f"per epoch, {_duration(per_epoch * (cfg.epochs - start_epoch))} for {cfg.epochs - start_epoch} epochs "
-            "(plus evaluation)")
+    def estimate(k, n, seconds, first_seconds):
+        per_batch = seconds / k
+        per_epoch = first_seconds + per_batch * (n - 1)
+        total = per_epoch + per_batch * n * (cfg.epochs - start_epoch - 1)  # later epochs pay no compilation
+        log(f"first batch {first_seconds:.1f} s (one-time costs such as kernel compilation), then "
+            f"{1e3 * per_batch:.0f} ms per batch -> about {_duration(per_epoch)} of training for this epoch, "
+            f"{_duration(total)} for {cfg.epochs - start_epoch} epochs (plus evaluation)")
 
     for epoch in range(start_epoch, cfg.epochs):
         e0 = time.perf_counter()
