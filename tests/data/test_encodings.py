@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikescan.data.encodings import latency_encode, rate_encode, ttfs_encode
+from spikescan.data.encodings import latency_encode, rate_encode, ttfs_code_encode, ttfs_encode
 
 
 def _times(s):
@@ -21,6 +21,25 @@ def test_latency_hand_values():
     assert s.sum(0).tolist() == [1, 1, 1, 0, 1]
     s = latency_encode(x, 10, t_min=2, t_max=6, threshold=0.2)
     assert _times(s).tolist() == [2, 4, 5, -1, -1]
+
+
+def test_ttfs_code_is_the_authors_computation_on_raw_values():
+    # webstorms/FastSNN datasets.py: T = 20 log(v / (v - 0.2)) on the raw value v, then
+    # round(T * 1000 / dt) with dt = 1 (ms), kept below t_len = 100; written out here in float64
+    raw = list(range(256))
+    want = []
+    for v in raw:
+        step = round(20.0 * math.log(v / (v - 0.2)) * 1000.0) if v > 0.2 else None
+        want.append(step if step is not None and step < 100 else -1)
+    got = _times(ttfs_code_encode(torch.tensor(raw, dtype=torch.float64) / 255.0, 100)).tolist()
+    assert got == want
+    assert [got[v] for v in (0, 40, 41, 50, 100, 200, 255)] == [-1, -1, 98, 80, 40, 20, 16]
+    # the same as the general encoder with the code's parameters; 1 ms is the authors' dt
+    x = torch.rand(1000, dtype=torch.float64)
+    assert torch.equal(ttfs_code_encode(x, 100),
+                       ttfs_encode(x, 100, tau_eff=20.0, theta=0.2 / 255, rounding="nearest"))
+    with pytest.raises(ValueError, match="rounding"):
+        ttfs_encode(x, 10, rounding="ceil")
 
 
 def test_latency_keeps_shape_and_accepts_numpy():

@@ -36,6 +36,7 @@ def _check_same_samples(per_item, encoded, idx):
 
 
 @pytest.mark.parametrize("encoding,kwargs", [("ttfs", {"dt": 1e-3}), ("ttfs", {"dt": 2e-3, "theta": 0.1}),
+                                             ("ttfs", {"rounding": "nearest"}), ("ttfs-code", {}),
                                              ("latency", {})])
 def test_images_encoded_once_equal_the_per_item_code(tmp_path, encoding, kwargs):
     root = write_dataset("mnist", tmp_path / "mnist")
@@ -103,6 +104,11 @@ def test_real_images_as_events(cls, folder):
     fired = int((per_item.images > 51).sum())
     assert enc.num_events == fired and int(enc.steps.max()) <= 79
     _check_same_samples(per_item, enc, [0, 1, 9999, 4242])
+    # the authors' code: every raw value >= 41 fires once, on steps 16-98
+    code = build_datasets(folder.replace("fashion-", "f"), root, encoding="ttfs-code", num_steps=100,
+                          events=True, test_only=True)[1]
+    assert code.num_events == int((per_item.images >= 41).sum())
+    assert (int(code.steps.min()), int(code.steps.max())) == (16, 98)
 
 
 def test_real_nmnist_as_events():

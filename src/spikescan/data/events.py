@@ -29,7 +29,7 @@ from ._common import check_labels
 __all__ = ["EncodedSpikes", "EventBatch", "ENCODINGS_AS_EVENTS"]
 
 #: image encodings that are deterministic, hence encodable once (rate codes draw anew each epoch)
-ENCODINGS_AS_EVENTS = ("ttfs", "latency")
+ENCODINGS_AS_EVENTS = ("ttfs", "ttfs-code", "latency")
 
 
 class EventBatch(NamedTuple):
@@ -69,15 +69,15 @@ class EncodedSpikes(Dataset):
     @classmethod
     def from_images(cls, images, labels, encoding: str, num_steps: int, *, num_classes: int | None = None,
                     source: str = "images", **encoding_kwargs) -> "EncodedSpikes":
-        """One spike per pixel at most: the ``"ttfs"`` or ``"latency"`` code of uint8 ``images`` ``[N, ...]``.
+        """One spike per pixel at most: the ``"ttfs"``, ``"ttfs-code"`` or ``"latency"`` code of uint8 ``images`` ``[N, ...]``.
 
         Each of the 256 pixel values is encoded once by the encoder itself
         (:mod:`spikescan.data.encodings`, on ``value / 255`` in float64 as the per-item loaders
         do); the images then only index that table.
         """
-        from .encodings import latency_encode, ttfs_encode
+        from .encodings import latency_encode, ttfs_code_encode, ttfs_encode
 
-        encoders = {"ttfs": ttfs_encode, "latency": latency_encode}
+        encoders = {"ttfs": ttfs_encode, "ttfs-code": ttfs_code_encode, "latency": latency_encode}
         if encoding not in encoders:
             raise ValueError(f"encoding must be one of {list(encoders)} to be stored as events, got {encoding!r} "
                              "(a rate code is drawn anew every epoch)")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .encodings import latency_encode, rate_encode, ttfs_encode
+from .encodings import TTFS_CODE_NUM_STEPS, latency_encode, rate_encode, ttfs_code_encode, ttfs_encode
 from ._common import check_labels, require_dir, require_file
 
 __all__ = ["read_idx", "write_idx", "MNISTLike", "MNIST", "FashionMNIST", "IMAGES_MAGIC", "LABELS_MAGIC"]
@@ -89,7 +89,7 @@ def write_idx(path, array) -> Path:
 
 _NAMES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-_ENCODERS = {"ttfs": ttfs_encode, "latency": latency_encode, "rate": rate_encode}
+_ENCODERS = {"ttfs": ttfs_encode, "ttfs-code": ttfs_code_encode, "latency": latency_encode, "rate": rate_encode}
 
 
 def _find(root: Path, name: str, subdirs) -> Path:
@@ -113,6 +113,9 @@ class MNISTLike(Dataset):
     - ``"ttfs"``: FastSNN's time-to-first-spike code (:func:`~spikescan.data.encodings.ttfs_encode`,
       ``tau_eff = 20 ms``, ``theta = 0.2``, ``dt = 1 ms``); ``num_steps`` defaults to 784 as in
       FastSNN's Table 1.
+    - ``"ttfs-code"``: the same code as the FastSNN authors' code computes it
+      (:func:`~spikescan.data.encodings.ttfs_code_encode`: spikes on steps 16-98);
+      ``num_steps`` defaults to their 100.
     - ``"latency"``: :func:`~spikescan.data.encodings.latency_encode`.
     - ``"rate"``: :func:`~spikescan.data.encodings.rate_encode` (drawn from torch's global RNG,
       which ``DataLoader`` seeds per worker).
@@ -132,6 +135,8 @@ class MNISTLike(Dataset):
             raise ValueError(f"encoding must be one of {sorted(_ENCODERS)} or None, got {encoding!r}")
         if num_steps is None and encoding == "ttfs":
             num_steps = 784
+        if num_steps is None and encoding == "ttfs-code":
+            num_steps = TTFS_CODE_NUM_STEPS
         if encoding is not None and num_steps is None:
             raise ValueError(f"num_steps is required for encoding={encoding!r}")
         subdirs = ["raw", *(f"{n}/raw" for n in self.folder_names), *self.folder_names]

@@ -100,7 +100,7 @@ def _idx(cls_name: str):
     def build(root, train, num_steps, dt, encoding, transform):
         from . import idx
 
-        kwargs = {"dt": dt} if encoding == "ttfs" else {}
+        kwargs = {"dt": dt} if encoding in ("ttfs", "ttfs-code") else {}
         return getattr(idx, cls_name)(root, train, encoding=encoding, num_steps=num_steps, flatten=True,
                                       transform=transform, **kwargs)
     return build
@@ -139,8 +139,9 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
                 "ssc_train.h5 and ssc_test.h5 (gunzipped), https://zenkelab.org/datasets/", _shd("SSC")),
     DatasetSpec("nmnist", 1156, 10, 300, 1e-3, "binary", ("binary", "counts"),
                 "Train/<digit>/*.bin and Test/<digit>/*.bin (N-MNIST event files)", _nmnist),
-    DatasetSpec("mnist", 784, 10, 784, 1e-3, "ttfs", ("ttfs", "latency", "rate"), _IDX_FILES, _idx("MNIST")),
-    DatasetSpec("fmnist", 784, 10, 784, 1e-3, "ttfs", ("ttfs", "latency", "rate"), _IDX_FILES,
+    DatasetSpec("mnist", 784, 10, 784, 1e-3, "ttfs", ("ttfs", "ttfs-code", "latency", "rate"), _IDX_FILES,
+                _idx("MNIST")),
+    DatasetSpec("fmnist", 784, 10, 784, 1e-3, "ttfs", ("ttfs", "ttfs-code", "latency", "rate"), _IDX_FILES,
                 _idx("FashionMNIST")),
     DatasetSpec("cifar10", 3072, 10, 4, 1e-3, "static", ("static",),
                 "cifar-10-batches-py/ with data_batch_1..data_batch_5 and test_batch (python version)",
