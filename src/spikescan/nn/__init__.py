@@ -26,10 +26,10 @@ from .container import TimeDistributed
 from .leaky import LI, LIF, PLIF, RLIF
 from .linear import EventLinear
 from .psu import IPSU, PSU, RPSU
-from .single_spike import MaxMembraneReadout, SingleSpikeLIF
+from .single_spike import MaxMembraneReadout, SingleSpikeKernelLIF, SingleSpikeLIF
 from .spsn import SPSN
 from .state import LIFState, LIState, MaxMembraneState, PSUState, RLIFState, SingleSpikeState, SPSNState
 
-__all__ = ["EventLinear", "IPSU", "LI", "LIF", "MaxMembraneReadout", "PLIF", "PSU", "RLIF", "RPSU", "SPSN", "SingleSpikeLIF",
+__all__ = ["EventLinear", "IPSU", "LI", "LIF", "MaxMembraneReadout", "PLIF", "PSU", "RLIF", "RPSU", "SPSN", "SingleSpikeKernelLIF", "SingleSpikeLIF",
            "SpikingNeuron", "StatefulModule", "TimeDistributed",
            "LIFState", "LIState", "MaxMembraneState", "PSUState", "RLIFState", "SingleSpikeState", "SPSNState"]

@@ -29,13 +29,14 @@ from ..ops._backend import backends
 from ..ops.events import SpikeEvents
 from ..ops.firing import heaviside
 from ..ops.first_spike import DEFAULT_SURROGATE, g, max_membrane_readout, single_spike_lif, single_spike_lif_events
+from ..ops.kernel_integrate import exponential_kernel, kernel_integrate
 from ..ops.leaky import leaky_integrate, leaky_step
 from .base import (Decay, SpikingNeuron, StatefulModule, as_dtype, as_output, check_input, check_step_input,
                    check_step_params, default, resolve_decay, validates_once)
 from .state import MaxMembraneState, SingleSpikeState, check_state, last, legacy_return_membrane, pack, state_tensor
 from .registry import register_neuron
 
-__all__ = ["SingleSpikeLIF", "MaxMembraneReadout"]
+__all__ = ["SingleSpikeLIF", "SingleSpikeKernelLIF", "MaxMembraneReadout"]
 
 
 def _input_scale(input_scale):
@@ -207,7 +208,7 @@ class MaxMembraneReadout(StatefulModule):
 
     def __init__(self, features: int, tau: float = default(0.02), dt: float = 1e-3, *,
                  input_scale="one_minus_decay", learn_tau: bool = False, backend: str = "auto",
-                 beta: float | None = None):
+                 beta: float | None = None, kernel_steps: int | None = None):
         super().__init__()
         tau, beta = resolve_decay(tau, beta, "tau", "beta")
         self.features = check_positive_int(features, "features")
@@ -215,11 +216,21 @@ class MaxMembraneReadout(StatefulModule):
         self.input_scale = input_scale
         self._scale = _input_scale(input_scale)
         self.backend = backend
+        self.kernel = None
+        if kernel_steps is not None:
+            if learn_tau:
+                raise ValueError("kernel_steps and learn_tau exclude each other: the learned kernel replaces the decay")
+            self.kernel = _learned_kernel(self.mem(), kernel_steps, self._scale, backend)
 
     @validates_once
     def forward(self, x: torch.Tensor, state: MaxMembraneState | None = None, *, return_state: bool = False):
         state = check_state(self, state, MaxMembraneState)
         xc = check_input(self, x, self.features)
+        if self.kernel is not None:
+            if state is not None or return_state:
+                raise ValueError(f"{type(self).__name__} with a learned kernel has no streaming state (the kernel "
+                                 "spans the whole window); call it on whole sequences")
+            return as_output(_kernel_membrane(self, xc).amax(dim=0), x.dtype)
         decay = as_dtype(self.mem(), xc.dtype)
         if state is None and not return_state:
             return as_output(max_membrane_readout(xc, decay, scale=self._scale, backend=self.backend), x.dtype)
@@ -252,9 +263,97 @@ class MaxMembraneReadout(StatefulModule):
         return decay, (1.0 - decay) if self._scale is None else self._scale
 
     def extra_repr(self) -> str:
-        return f"features={self.features}, input_scale={self.input_scale!r}"
+        kernel = "" if self.kernel is None else f", kernel_steps={self.kernel.shape[0]}"
+        return f"features={self.features}, input_scale={self.input_scale!r}{kernel}"
+
+
+def _learned_kernel(decay: float, kernel_steps, scale, backend: str) -> nn.Parameter:
+    """``scale * decay^j``, ``j < kernel_steps``, as a trainable parameter (``scale`` None: ``1 - decay``)."""
+    kernel_steps = check_positive_int(kernel_steps, "kernel_steps")
+    if backend != "auto" and backend not in backends("kernel_integrate"):
+        raise ValueError(f"with a learned kernel backend must be 'auto' or one of "
+                         f"{list(backends('kernel_integrate'))} (kernel_integrate's), got {backend!r}")
+    return nn.Parameter(exponential_kernel(decay, kernel_steps, (1.0 - decay) if scale is None else scale,
+                                           dtype=torch.get_default_dtype()))
+
+
+def _kernel_membrane(module, xc: torch.Tensor) -> torch.Tensor:
+    if xc.shape[0] > module.kernel.shape[0]:
+        raise ValueError(f"x has T = {xc.shape[0]} steps but {type(module).__name__}'s kernel covers "
+                         f"{module.kernel.shape[0]} (kernel_steps): it was built for sequences of at most that length")
+    return kernel_integrate(xc, module.kernel.to(xc.dtype), backend=module.backend)
+
+
+class SingleSpikeKernelLIF(SpikingNeuron):
+    """FastSNN's single-spike neuron as the authors' code computes it: a learned membrane kernel.
+
+    ``V~[t] = sum_j k[j] x[t - j]`` (:func:`~spikescan.ops.kernel_integrate`), ``S~ = H(V~ -
+    threshold)`` with the surrogate, ``S = g(phi(S~))`` (the first spike, Propositions 1-2).
+    The kernel ``k`` (one per layer, ``kernel_steps`` lags) starts at ``scale * beta^j``, where
+    this is exactly :class:`SingleSpikeLIF`, and is trained: webstorms/FastSNN's
+    ``LinearFastLIFNeurons`` computes the membrane with a ``conv2d`` whose kernel is an
+    ``nn.Parameter`` in the optimiser (its ``phi`` kernel is one too, but ``g'`` is 0 wherever
+    ``phi`` could move it, so it keeps its ones; here ``phi`` is the fixed double cumsum).  No
+    streaming state: the kernel spans the whole window of ``kernel_steps`` steps.
+
+    Args:
+        features: size of the last input dim.
+        kernel_steps: the kernel's lags, at least the sequences' T (the authors: T).
+        tau, dt, beta: the initial kernel's decay ``beta = exp(-dt/tau)`` (or ``beta`` directly).
+        threshold, surrogate, input_scale, straight_through: as :class:`SingleSpikeLIF`.
+        learn_kernel: train the kernel (default, the authors' code); False keeps ``scale beta^j``.
+        backend: :func:`~spikescan.ops.kernel_integrate`'s (``"auto"``, ``"toeplitz"``, ``"fft"``,
+            ``"sequential"``).
+    """
+
+    def __init__(self, features: int, kernel_steps: int, tau: float = default(0.01), dt: float = 1e-3,
+                 threshold: float = 1.0, *, surrogate=None, input_scale="one_minus_decay", learn_kernel: bool = True,
+                 straight_through: bool = False, backend: str = "auto", beta: float | None = None):
+        super().__init__()
+        tau, beta = resolve_decay(tau, beta, "tau", "beta")
+        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
+            raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
+        self.features = check_positive_int(features, "features")
+        decay = Decay(features, tau, dt, False, "tau", beta=beta)()
+        self.threshold = float(threshold)
+        self.surrogate = DEFAULT_SURROGATE if surrogate is None else surrogate_lib.get(surrogate)
+        self.input_scale = input_scale
+        self.straight_through = bool(straight_through)
+        self.backend = backend
+        self.kernel = _learned_kernel(decay, kernel_steps, _input_scale(input_scale), backend)
+        self.kernel.requires_grad_(bool(learn_kernel))
+
+    @validates_once
+    def forward(self, x, state=None, *, return_state: bool = False, return_membrane: bool = False):
+        """Spikes ``[T, B, *, features]`` (at most one per neuron), or ``(s, V~)`` with ``return_membrane``."""
+        if state is not None or return_state:
+            raise ValueError(f"{type(self).__name__} has no streaming state (its kernel spans the whole window); "
+                             "call it on whole sequences")
+        xc = check_input(self, x, self.features)
+        v = _kernel_membrane(self, xc)
+        # the first spike of the given membrane: single_spike_lif with decay 0 and input factor 1
+        # integrates nothing (V~ = 0 * V~ + 1 * v = v exactly) and runs the fused kernel of
+        # g(phi(H(V~ - threshold))) with its exact surrogate gradient
+        s = single_spike_lif(v, 0.0, self.threshold, scale=1.0, surrogate=self.surrogate,
+                             straight_through=self.straight_through)
+        if return_membrane:
+            return as_output(s, x.dtype), as_output(v, x.dtype)
+        return as_output(s, x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"features={self.features}, kernel_steps={self.kernel.shape[0]}, threshold={self.threshold}, "
+                f"surrogate={self.surrogate}, input_scale={self.input_scale!r}, "
+                f"learn_kernel={self.kernel.requires_grad}")
 
 
 @register_neuron("single-spike", backends=("auto", *backends("leaky_integrate")))
 def _build_single_spike(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
     return SingleSpikeLIF(features, tau_mem, dt, backend=backend, **kwargs)
+
+
+@register_neuron("single-spike-kernel", backends=("auto", *backends("kernel_integrate")))
+def _build_single_spike_kernel(features, *, tau_syn, tau_mem, dt, backend, num_steps, **kwargs):
+    if num_steps is None and "kernel_steps" not in kwargs:
+        raise ValueError("neuron 'single-spike-kernel' needs num_steps (its kernel's length)")
+    kwargs.setdefault("kernel_steps", num_steps)
+    return SingleSpikeKernelLIF(features, tau=tau_mem, dt=dt, backend=backend, **kwargs)

@@ -10,6 +10,9 @@ Neuron kinds (``make_neuron``):
   ``tau_mem / dt`` unless ``tau=`` is given; IPSU/RPSU need ``num_steps`` (their T×T matrix).
 - ``single-spike``: FastSNN's :class:`~spikescan.nn.SingleSpikeLIF` (at most one spike per neuron);
   its time constant is ``tau_mem`` (FastSNN: 10 ms), it has no synaptic stage.
+- ``single-spike-kernel``: :class:`~spikescan.nn.SingleSpikeKernelLIF`, the same neuron with the
+  membrane kernel the FastSNN authors' code trains (``num_steps`` lags, initialised to ``beta^j``);
+  its readout counterpart is ``readout_kwargs={"kernel_steps": T}`` of the max-membrane readout.
 - ``relu``: the non-spiking baseline of SPSN Table II (ReLU applied at every step).
 
 ``backend`` is the hidden neurons' backend, and each kind runs exactly the one named or refuses it
