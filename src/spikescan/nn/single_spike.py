@@ -39,6 +39,12 @@ from .registry import register_neuron
 __all__ = ["SingleSpikeLIF", "SingleSpikeKernelLIF", "MaxMembraneReadout"]
 
 
+def _check_threshold(threshold) -> float:
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
+    return float(threshold)
+
+
 def _input_scale(input_scale):
     """The ops' ``scale``: None for ``"one_minus_decay"`` (the ops form ``1 - decay``), else the number."""
     input_scale = check_input_scale(input_scale)
@@ -72,11 +78,9 @@ class SingleSpikeLIF(SpikingNeuron):
                  straight_through: bool = False, backend: str = "auto", beta: float | None = None):
         super().__init__()
         tau, beta = resolve_decay(tau, beta, "tau", "beta")
-        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
-            raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
         self.features = check_positive_int(features, "features")
         self.mem = Decay(features, tau, dt, learn_tau, "tau", beta=beta)
-        self.threshold = float(threshold)
+        self.threshold = _check_threshold(threshold)
         self.surrogate = DEFAULT_SURROGATE if surrogate is None else surrogate_lib.get(surrogate)
         self.input_scale = input_scale
         self._scale = _input_scale(input_scale)
@@ -311,11 +315,9 @@ class SingleSpikeKernelLIF(SpikingNeuron):
                  straight_through: bool = False, backend: str = "auto", beta: float | None = None):
         super().__init__()
         tau, beta = resolve_decay(tau, beta, "tau", "beta")
-        if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
-            raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
         self.features = check_positive_int(features, "features")
         decay = Decay(features, tau, dt, False, "tau", beta=beta)()
-        self.threshold = float(threshold)
+        self.threshold = _check_threshold(threshold)
         self.surrogate = DEFAULT_SURROGATE if surrogate is None else surrogate_lib.get(surrogate)
         self.input_scale = input_scale
         self.straight_through = bool(straight_through)
