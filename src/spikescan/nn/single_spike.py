@@ -294,7 +294,7 @@ class SingleSpikeKernelLIF(SpikingNeuron):
     ``V~[t] = sum_j k[j] x[t - j]`` (:func:`~spikescan.ops.kernel_integrate`), ``S~ = H(V~ -
     threshold)`` with the surrogate, ``S = g(phi(S~))`` (the first spike, Propositions 1-2).
     The kernel ``k`` (one per layer, ``kernel_steps`` lags) starts at ``scale * beta^j``, where
-    this is exactly :class:`SingleSpikeLIF`, and is trained: webstorms/FastSNN's
+    this is :class:`SingleSpikeLIF` (up to the order of the float sums), and is trained: webstorms/FastSNN's
     ``LinearFastLIFNeurons`` computes the membrane with a ``conv2d`` whose kernel is an
     ``nn.Parameter`` in the optimiser (its ``phi`` kernel is one too, but ``g'`` is 0 wherever
     ``phi`` could move it, so it keeps its ones; here ``phi`` is the fixed double cumsum).  No
