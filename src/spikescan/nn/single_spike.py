@@ -285,7 +285,7 @@ def _kernel_membrane(module, xc: torch.Tensor) -> torch.Tensor:
     if xc.shape[0] > module.kernel.shape[0]:
         raise ValueError(f"x has T = {xc.shape[0]} steps but {type(module).__name__}'s kernel covers "
                          f"{module.kernel.shape[0]} (kernel_steps): it was built for sequences of at most that length")
-    return kernel_integrate(xc, module.kernel.to(xc.dtype), backend=module.backend)
+    return kernel_integrate(xc, module.kernel, backend=module.backend)  # it casts the kernel to xc's dtype
 
 
 class SingleSpikeKernelLIF(SpikingNeuron):
