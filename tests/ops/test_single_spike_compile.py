@@ -18,7 +18,9 @@ from spikescan.ops.events import SpikeEvents
 from spikescan.ops.first_spike import max_membrane_readout, single_spike_lif, single_spike_lif_events
 from spikescan.ops.single_spike.fused import (max_membrane_fused_backward, max_membrane_fused_forward,
                                               single_spike_events_fused_backward, single_spike_events_fused_forward,
-                                              single_spike_fused_backward, single_spike_fused_forward)
+                                              single_spike_events_linear_fused_backward,
+                                              single_spike_events_linear_fused_forward, single_spike_fused_backward,
+                                              single_spike_fused_forward)
 
 pytest.importorskip("numba", reason="the fused FastSNN kernels on the CPU are numba")
 
@@ -106,6 +108,29 @@ def test_opcheck_single_spike_events(values, dtype):
     for need in ((True, True, True), (False, True, False), (True, False, True)):
         torch.library.opcheck(single_spike_events_fused_backward,
                               (crow, channels, vals, w, b, ck, first, g, d, c, th, T, B, 0, 100.0, False, *need))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_opcheck_single_spike_events_linear(dtype):
+    ev, args = _events_inputs(dtype=dtype)
+    crow, channels, vals, w, b, d, c, th, v0, T, B = args
+    g = torch.Generator().manual_seed(6)
+    w2 = torch.randn(4, w.shape[0], generator=g, dtype=dtype, requires_grad=True)
+    b2 = torch.randn(4, generator=g, dtype=dtype, requires_grad=True)
+    head = (crow, channels, vals, w, b, w2, b2, d, c, th, v0, T, B)
+    for code, param in CODES[:2]:
+        for straight in (False, True):
+            torch.library.opcheck(single_spike_events_linear_fused_forward, (*head, code, param, straight, True))
+    plain = tuple(a.detach() if torch.is_tensor(a) else a for a in head)
+    torch.library.opcheck(single_spike_events_linear_fused_forward, (*plain, 0, 100.0, False, False))
+    s, y, ck, first = single_spike_events_linear_fused_forward(*plain, 0, 100.0, False, True)
+    crow, channels, vals, w, b, w2, b2, d, c, th, v0, T, B = plain
+    gs, gy = torch.randn_like(s), torch.randn_like(y)
+    for need in ((True, True, True, True, True, True), (False, True, False, True, True, False),
+                 (False, False, True, False, False, False)):
+        torch.library.opcheck(single_spike_events_linear_fused_backward,
+                              (crow, channels, vals, w, b, w2, ck, first, gs, gy, d, c, th, T, B, 0, 100.0, False,
+                               *need))
 
 
 def test_backward_without_saved_state_is_a_clear_error():
@@ -203,6 +228,25 @@ def test_compile_events_layer_equals_eager():
     out = torch.compile(layer, fullgraph=True, backend="aot_eager")(ev.crow, ev.channels, w, b)
     g_comp = torch.autograd.grad((out * torch.arange(out.numel()).view_as(out)).sum(), [w, b])
     assert torch.equal(out, eager) and 0 < float(eager.detach().sum())
+    for a, b_ in zip(g_comp, g_eager):
+        assert torch.equal(a, b_)
+
+
+def test_compile_events_linear_layer_equals_eager():
+    """... and so does the op with the linear layer its spikes feed."""
+    ev, args = _events_inputs()
+    w, b = args[3], args[4]
+    w2 = torch.randn(3, w.shape[0], generator=torch.Generator().manual_seed(2), dtype=w.dtype, requires_grad=True)
+
+    def layers(crow, channels, weight, bias, out_weight):
+        events = SpikeEvents(crow, channels, ev.shape, dtype=ev.dtype, check=False)
+        return single_spike_lif_events(events, weight, bias, 0.9, 0.6, scale=1.0, out_weight=out_weight)[1]
+
+    eager = layers(ev.crow, ev.channels, w, b, w2)
+    g_eager = torch.autograd.grad(eager.square().sum(), [w, b, w2])
+    out = torch.compile(layers, fullgraph=True, backend="aot_eager")(ev.crow, ev.channels, w, b, w2)
+    g_comp = torch.autograd.grad(out.square().sum(), [w, b, w2])
+    assert torch.equal(out, eager) and 0 < float(g_eager[0].abs().sum())
     for a, b_ in zip(g_comp, g_eager):
         assert torch.equal(a, b_)
 

@@ -453,19 +453,25 @@ def test_neurobench_cross_check(case):
     assert min(ours["activation_sparsity"].values()) < 1.0  # some layer fired
 
 
-@pytest.mark.parametrize("density, fused_kernel", [(0.005, True), (0.1, False)])
-def test_an_input_layer_fused_into_its_neurons_is_still_counted(density, fused_kernel):
-    """``FeedForwardSNN`` runs ``EventLinear -> SingleSpikeLIF`` as one kernel on sparse events,
-    so the input layer's own forward (and hook) never runs: its synaptic operations must come
-    from the neuron's call, equal to the composed path's -- and counted once when the neuron
-    falls back to calling the layer (events too dense for it)."""
+@pytest.mark.parametrize("density, steps, fused_kernel, fused_output", [
+    (0.005, 50, True, False), (0.005, 200, True, True), (0.1, 50, False, False)])
+def test_an_input_layer_fused_into_its_neurons_is_still_counted(density, steps, fused_kernel, fused_output):
+    """``FeedForwardSNN`` runs ``EventLinear -> SingleSpikeLIF -> EventLinear`` in the neuron's
+    call, as one kernel on sparse events, so the input layer's own forward (and hook) never runs,
+    nor the output layer's when its input (the spikes: density <= 1 / T) runs event-driven: their
+    synaptic operations must come from the neuron's call, equal to the composed path's -- and
+    counted once when the neuron falls back to calling the layers (events too dense for it)."""
     from spikescan.ops.events import SpikeEvents
 
     torch.manual_seed(0)
     model = FeedForwardSNN(30, [20], 4, "single-spike", tau_syn=None, tau_mem=0.01,
                            neuron_kwargs={"input_scale": 1.0}, readout_layer="max-membrane")
-    x = SpikeEvents.from_dense((torch.rand(50, 6, 30, generator=torch.Generator().manual_seed(1)) < density).float())
+    with torch.no_grad():
+        model[0].weight.mul_(8.0)  # some neurons fire: the output layer has events to count
+    dense = (torch.rand(steps, 6, 30, generator=torch.Generator().manual_seed(1)) < density).float()
+    x = SpikeEvents.from_dense(dense)
     assert model[1]._fuses_with(model[0], x, False) is fused_kernel
+    assert (fused_kernel and model[1]._feeds_events(model[2], x)) is fused_output
     counts = []
     for fused in (True, False):
         meter = WorkloadMeter(model)
@@ -481,3 +487,4 @@ def test_an_input_layer_fused_into_its_neurons_is_still_counted(density, fused_k
         assert out.shape == (6, 4)
     assert counts[0] == counts[1]
     assert counts[0]["synapse/0/effective_acs"] == x.num_events * 20 > 0
+    assert counts[0]["synapse/2/effective_acs"] == counts[0]["activation/1/nonzero"] * 4 > 0

@@ -408,7 +408,10 @@ class Impl:
 def _spikescan_spike_count(model: nn.Module, x) -> tuple[torch.Tensor, float]:
     """Logits and the hidden spike count of a spikescan model (forward hook on the neuron)."""
     seen: list[float] = []
-    handle = model[1].register_forward_hook(lambda _m, _i, out: seen.append(float(out.detach().sum())))
+    def count(_m, _i, out):  # a tuple when the neuron ran the readout's input layer too (output_layer=)
+        seen.append(float((out[0] if isinstance(out, tuple) else out).detach().sum()))
+
+    handle = model[1].register_forward_hook(count)
     try:
         return model(x), seen[0]
     finally:

@@ -89,7 +89,8 @@ class SingleSpikeLIF(SpikingNeuron):
 
     @validates_once
     def forward(self, x, state: SingleSpikeState | None = None, *, return_state: bool = False,
-                return_membrane: bool = False, input_layer: nn.Module | None = None):
+                return_membrane: bool = False, input_layer: nn.Module | None = None,
+                output_layer: nn.Module | None = None):
         """Spikes ``[T, B, *, features]`` (at most one per neuron), or ``(s, [V~], [state])`` with
         the requested items: the no-reset membrane ``V~``, the
         :class:`~spikescan.nn.state.SingleSpikeState` after the last step (module docstring).
@@ -102,7 +103,16 @@ class SingleSpikeLIF(SpikingNeuron):
         kernel each way (:func:`~spikescan.ops.first_spike.single_spike_lif_events`): the
         current ``W x + b`` ``[T, B, features]`` and its gradient are never stored.  Otherwise
         the two layers run one after the other.
+
+        With ``output_layer`` too (an :class:`~spikescan.nn.linear.EventLinear` whose
+        ``in_features`` are this layer's ``features``; no state or membrane asked for) the result
+        is the pair ``(s, output_layer(s))``.  Where the input layer fuses and ``output_layer``
+        would run event-driven on these spikes (at most one per neuron: a density of at most
+        ``1 / T``), the three run as one kernel each way (``single_spike_lif_events(...,
+        out_weight=...)``): the spike gradient ``[T, B, features]`` is never stored either.
         """
+        if output_layer is not None:
+            return self._with_output_layer(x, state, return_state, return_membrane, input_layer, output_layer)
         state, return_membrane = legacy_return_membrane(self, state, return_membrane)
         state = check_state(self, state, SingleSpikeState)
         stateful = state is not None or return_state
@@ -179,6 +189,32 @@ class SingleSpikeLIF(SpikingNeuron):
         # g'(phi) = 1 at phi = 0 (no crossing yet), 0 at every integer >= 1
         before_first = (s.detach().cumsum(0) == 0).to(s.dtype) * (1.0 - silent)
         return s * (1.0 - silent) + before_first * offset
+
+    def _with_output_layer(self, x, state, return_state: bool, return_membrane, input_layer, output_layer):
+        from .linear import EventLinear
+
+        if state is not None or return_state or return_membrane:
+            raise ValueError("output_layer runs without state or membrane outputs: call the layers one by one")
+        if not isinstance(output_layer, EventLinear) or output_layer.in_features != self.features:
+            raise ValueError(f"output_layer must be an EventLinear with in_features = {self.features} (this layer's "
+                             f"features), got {output_layer!r}")
+        if input_layer is not None and self._fuses_with(input_layer, x, False) and self._feeds_events(output_layer, x):
+            w = input_layer.weight
+            return single_spike_lif_events(x, w, input_layer.bias, as_dtype(self.mem(), w.dtype), self.threshold,
+                                           scale=self._scale, surrogate=self.surrogate,
+                                           straight_through=self.straight_through,
+                                           out_weight=output_layer.weight.to(w.dtype),
+                                           out_bias=None if output_layer.bias is None else output_layer.bias.to(w.dtype))
+        s = self.forward(x, input_layer=input_layer)  # not self(...): this call's hooks are the caller's
+        return s, output_layer(s)
+
+    @staticmethod
+    def _feeds_events(output_layer: nn.Module, x) -> bool:
+        """Whether ``output_layer`` would run this layer's spikes (density <= 1 / T) through the
+        numba event kernel, as the fused op does."""
+        if output_layer.mode == "dense" or output_layer.backend not in ("auto", "numba"):
+            return False
+        return output_layer.mode == "events" or 1.0 / max(x.shape[0], 1) <= output_layer.density_threshold
 
     def _fuses_with(self, input_layer: nn.Module, x, return_membrane: bool) -> bool:
         from ..ops import backends as op_backends

@@ -249,16 +249,7 @@ class _EventLinear(torch.autograd.Function):
         ctx.x, ctx.impl = x, impl
         ctx.save_for_backward(weight)
         if impl == "numba":
-            from ._kernels import event_numba as K
-            from ._kernels._cpu import empty, parallel_for
-
-            wt = weight.detach().t().contiguous()
-            b = bias.detach().contiguous()
-            out = empty((T * B, O), weight)  # pooled: no page faults on a fresh 80 MB every step
-            args = (x.crow.numpy(), x.channels.numpy(), _values(x, weight.dtype), x.values is not None, wt.numpy(),
-                    b.numpy(), out.numpy())
-            parallel_for(T * B, x.num_events * O + T * B * O,
-                         lambda lo, hi, _block: K.event_linear_forward(*args, lo, hi))
+            out = numba_event_linear(x, weight.detach(), bias.detach())
         else:
             out = torch.sparse.mm(_csr(x, weight.dtype), weight.detach().t()) + bias.detach()
         return out.reshape(T, B, O)
@@ -271,18 +262,11 @@ class _EventLinear(torch.autograd.Function):
         g = gout.reshape(T * B, gout.shape[-1])
         gx = gw = gb = None
         if impl == "numba":
-            from ._kernels import event_numba as K
-            from ._kernels._cpu import empty, parallel_for
+            from ._kernels._cpu import empty
 
             g = g.contiguous()
             if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-                gwt = torch.empty(C, g.shape[1], dtype=g.dtype)
-                gb_full = torch.empty(g.shape[1], dtype=g.dtype)
-                args = (x.crow.numpy(), x.channels.numpy(), _values(x, g.dtype), x.values is not None, g.numpy(),
-                        gwt.numpy(), gb_full.numpy(), bool(ctx.needs_input_grad[3]))
-                # columns split over threads: each thread walks every event for its own columns
-                parallel_for(g.shape[1], x.num_events * g.shape[1] + g.numel(),
-                             lambda lo, hi, _block: K.event_linear_weight_grad(*args, lo, hi))
+                gwt, gb_full = numba_event_linear_param_grads(x, g, bool(ctx.needs_input_grad[3]))
                 gw = gwt.t() if ctx.needs_input_grad[2] else None
                 gb = gb_full if ctx.needs_input_grad[3] else None
             if ctx.needs_input_grad[1]:
@@ -297,6 +281,40 @@ class _EventLinear(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 gx = (g @ weight.detach().to(g.dtype)).reshape(T, B, C)
         return None, gx, gw, gb, None
+
+
+def numba_event_linear(x: SpikeEvents, weight: Tensor, bias: Tensor) -> Tensor:
+    """``W x + b`` ``[T * B, O]`` by the numba kernel (no autograd; CPU; ``weight``/``bias`` of one
+    float32/float64 dtype): each row is the bias plus the weight columns of its events in CSR order."""
+    from ._kernels import event_numba as K
+    from ._kernels._cpu import empty, parallel_for
+
+    T, B, _ = x.shape
+    O = weight.shape[0]
+    wt = weight.t().contiguous()
+    out = empty((T * B, O), weight)  # pooled: no page faults on a fresh 80 MB every step
+    args = (x.crow.numpy(), x.channels.numpy(), _values(x, weight.dtype), x.values is not None, wt.numpy(),
+            bias.contiguous().numpy(), out.numpy())
+    parallel_for(T * B, x.num_events * O + T * B * O, lambda lo, hi, _block: K.event_linear_forward(*args, lo, hi))
+    return out
+
+
+def numba_event_linear_param_grads(x: SpikeEvents, g: Tensor, want_bias: bool) -> tuple[Tensor, Tensor]:
+    """``(gwt [C, O], gb [O])`` of :func:`numba_event_linear` for the output gradient ``g``
+    ``[T * B, O]`` (contiguous): ``gwt[c] = sum`` over the events of channel ``c`` of ``value * g[row]``
+    in CSR order, ``gb`` the sum of ``g``'s rows in order (zeros unless ``want_bias``); results do
+    not depend on the thread count."""
+    from ._kernels import event_numba as K
+    from ._kernels._cpu import parallel_for
+
+    C, O = x.shape[2], g.shape[1]
+    gwt = torch.empty(C, O, dtype=g.dtype)
+    gb = torch.empty(O, dtype=g.dtype)
+    args = (x.crow.numpy(), x.channels.numpy(), _values(x, g.dtype), x.values is not None, g.numpy(), gwt.numpy(),
+            gb.numpy(), bool(want_bias))
+    # columns split over threads: each thread walks every event for its own columns
+    parallel_for(O, x.num_events * O + g.numel(), lambda lo, hi, _block: K.event_linear_weight_grad(*args, lo, hi))
+    return gwt, gb
 
 
 def _values(x: SpikeEvents, dtype: torch.dtype):

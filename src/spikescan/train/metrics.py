@@ -310,6 +310,11 @@ class WorkloadMeter:
             self._add(f"activation/{name}/nonzero", nz.sum())
             self._add(f"activation/{name}/entries", out.numel())
             self._add(f"activation/{name}/neuron_samples", out[0].numel())  # B * neurons: time-first
+            # ... and the layer fed by its spikes inside the same call (output_layer=...), whose
+            # input is this output
+            fed = kwargs.get("output_layer")
+            if fed in self._synapse_names and fed not in self._counted:
+                self._count_synapse(self._synapse_names[fed], fed, out)
         return hook
 
     def _on_synapse(self, name: str):
@@ -320,9 +325,10 @@ class WorkloadMeter:
         return hook
 
     def _before_activation(self, _module, _inputs, kwargs):
-        fused = kwargs.get("input_layer")
-        if fused is not None:
-            self._counted.discard(fused)  # whether its hook runs during this call is what counts
+        for key in ("input_layer", "output_layer"):
+            fused = kwargs.get(key)
+            if fused is not None:
+                self._counted.discard(fused)  # whether its hook runs during this call is what counts
 
     def _count_synapse(self, name: str, layer: nn.Module, x) -> None:
         """Add the synaptic operations of ``layer`` (named ``name``) on its input ``x``."""

@@ -138,6 +138,10 @@ class FeedForwardSNN(nn.Sequential):
         while i < len(layers):
             if (isinstance(x, SpikeEvents) and i + 1 < len(layers) and isinstance(layers[i], EventLinear)
                     and isinstance(layers[i + 1], SingleSpikeLIF)):
+                if i + 2 < len(layers) and isinstance(layers[i + 2], EventLinear):
+                    _, x = layers[i + 1](x, input_layer=layers[i], output_layer=layers[i + 2])
+                    i += 3
+                    continue
                 x = layers[i + 1](x, input_layer=layers[i])
                 i += 2
             else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import types as pytypes
 
+from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
@@ -107,6 +108,30 @@ def prefer_wide_vectors(typingctx):
             set.add(builder.function.attributes, '"prefer-vector-width"="512"')
         except (AttributeError, TypeError):  # llvmlite internals changed: keep the default width
             pass
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def assume_disjoint_arrays(typingctx):
+    """Promise LLVM that the float arrays passed to the calling kernel do not overlap where one
+    of them is written: marks the kernel's float data-pointer arguments ``noalias`` (C's
+    ``restrict``).
+
+    A loop that reads and writes many arrays gets no run-time overlap checks past LLVM's limit
+    on their number and stays scalar; with the promise it vectorizes without checks.  Only for
+    kernels whose callers pass disjoint arrays (distinct buffers or distinct rows of one), or the
+    same array to arguments that are all only read.  Integer arrays, and the arrays' bookkeeping
+    pointers (reference counts), are left as they are.
+    """
+
+    def codegen(context, builder, sig, args):
+        for arg in builder.function.args:
+            kind = arg.type
+            if isinstance(kind, ir.PointerType) and isinstance(getattr(kind, "pointee", None),
+                                                                (ir.FloatType, ir.DoubleType)):
+                arg.add_attribute("noalias")
         return context.get_dummy_value()
 
     return types.void(), codegen

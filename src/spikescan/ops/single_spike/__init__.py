@@ -61,7 +61,7 @@ from ... import surrogate as _surrogate
 from ..._checks import as_param_tensor, check_finite, check_float, check_tensor, check_time_first
 from .._backend import backends, fused_unsupported, register, register_auto, resolve
 from .._params import output_dtype, param
-from .fused import max_membrane_fused, single_spike_events_fused, single_spike_fused
+from .fused import max_membrane_fused, single_spike_events_fused, single_spike_events_linear_fused, single_spike_fused
 from .reference import (SingleSpikeParameters, SingleSpikeStep, first_spike, g, max_membrane_composed, phi,
                         single_spike_composed, single_spike_reference, single_spike_step)
 
@@ -187,10 +187,13 @@ def max_membrane_readout(x: Tensor, decay, *, scale=None, v0=None, backend: str 
 
 
 def single_spike_lif_events(x, weight: Tensor, bias: Tensor | None, decay, threshold=1.0, *, scale=None, v0=None,
-                            surrogate=None, straight_through: bool = False, return_membrane: bool = False) -> Tensor:
+                            surrogate=None, straight_through: bool = False, return_membrane: bool = False,
+                            out_weight: Tensor | None = None, out_bias: Tensor | None = None):
     """The input layer and the single-spike neurons in one kernel each way:
     ``single_spike_lif(event_linear(x, weight, bias), decay, threshold, ...)`` without the current
-    ``I = W x + b`` ``[T, B, O]`` or its gradient ever being stored.
+    ``I = W x + b`` ``[T, B, O]`` or its gradient ever being stored; with ``out_weight`` also the
+    linear layer the spikes feed, ``y = event_linear(s, out_weight, out_bias)``, without the spike
+    gradient ``gy W2`` ``[T, B, O]`` ever being stored.
 
     Args:
         x: :class:`spikescan.ops.events.SpikeEvents` ``[T, B, C]`` on the CPU (data: no gradient);
@@ -199,8 +202,17 @@ def single_spike_lif_events(x, weight: Tensor, bias: Tensor | None, decay, thres
         decay, threshold, scale, v0, surrogate, straight_through: as for :func:`single_spike_lif`,
             broadcastable to the per-step shape ``[B, O]`` (scalars or per neuron ``[O]``).
         return_membrane: not supported (raises): the membrane is never stored.
+        out_weight: ``[K, O]`` (the dtype and device of ``weight``), the weight of a linear layer
+            fed by the spikes (FastSNN's readout input); out_bias: ``[K]`` or None.  Both get
+            gradients.
 
-    Returns the spikes ``[T, B, O]`` in ``weight``'s dtype.  The same floating-point operations as
+    Returns the spikes ``[T, B, O]`` in ``weight``'s dtype, or with ``out_weight`` the pair
+    ``(s, y)``, ``y`` ``[T, B, K]``: ``y`` and the gradients of ``out_weight`` and ``out_bias`` are
+    ``event_linear``'s numba kernels on the spikes' events (equal to the composition's bit for
+    bit); the neurons' backward forms the spike gradient ``gs[t] + gy[t] W2`` one segment of
+    steps at a time in a cache-resident buffer instead of reading the composition's ``[T, B, O]``
+    GEMM result, a sum in another order, so the gradients of ``weight``, ``bias`` and the neuron
+    parameters then agree with the composition's to rounding (not bit for bit).  The same floating-point operations as
     the composition with the numba backends, in the same order: the current of step ``t``,
     sample ``b`` is the bias plus the weight columns of the row's events added in CSR order (as
     ``event_linear``'s numba forward), and the neurons are ``single_spike_lif``'s fused kernel,
@@ -229,12 +241,40 @@ def single_spike_lif_events(x, weight: Tensor, bias: Tensor | None, decay, thres
     if reason is not None:
         raise ValueError(f"single_spike_lif_events cannot run: {reason}")
     T, B, _ = x.shape
-    like = weight.new_empty(()).expand(T, B, weight.shape[0])  # the current's shape and dtype, no data
+    O = weight.shape[0]
+    like = weight.new_empty(()).expand(T, B, O)  # the current's shape and dtype, no data
     check_finite(weight, "weight")
     decay, scale, v0 = _params(like, decay, scale, v0)
     threshold = param(threshold, "threshold", like)
-    return single_spike_events_fused(x, weight, bias, decay, threshold, scale, v0, surrogate=sur,
-                                     straight_through=bool(straight_through))
+    if out_weight is None:
+        if out_bias is not None:
+            raise ValueError("out_bias needs out_weight (the linear layer the spikes feed)")
+        return single_spike_events_fused(x, weight, bias, decay, threshold, scale, v0, surrogate=sur,
+                                         straight_through=bool(straight_through))
+    out_bias = _check_out_layer(out_weight, out_bias, weight)
+    return single_spike_events_linear_fused(x, weight, bias, out_weight, out_bias, decay, threshold, scale, v0,
+                                            surrogate=sur, straight_through=bool(straight_through))
+
+
+def _check_out_layer(out_weight, out_bias, weight: Tensor) -> Tensor:
+    """Validate the linear layer ``[K, O]`` / ``[K]`` fed by the spikes of neurons with input weight
+    ``weight`` ``[O, C]``; returns the bias (zeros for None)."""
+    O = weight.shape[0]
+    if not isinstance(out_weight, Tensor) or out_weight.dim() != 2 or out_weight.shape[1] != O:
+        got = tuple(out_weight.shape) if isinstance(out_weight, Tensor) else type(out_weight).__name__
+        raise ValueError(f"out_weight must be a tensor [K, {O}] (its input features are the {O} neurons), got {got}")
+    if out_weight.dtype != weight.dtype or out_weight.device != weight.device:
+        raise ValueError(f"out_weight must have weight's dtype and device ({weight.dtype}, {weight.device}), got "
+                         f"{out_weight.dtype}, {out_weight.device}")
+    check_finite(out_weight, "out_weight")
+    if out_bias is None:
+        return out_weight.new_zeros(out_weight.shape[0])
+    if not isinstance(out_bias, Tensor) or out_bias.shape != (out_weight.shape[0],) \
+            or out_bias.dtype != out_weight.dtype or out_bias.device != out_weight.device:
+        raise ValueError(f"out_bias must be None or a tensor of shape ({out_weight.shape[0]},) with out_weight's "
+                         f"dtype and device")
+    check_finite(out_bias, "out_bias")
+    return out_bias
 
 
 def _single_spike_lif_sequential(x: Tensor, decay, threshold=1.0, *, scale=None, v0=None) -> tuple[Tensor, Tensor]:

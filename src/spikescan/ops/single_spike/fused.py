@@ -9,7 +9,7 @@ bit for bit (spikes and membranes); the backward is the gradient autograd gives 
 (phi's adjoint masked before the first spike, or not with ``straight_through``), computed with
 the same roundings where the composed op's are known, so it agrees to rounding.
 
-Three pairs of custom ops, each with fake (meta) kernels and a registered autograd formula, so
+Four pairs of custom ops, each with fake (meta) kernels and a registered autograd formula, so
 ``torch.compile`` traces through them without a graph break and ``torch.library.opcheck``
 checks them:
 
@@ -21,6 +21,10 @@ checks them:
 * ``spikescan::single_spike_events_fused_forward`` / ``..._backward``: the events-fed layer
   ``single_spike_lif(event_linear(x, W, b), ...)`` in one kernel each way, the CSR arrays of the
   events (``crow``, ``channels``, ``values``) entering as tensors.  CPU only (numba).
+* ``spikescan::single_spike_events_linear_fused_forward`` / ``..._backward``: that layer and the
+  linear layer its spikes feed, ``y = W2 s + b2`` (FastSNN's readout input): the backward forms
+  the spike gradient ``gs + gy W2`` in registers inside the reverse sweep instead of reading a
+  ``[T, B, O]`` GEMM result.  CPU only (numba).
 
 Their implementation is the ``numba_kernels`` (CPU) or ``triton_kernels`` (CUDA) module of this
 package, which share one host signature (:class:`SingleSpikeKernelConfig` for the constants).
@@ -44,7 +48,7 @@ from .._kernels import _common as KC
 from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, needs_grad, per_neuron
 
 __all__ = ["SingleSpikeKernelConfig", "single_spike_fused", "max_membrane_fused", "single_spike_events_fused",
-           "check_device"]
+           "single_spike_events_linear_fused", "check_device"]
 
 _PACKAGE = __package__
 
@@ -396,3 +400,169 @@ def single_spike_events_fused(x, weight: Tensor, bias: Tensor, decay: Tensor, th
     s, _, first = op(x.crow, x.channels, values, w, b, d, c, th, v0v, T, B, code, sparam, bool(straight_through),
                      needs_grad(weight, bias, decay, scale, threshold, v0))
     return _with_events(s.view(T, B, O).to(weight.dtype), first)
+
+
+# --------------------------------------------------------------------------------------------
+# ... and the linear layer its spikes feed (the readout's input layer)
+# --------------------------------------------------------------------------------------------
+#
+# single_spike_lif_events followed by event_linear(s, W2, b2): that layer's backward writes the
+# spike gradient gs = gy W2 ([T, B, O], one GEMM) for the neuron's backward to read again.  Here
+# the neuron's backward forms gs[t] + gy[t] W2 for one segment at a time in a cache-resident
+# buffer, so the [T, B, O] gradient is never stored.  The linear layer's forward and its weight
+# and bias gradients are event_linear's numba kernels on the spikes' events (from the first-spike
+# times), so they equal the composition's bit for bit; gs is summed in another order than torch's
+# GEMM, so the gradients of the input layer and the neurons agree with it to rounding.
+
+
+def _spike_events(first: Tensor, T: int, B: int, O: int, dtype: torch.dtype):
+    """The events of the spikes ``s[first[m], m]`` (``m = b O + o``) as ``SpikeEvents`` ``[T, B, O]``,
+    ordered as :func:`_with_events` records them."""
+    from ..events import SpikeEvents
+
+    fired = torch.nonzero(first < T).squeeze(1)
+    return SpikeEvents.from_coo(first[fired], fired // O, fired % O, (T, B, O), dtype=dtype)
+
+
+def _single_spike_events_linear_fused_forward_impl(
+        crow: Tensor, channels: Tensor, values: Tensor, weight: Tensor, bias: Tensor, out_weight: Tensor,
+        out_bias: Tensor, decay: Tensor, scale: Tensor, threshold: Tensor, v0: Tensor, steps: int, batch: int,
+        surrogate_code: int, surrogate_param: float, straight_through: bool,
+        need_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(s [T, B * O], y [T * B, K], checkpoints, first)``: the single-spike neurons fed by
+    ``W x + b`` and ``y = W2 s + b2`` (``out_weight`` ``W2`` ``[K, O]``, ``out_bias`` ``[K]``)."""
+    from ..events import numba_event_linear
+    from . import numba_kernels as K  # CPU only
+
+    s, checkpoints, first = K.events_forward(crow=crow, channels=channels, values=values, weight=weight, bias=bias,
+                                             decay=decay, scale=scale, threshold=threshold, v0=v0, steps=steps,
+                                             batch=batch, need_grad=need_grad)
+    spikes = _spike_events(first, steps, batch, weight.shape[0], weight.dtype)
+    return s, numba_event_linear(spikes, out_weight.detach(), out_bias.detach()), checkpoints, first
+
+
+single_spike_events_linear_fused_forward = torch.library.custom_op(
+    "spikescan::single_spike_events_linear_fused_forward", _single_spike_events_linear_fused_forward_impl,
+    mutates_args=())
+
+
+@single_spike_events_linear_fused_forward.register_fake
+def _(crow, channels, values, weight, bias, out_weight, out_bias, decay, scale, threshold, v0, steps, batch,
+      surrogate_code, surrogate_param, straight_through, need_grad):
+    M = batch * weight.shape[0]
+    ck_rows = -(-steps // KC.SEGMENT) if need_grad else 0
+    return (weight.new_empty(steps, M), weight.new_empty(steps * batch, out_weight.shape[0]),
+            weight.new_empty(ck_rows, M), weight.new_empty(M, dtype=torch.int32))
+
+
+def _single_spike_events_linear_fused_backward_impl(
+        crow: Tensor, channels: Tensor, values: Tensor, weight: Tensor, bias: Tensor, out_weight: Tensor,
+        checkpoints: Tensor, first: Tensor, grad_s: Tensor, grad_y: Tensor, decay: Tensor, scale: Tensor,
+        threshold: Tensor, steps: int, batch: int, surrogate_code: int, surrogate_param: float,
+        straight_through: bool, need_weight: bool, need_bias: bool, need_out_weight: bool, need_out_bias: bool,
+        neuron_grads: bool, param_grads: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(grad_weight_t [C, O], grad_bias [O], grad_out_weight_t [O, K], grad_out_bias [K],
+    grad_decay, grad_scale, grad_threshold, grad_v0 [B * O])``; the transposed weight gradients
+    and the biases' are zeros unless asked for, and so is everything of the input layer and the
+    neurons unless ``neuron_grads`` (the reverse sweep is skipped)."""
+    from ..events import numba_event_linear_param_grads
+    from . import numba_kernels as K
+
+    O, C = weight.shape
+    Kout = out_weight.shape[0]
+    M = batch * O
+    gy = grad_y.reshape(steps * batch, Kout).contiguous()
+    if neuron_grads:
+        config = SingleSpikeKernelConfig(surrogate_code, surrogate_param, straight_through)
+        gwt, gb, gd, gc, gth, gv0 = K.events_backward(
+            crow=crow, channels=channels, values=values, weight=weight, bias=bias, checkpoints=checkpoints,
+            first=first, grad_s=grad_rows(grad_s, steps, M, weight.dtype), decay=decay, scale=scale,
+            threshold=threshold, steps=steps, batch=batch, config=config, need_weight=need_weight,
+            need_bias=need_bias, param_grads=param_grads, grad_y=gy.view(steps, batch * Kout), out_weight=out_weight)
+    else:
+        gwt, gb = weight.new_zeros(C, O), weight.new_zeros(O)
+        gd, gc, gth, gv0 = (weight.new_zeros(M) for _ in range(4))
+    if need_out_weight or need_out_bias:
+        spikes = _spike_events(first, steps, batch, O, weight.dtype)
+        gw2t, gb2 = numba_event_linear_param_grads(spikes, gy, need_out_bias)
+    else:
+        gw2t, gb2 = weight.new_zeros(O, Kout), weight.new_zeros(Kout)
+    return gwt, gb, gw2t, gb2, gd, gc, gth, gv0
+
+
+single_spike_events_linear_fused_backward = torch.library.custom_op(
+    "spikescan::single_spike_events_linear_fused_backward", _single_spike_events_linear_fused_backward_impl,
+    mutates_args=())
+
+
+@single_spike_events_linear_fused_backward.register_fake
+def _(crow, channels, values, weight, bias, out_weight, checkpoints, first, grad_s, grad_y, decay, scale, threshold,
+      steps, batch, surrogate_code, surrogate_param, straight_through, need_weight, need_bias, need_out_weight,
+      need_out_bias, neuron_grads, param_grads):
+    O, C = weight.shape
+    M = batch * O
+    Kout = out_weight.shape[0]
+    return (weight.new_empty(C, O), weight.new_empty(O), weight.new_empty(O, Kout), weight.new_empty(Kout),
+            *(weight.new_empty(M) for _ in range(4)))
+
+
+def _events_linear_setup_context(ctx, inputs, output):
+    (crow, channels, values, weight, bias, out_weight, out_bias, decay, scale, threshold, v0, steps, batch, code,
+     param, straight, _) = inputs
+    s, y, checkpoints, first = output
+    ctx.save_for_backward(crow, channels, values, weight, bias, out_weight, checkpoints, first, decay, scale,
+                          threshold)
+    ctx.sizes = (steps, batch)
+    ctx.config = (code, param, straight)
+
+
+def _events_linear_backward(ctx, g_s, g_y, g_ck, g_first, backward_op=single_spike_events_linear_fused_backward):
+    (crow, channels, values, weight, bias, out_weight, checkpoints, first, decay, scale,
+     threshold) = ctx.saved_tensors
+    _check_saved(checkpoints, "single_spike_events_linear_fused_forward")
+    steps, batch = ctx.sizes
+    O = weight.shape[0]
+    gs = weight.new_zeros(1, batch * O) if g_s is None else g_s
+    gy = weight.new_zeros(steps * batch, out_weight.shape[0]) if g_y is None else g_y
+    need = ctx.needs_input_grad
+    neuron = bool(need[3] or need[4] or any(need[7:11]))
+    gwt, gb, gw2t, gb2, gd, gc, gth, gv0 = backward_op(
+        crow, channels, values, weight, bias, out_weight, checkpoints, first, gs, gy, decay, scale, threshold, steps,
+        batch, *ctx.config, bool(need[3]), bool(need[4]), bool(need[5]), bool(need[6]), neuron, any(need[7:10]))
+    return (None, None, None, gwt.t() if need[3] else None, gb if need[4] else None,
+            gw2t.t() if need[5] else None, gb2 if need[6] else None, gd, gc, gth, gv0, *(None for _ in range(6)))
+
+
+single_spike_events_linear_fused_forward.register_autograd(_events_linear_backward,
+                                                           setup_context=_events_linear_setup_context)
+_SingleSpikeEventsLinearFusedForwardEager = eager_function(
+    "single_spike_events_linear_fused_forward", _single_spike_events_linear_fused_forward_impl,
+    _events_linear_setup_context,
+    lambda ctx, *grads: _events_linear_backward(ctx, *grads,
+                                                backward_op=_single_spike_events_linear_fused_backward_impl))
+
+
+def single_spike_events_linear_fused(x, weight: Tensor, bias: Tensor, out_weight: Tensor, out_bias: Tensor,
+                                     decay: Tensor, threshold: Tensor, scale: Tensor, v0: Tensor | None, *,
+                                     surrogate, straight_through: bool) -> tuple[Tensor, Tensor]:
+    """As :func:`single_spike_events_fused`, and the linear layer ``y = out_weight s + out_bias``
+    that the spikes feed: returns ``(s [T, B, O], y [T, B, K])`` in ``weight``'s dtype (validated
+    inputs; ``out_weight`` ``[K, O]``, ``out_bias`` ``[K]``)."""
+    T, B, _ = x.shape
+    O = weight.shape[0]
+    rest = torch.Size((B, O))
+    M = B * O
+    check_neuron_count(M)
+    code, sparam = KC.surrogate_constants(surrogate.kind, surrogate.param)
+    kdtype = kernel_dtype(weight.dtype)
+    w, b, w2, b2 = weight.to(kdtype), bias.to(kdtype), out_weight.to(kdtype), out_bias.to(kdtype)
+    d, c, th = (per_neuron(p, rest, kdtype) for p in (decay, scale, threshold))
+    v0v = w.new_zeros(M) if v0 is None else per_neuron(v0, rest, kdtype)
+    values = w.new_empty(0) if x.values is None else x.values.detach().to(kdtype).contiguous()
+    op = (single_spike_events_linear_fused_forward if torch.compiler.is_compiling()
+          else _SingleSpikeEventsLinearFusedForwardEager.apply)
+    s, y, _, first = op(x.crow, x.channels, values, w, b, w2, b2, d, c, th, v0v, T, B, code, sparam,
+                        bool(straight_through), needs_grad(weight, bias, out_weight, out_bias, decay, scale, threshold,
+                                                           v0))
+    out = weight.dtype
+    return _with_events(s.view(T, B, O).to(out), first), y.view(T, B, out_weight.shape[0]).to(out)

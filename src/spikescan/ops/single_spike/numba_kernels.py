@@ -62,8 +62,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .._kernels._numba_lowlevel import (add_row, add_scaled_row, copy_row, prefer_wide_vectors, row_has_nonzero,
-                                        specialise)
+from .._kernels._numba_lowlevel import (add_row, add_scaled_row, assume_disjoint_arrays, copy_row,
+                                        prefer_wide_vectors, row_has_nonzero, specialise)
 from .._kernels._numba_math import surrogate_grad
 
 _JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
@@ -149,6 +149,27 @@ def _fwd4v(x0, x1, x2, x3, s0, s1, s2, s3, w0, w1, w2, w3, d, c, th, vp, first, 
         hit, f = _fire(p, tk, f, T, t + 3)
         s3[k] = one if hit else zero
         w3[k] = p
+        vp[k] = p
+        first[k] = f
+
+
+@njit(**_JIT)
+def _first4(x0, x1, x2, x3, d, c, th, vp, first, t, T):
+    """Four steps of ``_fwd4`` that keep only the first-spike times (the events forward writes the
+    spikes from them afterwards)."""
+    for k in range(vp.shape[0]):
+        dk = d[k]
+        ck = c[k]
+        tk = th[k]
+        f = first[k]
+        p = _step(x0[k], vp[k], dk, ck)
+        _, f = _fire(p, tk, f, T, t)
+        p = _step(x1[k], p, dk, ck)
+        _, f = _fire(p, tk, f, T, t + 1)
+        p = _step(x2[k], p, dk, ck)
+        _, f = _fire(p, tk, f, T, t + 2)
+        p = _step(x3[k], p, dk, ck)
+        _, f = _fire(p, tk, f, T, t + 3)
         vp[k] = p
         first[k] = f
 
@@ -294,6 +315,100 @@ def _bwd1_template(v0, vm, x0, gs0, gv0, gx0, d, c, th, lim, t, a_r, b_r, r_r, a
             ad_r[k] += r * vm[k]
             ac_r[k] += r * x0[k]
             at_r[k] += q
+
+
+_KOUT = None  # the size of the linear layer fed by the spikes (constant of the _GY reverse kernels)
+
+
+@njit(inline="always")
+def _spike_grad(gsk, gy, row, w2, o, kout):
+    """``gs + sum_k gy[row + k] * w2[k, o]`` (``k`` rising; ``kout`` a compile-time constant, so
+    the loop unrolls and the sum stays in a register of the vector loop over ``o``)."""
+    for kk in range(kout):
+        gsk += gy[row + kk] * w2[kk, o]
+    return gsk
+
+
+def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, d, c, th, lim, t, a_r, b_r, r_r, ad_r,
+                      ac_r, at_r, ab_r, consts, ec):
+    # as _bwd2 (steps t+1, t in reverse, no membrane gradient), for a block of whole samples of O
+    # neurons, the spike gradient of neuron (q, o) being gs[q O + o] + gy[q K + k] w2[k, o] over
+    # the _KOUT outputs k; A and B in the kernel dtype (no double-precision lanes); with _NEED_B
+    # also each neuron's sum of gI over time (ab_r, in reverse time as the template's add_row)
+    prefer_wide_vectors()
+    assume_disjoint_arrays()
+    O = w2.shape[1]
+    for q in range(d.shape[0] // O):
+        row = q * _KOUT
+        for o in range(O):
+            k = q * O + o
+            dk = d[k]
+            tk = th[k]
+            lk = lim[k]
+            w0 = v0[k]
+            g1 = _spike_grad(gs1[k], gy1, row, w2, o, _KOUT)
+            g0 = _spike_grad(gs0[k], gy0, row, w2, o, _KOUT)
+            qq, A, B, r = _bstep(v1[k], tk, g1, g1, t + 1 < lk, a_r[k], b_r[k], r_r[k], dk, _CODE, consts, ec,
+                                 _FAST, False)
+            gi1 = c[k] * r
+            gx1[k] = gi1
+            if _PGRAD:
+                ad = ad_r[k] + r * w0
+                ac = ac_r[k] + r * x1[k]
+                at = at_r[k] + qq
+            qq, A, B, r = _bstep(w0, tk, g0, g0, t < lk, A, B, r, dk, _CODE, consts, ec, _FAST, False)
+            gi0 = c[k] * r
+            gx0[k] = gi0
+            a_r[k] = A
+            b_r[k] = B
+            r_r[k] = r
+            if _NEED_B:
+                ab_r[k] = (ab_r[k] + gi1) + gi0
+            if _PGRAD:
+                ad_r[k] = ad + r * vm[k]
+                ac_r[k] = ac + r * x0[k]
+                at_r[k] = at + qq
+
+
+def _bwd1_gy_template(v0, vm, x0, gs0, gy0, w2, gx0, d, c, th, lim, t, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts,
+                      ec):
+    assume_disjoint_arrays()
+    O = w2.shape[1]
+    for q in range(d.shape[0] // O):
+        row = q * _KOUT
+        for o in range(O):
+            k = q * O + o
+            g0 = _spike_grad(gs0[k], gy0, row, w2, o, _KOUT)
+            qq, A, B, r = _bstep(v0[k], th[k], g0, g0, t < lim[k], a_r[k], b_r[k], r_r[k], d[k], _CODE, consts, ec,
+                                 _FAST, False)
+            gi0 = c[k] * r
+            gx0[k] = gi0
+            a_r[k] = A
+            b_r[k] = B
+            r_r[k] = r
+            if _NEED_B:
+                ab_r[k] += gi0
+            if _PGRAD:
+                ad_r[k] += r * vm[k]
+                ac_r[k] += r * x0[k]
+                at_r[k] += qq
+
+
+_REVERSE_GY: dict = {}
+
+
+def _reverse_gy_kernels(code: int, fast: bool, pgrad: bool, need_b: bool, kout: int):
+    """The two-step and one-step reverse kernels of the ``_GY`` events backward for ``kout``
+    outputs, made once per process; multiply-adds may be fused (``contract``): this variant
+    agrees with the composition to rounding, not bit for bit."""
+    key = (int(code), bool(fast), bool(pgrad), bool(need_b), int(kout))
+    pair = _REVERSE_GY.get(key)
+    if pair is None:
+        flags = {"_CODE": key[0], "_FAST": key[1], "_PGRAD": key[2], "_NEED_B": key[3], "_KOUT": key[4]}
+        jit = dict(_JIT, fastmath={"contract"})
+        pair = _REVERSE_GY.setdefault(key, (specialise(_bwd2_gy_template, jit, flags, {}),
+                                            specialise(_bwd1_gy_template, jit, flags, {})))
+    return pair
 
 
 def _backward_template(x, ck, gs, gv, decay, scale, thr, lim, consts, ec, lo0, hi0, block, seg, gx, gd, gc, gth,
@@ -518,8 +633,15 @@ def max_membrane_backward(x, ck, gm, decay, scale, mx, cnt, lo0, hi0, block, seg
 # skipped (their ``gev`` rows zeroed).  The weight gradient is then
 # ``event_numba.event_linear_weight_grad`` over the CSR of the nonempty rows (``gev``'s rows):
 # ``gwt[c] += values[e] * gev[row(e)]`` in event_linear's own order, split over columns of ``O``.
+#
+# With a linear layer ``y = W2 s + b2`` fed by the spikes (``_GY``: ``single_spike_lif_events(...,
+# out_weight=W2)``), the spike gradient is ``gs + gy W2``: the ``_GY`` reverse kernels form it in a
+# register per neuron, ``_KOUT`` (the layer's size, a compile-time constant, so the loop over it
+# unrolls) multiply-adds from ``gy[t, b]`` and the column ``W2[:, o]`` (cache resident), instead of
+# reading the ``[T, B * O]`` product from memory; they keep ``A`` and ``B`` in the kernel dtype and
+# sum the bias gradient themselves.  This variant agrees with the composition to rounding.
 
-_NEED_W = _NEED_B = None  # compile-time flags of the events backward (set per variant by ``specialise``)
+_NEED_W = _NEED_B = _GY = None  # compile-time flags of the events backward (set per variant by ``specialise``)
 
 
 @njit(inline="always")
@@ -611,8 +733,7 @@ def single_spike_events_forward(crow, channels, values, has_values, wt, bias, de
             _add_step_events(crow, channels, values, has_values, wt, t + 1, B, b0, b1, c1)
             _add_step_events(crow, channels, values, has_values, wt, t + 2, B, b0, b1, c2)
             _add_step_events(crow, channels, values, has_values, wt, t + 3, B, b0, b1, c3)
-            _fwd4(c0, c1, c2, c3, s[0, lo:hi], s[1, lo:hi], s[2, lo:hi], s[3, lo:hi], d, c, th, vp, first, t, T,
-                  one, zero)
+            _first4(c0, c1, c2, c3, d, c, th, vp, first, t, T)
             _restore_bias(crow, t, B, b0, b1, bias, c0)
             _restore_bias(crow, t + 1, B, b0, b1, bias, c1)
             _restore_bias(crow, t + 2, B, b0, b1, bias, c2)
@@ -629,14 +750,18 @@ def single_spike_events_forward(crow, channels, values, has_values, wt, bias, de
             tf[lo + k] = first[k]
 
 
-def _events_backward_template(crow, channels, values, has_values, evrow, wt, bias, ck, gs, decay, scale, thr, lim,
-                              consts, ec, T, B, lo0, hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0):
+def _events_backward_template(crow, channels, values, has_values, evrow, wt, bias, ck, gs, gy, w2, decay, scale,
+                              thr, lim, consts, ec, T, B, lo0, hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0):
     """Reverse-time pass for samples ``lo0 .. hi0-1`` (module section above); ``gs`` is
-    ``[T, B * O]`` or one row ``[1, B * O]``.  Writes, when ``_NEED_W``, the rows ``gev[evrow[r]]``
-    of the nonempty rows ``r`` of these samples; when ``_NEED_B``, ``gbn`` ([B * O]: each neuron's
-    sum of ``gI`` over time); when ``_PGRAD``, ``gd, gc, gth`` as ``single_spike_backward``; and
-    ``gv0``."""
+    ``[T, B * O]`` or one row ``[1, B * O]``.  With ``_GY`` the spikes also feed a linear layer
+    ``y = W2 s + b2`` (``w2`` = ``W2`` ``[K, O]``) whose output gradient is ``gy`` ``[T, B * K]``:
+    each segment's spike gradient ``gs[t] + gy[t, b] @ W2`` is formed in a cache-resident buffer
+    (the ``[T, B, O]`` product is never stored).  Writes, when ``_NEED_W``, the rows
+    ``gev[evrow[r]]`` of the nonempty rows ``r`` of these samples; when ``_NEED_B``, ``gbn``
+    ([B * O]: each neuron's sum of ``gI`` over time); when ``_PGRAD``, ``gd, gc, gth`` as
+    ``single_spike_backward``; and ``gv0``."""
     O = wt.shape[1]
+    K = w2.shape[0]
     gs_step = 1 if gs.shape[0] == T else 0
     nseg = (T + seg - 1) // seg
     for b0 in range(lo0, hi0, bblock):
@@ -649,8 +774,15 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
         th = thr[lo:hi]
         lm = lim[lo:hi]
         tmax = lm.max()  # from tmax on, r = 0 (and gI = 0) for the whole block
-        if gs_step == 1:  # ... and after the block's last nonzero incoming gradient (a max-membrane
-            # readout sends none after its maxima): the reverse sweep starts from r = 0 there
+        if _GY:  # ... and after the block's last nonzero incoming gradient (a max-membrane readout
+            # sends none after its maxima): the reverse sweep starts from r = 0 there
+            tlim = min(tmax, T)
+            if gs_step == 1:
+                tmax = _last_nonzero_step(gs, tlim, lo, hi)
+            else:
+                tmax = tlim if row_has_nonzero(gs[0, lo:hi]) else 0
+            tmax = max(tmax, _last_nonzero_step(gy, tlim, b0 * K, b1 * K))
+        elif gs_step == 1:
             tmax = _last_nonzero_step(gs, min(tmax, T), lo, hi)
         # separate allocations (rows of one array would defeat LLVM's alias analysis)
         buf = np.empty((seg + 1, m), wt.dtype)  # buf[0]: v[t0 - 1] (the checkpoint), buf[j+1]: v[t0+j]
@@ -660,8 +792,12 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
         gx = np.empty((seg, m), wt.dtype)  # gx[j]: gI of step t0+j
         gvz = np.zeros(m, wt.dtype)  # stands for the (absent) membrane gradient
         vp = np.empty(m, wt.dtype)
-        a_r = np.zeros(m, np.float64)
-        b_r = np.zeros(m, np.float64)
+        if _GY:  # the running sums in the kernel dtype (the variant agrees to rounding anyway)
+            a_r = np.zeros(m, wt.dtype)
+            b_r = np.zeros(m, wt.dtype)
+        else:  # in float64, rounded at every step, as torch's CPU cumsum
+            a_r = np.zeros(m, np.float64)
+            b_r = np.zeros(m, np.float64)
         r_r = np.zeros(m, wt.dtype)
         ad_r = np.zeros(m, wt.dtype)
         ac_r = np.zeros(m, wt.dtype)
@@ -691,17 +827,29 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
                 _membrane1(cur[j], buf[j + 1], d, c, vp)
                 j += 1
             odd = n % 2  # the segment's first step alone when n is odd, after the pairs
-            for j in range(n - 2, odd - 1, -2):  # steps t0+j, t0+j+1
-                t = t0 + j
-                _bwd2(buf[j + 1], buf[j + 2], buf[j], cur[j], cur[j + 1], gs[t * gs_step, lo:hi],
-                      gs[(t + 1) * gs_step, lo:hi], gvz, gvz, gx[j], gx[j + 1], d, c, th, lm, t, a_r, b_r, r_r, ad_r,
-                      ac_r, at_r, consts, ec)
-            if odd:
-                _bwd1(buf[1], buf[0], cur[0], gs[t0 * gs_step, lo:hi], gvz, gx[0], d, c, th, lm, t0, a_r, b_r, r_r,
-                      ad_r, ac_r, at_r, consts, ec)
+            if _GY:
+                ylo = b0 * K
+                yhi = b1 * K
+                for j in range(n - 2, odd - 1, -2):
+                    t = t0 + j
+                    _bwd2(buf[j + 1], buf[j + 2], buf[j], cur[j], cur[j + 1], gs[t * gs_step, lo:hi],
+                          gs[(t + 1) * gs_step, lo:hi], gy[t, ylo:yhi], gy[t + 1, ylo:yhi], w2, gx[j], gx[j + 1], d,
+                          c, th, lm, t, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts, ec)
+                if odd:
+                    _bwd1(buf[1], buf[0], cur[0], gs[t0 * gs_step, lo:hi], gy[t0, ylo:yhi], w2, gx[0], d, c, th, lm,
+                          t0, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts, ec)
+            else:
+                for j in range(n - 2, odd - 1, -2):  # steps t0+j, t0+j+1
+                    t = t0 + j
+                    _bwd2(buf[j + 1], buf[j + 2], buf[j], cur[j], cur[j + 1], gs[t * gs_step, lo:hi],
+                          gs[(t + 1) * gs_step, lo:hi], gvz, gvz, gx[j], gx[j + 1], d, c, th, lm, t, a_r, b_r, r_r,
+                          ad_r, ac_r, at_r, consts, ec)
+                if odd:
+                    _bwd1(buf[1], buf[0], cur[0], gs[t0 * gs_step, lo:hi], gvz, gx[0], d, c, th, lm, t0, a_r, b_r,
+                          r_r, ad_r, ac_r, at_r, consts, ec)
             for j in range(n - 1, -1, -1):
                 t = t0 + j
-                if _NEED_B:
+                if _NEED_B and not _GY:  # (the _GY reverse kernels sum it themselves, in this order)
                     add_row(ab_r, gx[j])
                 if _NEED_W:
                     for b in range(b0, b1):
@@ -722,22 +870,27 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
 _EVENTS_BACKWARD: dict = {}
 
 
-def single_spike_events_backward(crow, channels, values, has_values, evrow, wt, bias, ck, gs, decay, scale, thr, lim,
-                                 code, consts, ec, fast, pgrad, need_w, need_b, T, B, lo0, hi0, bblock, seg, gev, gbn,
-                                 gd, gc, gth, gv0):
+def single_spike_events_backward(crow, channels, values, has_values, evrow, wt, bias, ck, gs, gy, w2, decay, scale,
+                                 thr, lim, code, consts, ec, fast, pgrad, need_w, need_b, has_gy, T, B, lo0, hi0,
+                                 bblock, seg, gev, gbn, gd, gc, gth, gv0):
     """The events backward for samples ``lo0 .. hi0-1``, compiled per surrogate ``code``, exp
-    flavour, ``pgrad`` (decay/scale/threshold sums), ``need_w`` (the ``gev`` rows) and ``need_b``
-    (the bias sums ``gbn``); arrays not asked for are not touched (pass any of the dtype)."""
-    key = (int(code), bool(fast), bool(pgrad), bool(need_w), bool(need_b))
+    flavour, ``pgrad`` (decay/scale/threshold sums), ``need_w`` (the ``gev`` rows), ``need_b``
+    (the bias sums ``gbn``) and ``has_gy`` (a following linear layer's output gradient ``gy``
+    with its weight ``w2``); arrays not asked for are not touched (pass any of the dtype)."""
+    kout = w2.shape[0] if has_gy else 0
+    key = (int(code), bool(fast), bool(pgrad), bool(need_w), bool(need_b), bool(has_gy), kout)
     kernel = _EVENTS_BACKWARD.get(key)
     if kernel is None:
-        bwd2, bwd1 = _reverse_kernels(key[0], key[1], key[2], False)
+        if has_gy:
+            bwd2, bwd1 = _reverse_gy_kernels(key[0], key[1], key[2], key[4], kout)
+        else:
+            bwd2, bwd1 = _reverse_kernels(key[0], key[1], key[2], False)
         flags = {"_CODE": key[0], "_FAST": key[1], "_PGRAD": key[2], "_HAS_GV": False, "_NEED_W": key[3],
-                 "_NEED_B": key[4]}
+                 "_NEED_B": key[4], "_GY": key[5], "_KOUT": kout}
         kernel = _EVENTS_BACKWARD.setdefault(
             key, specialise(_events_backward_template, _JIT, flags, {"_bwd2": bwd2, "_bwd1": bwd1}))
-    kernel(crow, channels, values, has_values, evrow, wt, bias, ck, gs, decay, scale, thr, lim, consts, ec, T, B, lo0,
-           hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0)
+    kernel(crow, channels, values, has_values, evrow, wt, bias, ck, gs, gy, w2, decay, scale, thr, lim, consts, ec, T,
+           B, lo0, hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0)
 
 
 @njit(**_JIT)
@@ -939,11 +1092,13 @@ def _spikes_from_first(first, T: int, dtype):
 
 
 def events_backward(*, crow, channels, values, weight, bias, checkpoints, first, grad_s, decay, scale, threshold,
-                    steps: int, batch: int, config, need_weight: bool, need_bias: bool, param_grads: bool):
+                    steps: int, batch: int, config, need_weight: bool, need_bias: bool, param_grads: bool,
+                    grad_y=None, out_weight=None):
     """Gradients ``(g_weight_t [C, O], g_bias [O], g_decay, g_scale, g_threshold, g_v0 [B * O])`` of
-    :func:`events_forward` for ``grad_s`` ``[T, B * O]`` (or one row); ``g_weight_t`` (the weight's
-    gradient transposed) and ``g_bias`` are zeros unless asked for, the parameter sums unless
-    ``param_grads``."""
+    :func:`events_forward` for ``grad_s`` ``[T, B * O]`` (or one row) plus, when given, the
+    gradient ``grad_y`` ``[T, B * K]`` of a linear layer ``y = out_weight s + b2`` (``out_weight``
+    ``[K, O]``, kernel dtype) fed by the spikes; ``g_weight_t`` (the weight's gradient transposed)
+    and ``g_bias`` are zeros unless asked for, the parameter sums unless ``param_grads``."""
     import torch
 
     from .._kernels import event_numba as EK
@@ -969,9 +1124,13 @@ def events_backward(*, crow, channels, values, weight, bias, checkpoints, first,
     gv0 = wt.new_empty(M)
     ec, fast = exp_args(kdtype)
     consts = surrogate_consts(numpy_dtype(kdtype), config.surrogate_param)
+    has_gy = grad_y is not None
+    gy = grad_y.contiguous() if has_gy else wt.new_zeros(1, 1)
+    w2 = out_weight.detach().contiguous() if has_gy else wt.new_zeros(1, O)
     args = (crow_a, channels_a, values_a, has_values, evrow.numpy(), wt.numpy(), bv.numpy(), checkpoints.numpy(),
-            grad_s.numpy(), *numpy_views(decay, scale, threshold, lim), int(config.surrogate_code), consts, ec, fast,
-            bool(param_grads), bool(need_weight), bool(need_bias), T, B)
+            grad_s.numpy(), gy.numpy(), w2.numpy(), *numpy_views(decay, scale, threshold, lim),
+            int(config.surrogate_code), consts, ec, fast, bool(param_grads), bool(need_weight), bool(need_bias),
+            has_gy, T, B)
     outs = numpy_views(gev, gbn, gd, gc, gth, gv0)
     bblock = max(1, _EVENTS_BACKWARD_BLOCK // max(O, 1))
     _run_samples(B, T * M, bblock,
