@@ -132,7 +132,8 @@ class FeedForwardSNN(nn.Sequential):
     def forward(self, x):
         """The layers in order; events into ``EventLinear -> SingleSpikeLIF`` go to the neuron with
         its input layer (``SingleSpikeLIF.forward(x, input_layer=...)``: one fused kernel each way
-        where it can, the composition otherwise)."""
+        where it can, the composition otherwise), and with the ``EventLinear`` its spikes feed when
+        one follows (``output_layer=...``: that layer's input gradient is then never stored)."""
         layers = list(self)
         i = 0
         while i < len(layers):

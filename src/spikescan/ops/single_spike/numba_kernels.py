@@ -157,6 +157,8 @@ def _fwd4v(x0, x1, x2, x3, s0, s1, s2, s3, w0, w1, w2, w3, d, c, th, vp, first, 
 def _first4(x0, x1, x2, x3, d, c, th, vp, first, t, T):
     """Four steps of ``_fwd4`` that keep only the first-spike times (the events forward writes the
     spikes from them afterwards)."""
+    assume_disjoint_arrays()
+    prefer_wide_vectors()
     for k in range(vp.shape[0]):
         dk = d[k]
         ck = c[k]
@@ -189,6 +191,8 @@ def _fwd1(x0, s0, w0, d, c, th, vp, first, t, T, store_v, one, zero):
 @njit(**_JIT)
 def _membrane4(x0, x1, x2, x3, w0, w1, w2, w3, d, c, vp):
     """Four steps writing only the membranes (the backward's recomputation)."""
+    assume_disjoint_arrays()
+    prefer_wide_vectors()
     for k in range(vp.shape[0]):
         dk = d[k]
         ck = c[k]
@@ -719,7 +723,7 @@ def single_spike_events_forward(crow, channels, values, has_values, wt, bias, de
         c = scale[lo:hi]
         th = thr[lo:hi]
         vp = v0[lo:hi].copy()
-        first = np.full(m, T, np.int64)
+        first = np.full(m, T, np.int32)  # int32: as many lanes per vector as the float32 membranes
         # four separate buffers (rows of one array would defeat LLVM's alias analysis)
         c0 = _bias_rows(bias, m)
         c1 = _bias_rows(bias, m)
@@ -733,7 +737,7 @@ def single_spike_events_forward(crow, channels, values, has_values, wt, bias, de
             _add_step_events(crow, channels, values, has_values, wt, t + 1, B, b0, b1, c1)
             _add_step_events(crow, channels, values, has_values, wt, t + 2, B, b0, b1, c2)
             _add_step_events(crow, channels, values, has_values, wt, t + 3, B, b0, b1, c3)
-            _first4(c0, c1, c2, c3, d, c, th, vp, first, t, T)
+            _first4(c0, c1, c2, c3, d, c, th, vp, first, np.int32(t), np.int32(T))
             _restore_bias(crow, t, B, b0, b1, bias, c0)
             _restore_bias(crow, t + 1, B, b0, b1, bias, c1)
             _restore_bias(crow, t + 2, B, b0, b1, bias, c2)
