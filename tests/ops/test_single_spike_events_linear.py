@@ -59,7 +59,9 @@ def run(ev, case, how, *, gs=None, gy=None, surrogate=None, straight=False):
         s = single_spike_lif(current, c["decay"], c["threshold"], backend="sequential", **kw)
         y = F.linear(s, c["out_weight"], c["out_bias"])
     loss = 0.0
-    if gs is not None:
+    if isinstance(gs, str):  # "sum": the gradient of s.sum(), one row broadcast over time
+        loss = loss + s.sum()
+    elif gs is not None:
         loss = loss + (s * gs).sum()
     if gy is not None:
         loss = loss + (y * gy).sum()
@@ -191,6 +193,13 @@ def test_blocks_and_threads():
     for k in g1:
         assert torch.equal(g1[k], g2[k]), k
     check_against_composed(ev, case, F32, gs=None, gy=gy)
+
+
+def test_spike_gradient_broadcast_over_time():
+    """``s.sum()`` (as a spike-count regulariser sends) plus ``y``'s gradient: the kernel's one-row path."""
+    ev, case = make_case(45, 3, 10, 9, F32, seed=8)
+    check_against_composed(ev, with_readout(case, 3, seed=8), F32, gs="sum")
+    check_against_composed(ev, with_readout(case, 3, seed=8), F32, gs="sum", gy=None)
 
 
 def test_unused_outputs():
