@@ -387,19 +387,25 @@ def single_spike_events_fused(x, weight: Tensor, bias: Tensor, decay: Tensor, th
     ``[T, B, O]`` in ``weight.dtype``."""
     T, B, _ = x.shape
     O = weight.shape[0]
-    rest = torch.Size((B, O))
-    M = B * O
-    check_neuron_count(M)
-    code, sparam = KC.surrogate_constants(surrogate.kind, surrogate.param)
-    kdtype = kernel_dtype(weight.dtype)
-    w, b = weight.to(kdtype), bias.to(kdtype)
-    d, c, th = (per_neuron(p, rest, kdtype) for p in (decay, scale, threshold))
-    v0v = w.new_zeros(M) if v0 is None else per_neuron(v0, rest, kdtype)
-    values = w.new_empty(0) if x.values is None else x.values.detach().to(kdtype).contiguous()
+    values, (w, b), neuron, consts = _events_kernel_inputs(x, (weight, bias), decay, threshold, scale, v0, surrogate)
     op = single_spike_events_fused_forward if torch.compiler.is_compiling() else _SingleSpikeEventsFusedForwardEager.apply
-    s, _, first = op(x.crow, x.channels, values, w, b, d, c, th, v0v, T, B, code, sparam, bool(straight_through),
+    s, _, first = op(x.crow, x.channels, values, w, b, *neuron, T, B, *consts, bool(straight_through),
                      needs_grad(weight, bias, decay, scale, threshold, v0))
     return _with_events(s.view(T, B, O).to(weight.dtype), first)
+
+
+def _events_kernel_inputs(x, layers: tuple, decay, threshold, scale, v0, surrogate):
+    """What the events ops take: ``(values, layers, (d, c, th, v0) [B * O], (code, param))`` with
+    ``values`` and the layer tensors in the kernel dtype of ``layers[0]`` (the input weight)."""
+    T, B, _ = x.shape
+    rest = torch.Size((B, layers[0].shape[0]))
+    check_neuron_count(math.prod(rest))
+    kdtype = kernel_dtype(layers[0].dtype)
+    d, c, th = (per_neuron(p, rest, kdtype) for p in (decay, scale, threshold))
+    v0v = d.new_zeros(math.prod(rest)) if v0 is None else per_neuron(v0, rest, kdtype)
+    values = d.new_empty(0) if x.values is None else x.values.detach().to(kdtype).contiguous()
+    return (values, tuple(t.to(kdtype) for t in layers), (d, c, th, v0v),
+            KC.surrogate_constants(surrogate.kind, surrogate.param))
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,19 +556,11 @@ def single_spike_events_linear_fused(x, weight: Tensor, bias: Tensor, out_weight
     inputs; ``out_weight`` ``[K, O]``, ``out_bias`` ``[K]``)."""
     T, B, _ = x.shape
     O = weight.shape[0]
-    rest = torch.Size((B, O))
-    M = B * O
-    check_neuron_count(M)
-    code, sparam = KC.surrogate_constants(surrogate.kind, surrogate.param)
-    kdtype = kernel_dtype(weight.dtype)
-    w, b, w2, b2 = weight.to(kdtype), bias.to(kdtype), out_weight.to(kdtype), out_bias.to(kdtype)
-    d, c, th = (per_neuron(p, rest, kdtype) for p in (decay, scale, threshold))
-    v0v = w.new_zeros(M) if v0 is None else per_neuron(v0, rest, kdtype)
-    values = w.new_empty(0) if x.values is None else x.values.detach().to(kdtype).contiguous()
+    values, layers, neuron, consts = _events_kernel_inputs(x, (weight, bias, out_weight, out_bias), decay, threshold,
+                                                           scale, v0, surrogate)
     op = (single_spike_events_linear_fused_forward if torch.compiler.is_compiling()
           else _SingleSpikeEventsLinearFusedForwardEager.apply)
-    s, y, _, first = op(x.crow, x.channels, values, w, b, w2, b2, d, c, th, v0v, T, B, code, sparam,
-                        bool(straight_through), needs_grad(weight, bias, out_weight, out_bias, decay, scale, threshold,
-                                                           v0))
+    s, y, _, first = op(x.crow, x.channels, values, *layers, *neuron, T, B, *consts, bool(straight_through),
+                        needs_grad(weight, bias, out_weight, out_bias, decay, scale, threshold, v0))
     out = weight.dtype
     return _with_events(s.view(T, B, O).to(out), first), y.view(T, B, out_weight.shape[0]).to(out)
