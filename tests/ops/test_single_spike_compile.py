@@ -115,8 +115,8 @@ def test_opcheck_single_spike_events_linear(dtype):
     ev, args = _events_inputs(dtype=dtype)
     crow, channels, vals, w, b, d, c, th, v0, T, B = args
     g = torch.Generator().manual_seed(6)
-    w2 = torch.randn(4, w.shape[0], generator=g, dtype=dtype, requires_grad=True)
-    b2 = torch.randn(4, generator=g, dtype=dtype, requires_grad=True)
+    w2 = torch.randn(3, w.shape[0], generator=g, dtype=dtype, requires_grad=True)
+    b2 = torch.randn(3, generator=g, dtype=dtype, requires_grad=True)
     head = (crow, channels, vals, w, b, w2, b2, d, c, th, v0, T, B)
     for code, param in CODES[:2]:
         for straight in (False, True):
