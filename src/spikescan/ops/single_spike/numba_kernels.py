@@ -333,12 +333,14 @@ def _spike_grad(gsk, gy, row, w2, o, kout):
     return gsk
 
 
-def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, d, c, th, lim, t, a_r, b_r, r_r, ad_r,
-                      ac_r, at_r, ab_r, consts, ec):
+def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, st0, st1, d, c, th, lim, t, a_r, b_r,
+                      r_r, ad_r, ac_r, at_r, ab_r, consts, ec):
     # as _bwd2 (steps t+1, t in reverse, no membrane gradient), for a block of whole samples of O
     # neurons, the spike gradient of neuron (q, o) being gs[q O + o] + gy[q K + k] w2[k, o] over
     # the _KOUT outputs k; A and B in the kernel dtype (no double-precision lanes); with _NEED_B
-    # also each neuron's sum of gI over time (ab_r, in reverse time as the template's add_row)
+    # also each neuron's sum of gI over time (ab_r, in reverse time as the template's add_row);
+    # gI is stored (gx1, gx0) only where st1 / st0: steps at which the block's samples have input
+    # events, the only rows of gI read afterwards
     prefer_wide_vectors()
     assume_disjoint_arrays()
     O = w2.shape[1]
@@ -355,14 +357,16 @@ def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, d, c
             qq, A, B, r = _bstep(v1[k], tk, g1, g1, t + 1 < lk, a_r[k], b_r[k], r_r[k], dk, _CODE, consts, ec,
                                  _FAST, False)
             gi1 = c[k] * r
-            gx1[k] = gi1
+            if st1:
+                gx1[k] = gi1
             if _PGRAD:
                 ad = ad_r[k] + r * w0
                 ac = ac_r[k] + r * x1[k]
                 at = at_r[k] + qq
             qq, A, B, r = _bstep(w0, tk, g0, g0, t < lk, A, B, r, dk, _CODE, consts, ec, _FAST, False)
             gi0 = c[k] * r
-            gx0[k] = gi0
+            if st0:
+                gx0[k] = gi0
             a_r[k] = A
             b_r[k] = B
             r_r[k] = r
@@ -374,8 +378,8 @@ def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, d, c
                 at_r[k] = at + qq
 
 
-def _bwd1_gy_template(v0, vm, x0, gs0, gy0, w2, gx0, d, c, th, lim, t, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts,
-                      ec):
+def _bwd1_gy_template(v0, vm, x0, gs0, gy0, w2, gx0, st0, d, c, th, lim, t, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r,
+                      consts, ec):
     assume_disjoint_arrays()
     O = w2.shape[1]
     for q in range(d.shape[0] // O):
@@ -386,7 +390,8 @@ def _bwd1_gy_template(v0, vm, x0, gs0, gy0, w2, gx0, d, c, th, lim, t, a_r, b_r,
             qq, A, B, r = _bstep(v0[k], th[k], g0, g0, t < lim[k], a_r[k], b_r[k], r_r[k], d[k], _CODE, consts, ec,
                                  _FAST, False)
             gi0 = c[k] * r
-            gx0[k] = gi0
+            if st0:
+                gx0[k] = gi0
             a_r[k] = A
             b_r[k] = B
             r_r[k] = r
@@ -673,6 +678,12 @@ def _add_step_events(crow, channels, values, has_values, wt, t, B, b0, b1, cur):
 
 
 @njit(inline="always")
+def _block_has_events(crow, t, B, b0, b1) -> bool:
+    """Whether any of the rows ``(t, b0 .. b1-1)`` has an event."""
+    return crow[t * B + b1] > crow[t * B + b0]
+
+
+@njit(inline="always")
 def _restore_bias(crow, t, B, b0, b1, bias, cur):
     """Set the segments of ``cur`` that the events of rows ``(t, b0 .. b1-1)`` changed back to the bias."""
     O = bias.shape[0]
@@ -837,11 +848,14 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
                 for j in range(n - 2, odd - 1, -2):
                     t = t0 + j
                     _bwd2(buf[j + 1], buf[j + 2], buf[j], cur[j], cur[j + 1], gs[t * gs_step, lo:hi],
-                          gs[(t + 1) * gs_step, lo:hi], gy[t, ylo:yhi], gy[t + 1, ylo:yhi], w2, gx[j], gx[j + 1], d,
-                          c, th, lm, t, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts, ec)
+                          gs[(t + 1) * gs_step, lo:hi], gy[t, ylo:yhi], gy[t + 1, ylo:yhi], w2, gx[j], gx[j + 1],
+                          _NEED_W and _block_has_events(crow, t, B, b0, b1),
+                          _NEED_W and _block_has_events(crow, t + 1, B, b0, b1), d, c, th, lm, t, a_r, b_r, r_r,
+                          ad_r, ac_r, at_r, ab_r, consts, ec)
                 if odd:
-                    _bwd1(buf[1], buf[0], cur[0], gs[t0 * gs_step, lo:hi], gy[t0, ylo:yhi], w2, gx[0], d, c, th, lm,
-                          t0, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts, ec)
+                    _bwd1(buf[1], buf[0], cur[0], gs[t0 * gs_step, lo:hi], gy[t0, ylo:yhi], w2, gx[0],
+                          _NEED_W and _block_has_events(crow, t0, B, b0, b1), d, c, th, lm, t0, a_r, b_r, r_r, ad_r,
+                          ac_r, at_r, ab_r, consts, ec)
             else:
                 for j in range(n - 2, odd - 1, -2):  # steps t0+j, t0+j+1
                     t = t0 + j
