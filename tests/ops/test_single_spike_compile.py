@@ -92,9 +92,8 @@ def _events_inputs(T=40, B=3, C=10, O=6, dtype=F64, values=False):
     return ev, (ev.crow, ev.channels, vals, w, b, d, c, th, v0, T, B)
 
 
-@pytest.mark.parametrize("values", [False, True])
-@pytest.mark.parametrize("dtype", [F32, F64])
-def test_opcheck_single_spike_events(values, dtype):
+@pytest.mark.parametrize("values, dtype", [(False, F64), (True, F32)])  # (the kernels' numerics in both
+def test_opcheck_single_spike_events(values, dtype):                    # dtypes: test_single_spike_events)
     ev, args = _events_inputs(dtype=dtype, values=values)
     # the surrogate constants and straight_through only pass through the forward (to the backward)
     for code, param, straight in ((*CODES[0], False), (*CODES[1], True)):
@@ -110,7 +109,7 @@ def test_opcheck_single_spike_events(values, dtype):
                               (crow, channels, vals, w, b, ck, first, g, d, c, th, T, B, 0, 100.0, False, *need))
 
 
-@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("dtype", [F32])  # (float64 numerics: test_single_spike_events_linear)
 def test_opcheck_single_spike_events_linear(dtype):
     ev, args = _events_inputs(dtype=dtype)
     crow, channels, vals, w, b, d, c, th, v0, T, B = args
