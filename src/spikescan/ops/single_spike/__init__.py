@@ -209,9 +209,9 @@ def single_spike_lif_events(x, weight: Tensor, bias: Tensor | None, decay, thres
     Returns the spikes ``[T, B, O]`` in ``weight``'s dtype, or with ``out_weight`` the pair
     ``(s, y)``, ``y`` ``[T, B, K]``: ``y`` and the gradients of ``out_weight`` and ``out_bias`` are
     ``event_linear``'s numba kernels on the spikes' events (equal to the composition's bit for
-    bit); the neurons' backward forms the spike gradient ``gs[t] + gy[t] W2`` one segment of
-    steps at a time in a cache-resident buffer instead of reading the composition's ``[T, B, O]``
-    GEMM result, a sum in another order, so the gradients of ``weight``, ``bias`` and the neuron
+    bit); the neurons' reverse sweep forms the spike gradient ``gs[t] + gy[t] W2`` per neuron in a
+    register instead of reading the composition's ``[T, B, O]`` GEMM result, a sum in another order
+    (and phi's running sums in the compute dtype, not float64), so the gradients of ``weight``, ``bias`` and the neuron
     parameters then agree with the composition's to rounding (not bit for bit).  The same floating-point operations as
     the composition with the numba backends, in the same order: the current of step ``t``,
     sample ``b`` is the bias plus the weight columns of the row's events added in CSR order (as

@@ -188,20 +188,27 @@ def single_spike_fused(x: Tensor, decay: Tensor, threshold: Tensor, scale: Tenso
     return _with_events(s.view(x.shape).to(out), first), v
 
 
+def _spike_events(first: Tensor, T: int, B: int, O: int, dtype: torch.dtype):
+    """The events of the spikes ``s[first[m], m]`` (``m = b O + o``, ``first[m] = T``: none) as
+    ``SpikeEvents`` ``[T, B, O]``; ``m`` rises, and from_coo's stable sort keeps a row's channels
+    rising, as :meth:`SpikeEvents.from_dense` orders them."""
+    from ..events import SpikeEvents
+
+    fired = torch.nonzero(first < T).squeeze(1)
+    return SpikeEvents.from_coo(first[fired], fired // O, fired % O, (T, B, O), dtype=dtype)
+
+
 def _with_events(s: Tensor, first: Tensor) -> Tensor:
     """``s`` ``[T, B, O]`` with its events recorded (:func:`~spikescan.ops.events.attach_events`):
     the spike of neuron ``m = b O + o`` is at step ``first[m]`` (``T``: none), so a following
     event-driven layer finds them without reading the ``T x B x O`` tensor.  The rows are
     ``t B + b`` and, within a row, the channels rise, as :meth:`SpikeEvents.from_dense` orders
     them (so the layer sums them in the same order).  Eager CPU 3-d outputs only."""
-    from ..events import SpikeEvents, attach_events
+    from ..events import attach_events
 
     if s.dim() != 3 or s.device.type != "cpu" or torch.compiler.is_compiling():
         return s
-    T, B, O = s.shape
-    fired = torch.nonzero(first < T).squeeze(1)  # m = b O + o, rising: from_coo's stable sort keeps
-    # a row's channels rising
-    return attach_events(s, SpikeEvents.from_coo(first[fired], fired // O, fired % O, (T, B, O), dtype=s.dtype))
+    return attach_events(s, _spike_events(first, *s.shape, s.dtype))
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,20 +421,11 @@ def _events_kernel_inputs(x, layers: tuple, decay, threshold, scale, v0, surroga
 #
 # single_spike_lif_events followed by event_linear(s, W2, b2): that layer's backward writes the
 # spike gradient gs = gy W2 ([T, B, O], one GEMM) for the neuron's backward to read again.  Here
-# the neuron's backward forms gs[t] + gy[t] W2 for one segment at a time in a cache-resident
-# buffer, so the [T, B, O] gradient is never stored.  The linear layer's forward and its weight
+# the neuron's reverse sweep forms gs[t] + gy[t] W2 per neuron in a register, so the [T, B, O]
+# gradient is never stored.  The linear layer's forward and its weight
 # and bias gradients are event_linear's numba kernels on the spikes' events (from the first-spike
 # times), so they equal the composition's bit for bit; gs is summed in another order than torch's
 # GEMM, so the gradients of the input layer and the neurons agree with it to rounding.
-
-
-def _spike_events(first: Tensor, T: int, B: int, O: int, dtype: torch.dtype):
-    """The events of the spikes ``s[first[m], m]`` (``m = b O + o``) as ``SpikeEvents`` ``[T, B, O]``,
-    ordered as :func:`_with_events` records them."""
-    from ..events import SpikeEvents
-
-    fired = torch.nonzero(first < T).squeeze(1)
-    return SpikeEvents.from_coo(first[fired], fired // O, fired % O, (T, B, O), dtype=dtype)
 
 
 def _single_spike_events_linear_fused_forward_impl(

@@ -103,25 +103,29 @@ def _fire(p, tk, f, T, t):
     return hit, (t if hit else f)
 
 
+@njit(inline="always")
+def _steps4(x0, x1, x2, x3, k, dk, ck, tk, p, f, t, T):
+    """Four steps of neuron ``k`` from membrane ``p`` and first-spike time ``f``: the four
+    membranes, whether each step spikes, and the new first-spike time."""
+    p0 = _step(x0[k], p, dk, ck)
+    h0, f = _fire(p0, tk, f, T, t)
+    p1 = _step(x1[k], p0, dk, ck)
+    h1, f = _fire(p1, tk, f, T, t + 1)
+    p2 = _step(x2[k], p1, dk, ck)
+    h2, f = _fire(p2, tk, f, T, t + 2)
+    p3 = _step(x3[k], p2, dk, ck)
+    h3, f = _fire(p3, tk, f, T, t + 3)
+    return p0, p1, p2, p3, h0, h1, h2, h3, f
+
+
 @njit(**_JIT)
 def _fwd4(x0, x1, x2, x3, s0, s1, s2, s3, d, c, th, vp, first, t, T, one, zero):
     for k in range(vp.shape[0]):
-        dk = d[k]
-        ck = c[k]
-        tk = th[k]
-        f = first[k]
-        p = _step(x0[k], vp[k], dk, ck)
-        hit, f = _fire(p, tk, f, T, t)
-        s0[k] = one if hit else zero
-        p = _step(x1[k], p, dk, ck)
-        hit, f = _fire(p, tk, f, T, t + 1)
-        s1[k] = one if hit else zero
-        p = _step(x2[k], p, dk, ck)
-        hit, f = _fire(p, tk, f, T, t + 2)
-        s2[k] = one if hit else zero
-        p = _step(x3[k], p, dk, ck)
-        hit, f = _fire(p, tk, f, T, t + 3)
-        s3[k] = one if hit else zero
+        _, _, _, p, h0, h1, h2, h3, f = _steps4(x0, x1, x2, x3, k, d[k], c[k], th[k], vp[k], first[k], t, T)
+        s0[k] = one if h0 else zero
+        s1[k] = one if h1 else zero
+        s2[k] = one if h2 else zero
+        s3[k] = one if h3 else zero
         vp[k] = p
         first[k] = f
 
@@ -129,49 +133,27 @@ def _fwd4(x0, x1, x2, x3, s0, s1, s2, s3, d, c, th, vp, first, t, T, one, zero):
 @njit(**_JIT)
 def _fwd4v(x0, x1, x2, x3, s0, s1, s2, s3, w0, w1, w2, w3, d, c, th, vp, first, t, T, one, zero):
     for k in range(vp.shape[0]):
-        dk = d[k]
-        ck = c[k]
-        tk = th[k]
-        f = first[k]
-        p = _step(x0[k], vp[k], dk, ck)
-        hit, f = _fire(p, tk, f, T, t)
-        s0[k] = one if hit else zero
-        w0[k] = p
-        p = _step(x1[k], p, dk, ck)
-        hit, f = _fire(p, tk, f, T, t + 1)
-        s1[k] = one if hit else zero
-        w1[k] = p
-        p = _step(x2[k], p, dk, ck)
-        hit, f = _fire(p, tk, f, T, t + 2)
-        s2[k] = one if hit else zero
-        w2[k] = p
-        p = _step(x3[k], p, dk, ck)
-        hit, f = _fire(p, tk, f, T, t + 3)
-        s3[k] = one if hit else zero
-        w3[k] = p
-        vp[k] = p
+        p0, p1, p2, p3, h0, h1, h2, h3, f = _steps4(x0, x1, x2, x3, k, d[k], c[k], th[k], vp[k], first[k], t, T)
+        s0[k] = one if h0 else zero
+        s1[k] = one if h1 else zero
+        s2[k] = one if h2 else zero
+        s3[k] = one if h3 else zero
+        w0[k] = p0
+        w1[k] = p1
+        w2[k] = p2
+        w3[k] = p3
+        vp[k] = p3
         first[k] = f
 
 
 @njit(**_JIT)
 def _first4(x0, x1, x2, x3, d, c, th, vp, first, t, T):
-    """Four steps of ``_fwd4`` that keep only the first-spike times (the events forward writes the
-    spikes from them afterwards)."""
+    """Four steps keeping only the first-spike times (the events forward writes the spikes from
+    them afterwards)."""
     assume_disjoint_arrays()
     prefer_wide_vectors()
     for k in range(vp.shape[0]):
-        dk = d[k]
-        ck = c[k]
-        tk = th[k]
-        f = first[k]
-        p = _step(x0[k], vp[k], dk, ck)
-        _, f = _fire(p, tk, f, T, t)
-        p = _step(x1[k], p, dk, ck)
-        _, f = _fire(p, tk, f, T, t + 1)
-        p = _step(x2[k], p, dk, ck)
-        _, f = _fire(p, tk, f, T, t + 2)
-        p = _step(x3[k], p, dk, ck)
-        _, f = _fire(p, tk, f, T, t + 3)
+        _, _, _, p, _, _, _, _, f = _steps4(x0, x1, x2, x3, k, d[k], c[k], th[k], vp[k], first[k], t, T)
         vp[k] = p
         first[k] = f
 
@@ -770,8 +752,8 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
     """Reverse-time pass for samples ``lo0 .. hi0-1`` (module section above); ``gs`` is
     ``[T, B * O]`` or one row ``[1, B * O]``.  With ``_GY`` the spikes also feed a linear layer
     ``y = W2 s + b2`` (``w2`` = ``W2`` ``[K, O]``) whose output gradient is ``gy`` ``[T, B * K]``:
-    each segment's spike gradient ``gs[t] + gy[t, b] @ W2`` is formed in a cache-resident buffer
-    (the ``[T, B, O]`` product is never stored).  Writes, when ``_NEED_W``, the rows
+    the spike gradient ``gs[t] + gy[t, b] @ W2`` is formed in the ``_GY`` reverse kernels'
+    registers (the ``[T, B, O]`` product is never stored).  Writes, when ``_NEED_W``, the rows
     ``gev[evrow[r]]`` of the nonempty rows ``r`` of these samples; when ``_NEED_B``, ``gbn``
     ([B * O]: each neuron's sum of ``gI`` over time); when ``_PGRAD``, ``gd, gc, gth`` as
     ``single_spike_backward``; and ``gv0``."""
