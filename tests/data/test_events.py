@@ -79,6 +79,32 @@ def test_loader_batches_through_getitems_without_collate_work(tmp_path):
     assert sorted(seen) == sorted(test.labels.tolist())
 
 
+def test_batch_rows_keep_each_sample_s_event_order():
+    # the kernels sum a row's events in CSR order, so a batch must keep the order in which each
+    # sample stores them (several events per (step, channel) row and values included): the CSR
+    # equals the one a stable argsort of the rows t * B + b builds
+    rng = np.random.default_rng(3)
+    T, C, n = 6, 5, 7
+    counts = rng.integers(0, 9, n)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    steps = rng.integers(0, T, offsets[-1])
+    channels = rng.integers(0, C, offsets[-1])
+    values = rng.normal(size=offsets[-1]).astype(np.float32)
+    ds = EncodedSpikes(offsets, steps, channels, np.arange(n) % 3, num_steps=T, num_channels=C, values=values)
+    idx = [4, 0, 6, 4, -1, 2]
+    batch = ds.__getitems__(idx)
+    pos = np.concatenate([np.arange(offsets[i % n], offsets[i % n + 1]) for i in idx])
+    rows = steps[pos] * len(idx) + np.repeat(np.arange(len(idx)), [counts[i % n] for i in idx])
+    order = pos[np.argsort(rows, kind="stable")]
+    assert np.array_equal(batch.x.crow.numpy(), np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=T * len(idx)))]))
+    assert np.array_equal(batch.x.channels.numpy(), channels[order])
+    assert np.array_equal(batch.x.values.numpy(), values[order])
+    assert batch.y.tolist() == [i % n % 3 for i in idx]
+    assert torch.equal(batch.x.dense(), torch.stack([ds[i][0] for i in idx], 1))
+    with pytest.raises(IndexError, match="indices must lie"):
+        ds.__getitems__([0, n])
+
+
 def test_what_cannot_be_events_says_so():
     assert supports_events("fmnist", "ttfs") and not supports_events("fmnist", "rate")
     assert not supports_events("cifar10") and not supports_events("shd", train_transform=lambda x: x)

@@ -149,20 +149,22 @@ class EncodedSpikes(Dataset):
 
     def __getitems__(self, indices) -> EventBatch:
         """Samples ``indices`` as one batch of events ``[T, B, C]`` (no loop over the samples)."""
-        idx = np.asarray(indices, dtype=np.int64)
+        from ._batching import gather_events
+
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"indices must lie in [-{n}, {n}) for {n} samples, got {idx.min()} .. {idx.max()}")
+        idx = idx % max(n, 1)
         B, T = idx.size, self.num_steps
-        starts = self.offsets[idx]
-        lens = self.offsets[idx + 1] - starts
-        total = int(lens.sum())
-        first = np.cumsum(lens) - lens  # where each sample's events start in the batch
-        pos = np.arange(total, dtype=np.int64) + np.repeat(starts - first, lens)
-        rows = self.steps[pos].astype(np.int64) * B + np.repeat(np.arange(B, dtype=np.int64), lens)
-        order = np.argsort(rows, kind="stable")
+        total = int((self.offsets[idx + 1] - self.offsets[idx]).sum())
         crow = np.zeros(T * B + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=T * B), out=crow[1:])
-        values = None if self.values is None else torch.from_numpy(self.values[pos[order]])
-        x = SpikeEvents(torch.from_numpy(crow), torch.from_numpy(self.channels[pos[order]].astype(np.int64)),
-                        (T, B, self.num_channels), values, check=False)
+        channels = np.empty(total, dtype=np.int64)
+        src = np.empty(total, dtype=np.int64)
+        gather_events(self.offsets, self.steps, self.channels, idx, T, crow, channels, src)
+        values = None if self.values is None else torch.from_numpy(self.values[src])
+        x = SpikeEvents(torch.from_numpy(crow), torch.from_numpy(channels), (T, B, self.num_channels), values,
+                        check=False)
         return EventBatch(x, self.labels[torch.from_numpy(idx)])
 
     def __repr__(self) -> str:
