@@ -210,6 +210,27 @@ def test_blocks_threads_and_empty_rows():
     check_against_composed(ev, case, F32)
 
 
+@pytest.mark.parametrize("T,B,O", [(1, 1, 1), (7, 3, 5), (50, 9, 33)])
+def test_recorded_spike_events_equal_from_dense(T, B, O):
+    """The events the kernels record for the single spikes (one counting sort over the
+    first-spike times, T meaning none) are those from_dense finds in the dense spikes, CSR order
+    included (a following event layer sums a row's events in that order)."""
+    from spikescan.ops.events import known_events
+    from spikescan.ops.single_spike.fused import _spike_events, _with_events
+
+    g = torch.Generator().manual_seed(T * 100 + B * 10 + O)
+    first = torch.randint(0, T + 1, (B * O,), generator=g, dtype=torch.int32)
+    dense = torch.zeros(T, B * O)
+    fired = (first < T).nonzero().squeeze(1)
+    dense[first[fired].long(), fired] = 1
+    dense = dense.view(T, B, O)
+    want = SpikeEvents.from_dense(dense)
+    for ev in (_spike_events(first, T, B, O, torch.float32), known_events(_with_events(dense.clone(), first))):
+        assert ev.shape == (T, B, O) and ev.values is None
+        assert torch.equal(ev.crow, want.crow) and torch.equal(ev.channels, want.channels)
+        assert torch.equal(ev.dense(), dense)
+
+
 def test_no_events_and_empty_batch():
     ev, case = make_case(20, 3, 6, 5, F64, density=0.0, seed=1)
     assert ev.channels.numel() == 0

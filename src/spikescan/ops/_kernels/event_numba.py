@@ -102,3 +102,25 @@ def fill_events(x, crow, channels, values, want_values, lo, hi):
                 if want_values:
                     values[e] = v
                 e += 1
+
+
+@njit(**_JIT)
+def events_of_first_spikes(first, T, B, O, crow, channels):
+    """The events of single spikes ``s[first[m], m] = 1`` (``m = b O + o``; ``first[m] >= T``:
+    none) over the rows ``t B + b``: ``crow`` (``[T B + 1]``, zeros on entry) and ``channels``
+    (one per spike), a row's channels rising, as ``SpikeEvents.from_dense`` orders them.  One
+    counting sort over the neurons, ``O(B O + T B)``."""
+    M = first.shape[0]
+    for m in range(M):
+        t = first[m]
+        if t < T:
+            crow[t * B + m // O + 1] += 1
+    for r in range(T * B):
+        crow[r + 1] += crow[r]
+    cursor = crow[:-1].copy()
+    for m in range(M):  # m rising: within a row (t, b) the channels o = m - b O rise
+        t = first[m]
+        if t < T:
+            r = t * B + m // O
+            channels[cursor[r]] = m % O
+            cursor[r] += 1

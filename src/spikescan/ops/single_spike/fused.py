@@ -190,12 +190,17 @@ def single_spike_fused(x: Tensor, decay: Tensor, threshold: Tensor, scale: Tenso
 
 def _spike_events(first: Tensor, T: int, B: int, O: int, dtype: torch.dtype):
     """The events of the spikes ``s[first[m], m]`` (``m = b O + o``, ``first[m] = T``: none) as
-    ``SpikeEvents`` ``[T, B, O]``; ``m`` rises, and from_coo's stable sort keeps a row's channels
-    rising, as :meth:`SpikeEvents.from_dense` orders them."""
+    ``SpikeEvents`` ``[T, B, O]``, a row's channels rising, as :meth:`SpikeEvents.from_dense`
+    orders them (one counting sort: ``event_numba.events_of_first_spikes``; CPU)."""
+    from .._kernels.event_numba import events_of_first_spikes
     from ..events import SpikeEvents
 
-    fired = torch.nonzero(first < T).squeeze(1)
-    return SpikeEvents.from_coo(first[fired], fired // O, fired % O, (T, B, O), dtype=dtype)
+    first = first.contiguous()
+    n = int((first < T).sum())
+    crow = torch.zeros(T * B + 1, dtype=torch.int64)
+    channels = torch.empty(n, dtype=torch.int64)
+    events_of_first_spikes(first.numpy(), T, B, O, crow.numpy(), channels.numpy())
+    return SpikeEvents(crow, channels, (T, B, O), dtype=dtype, check=False)
 
 
 def _with_events(s: Tensor, first: Tensor) -> Tensor:
