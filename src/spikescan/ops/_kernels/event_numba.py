@@ -124,3 +124,19 @@ def events_of_first_spikes(first, T, B, O, crow, channels):
             r = t * B + m // O
             channels[cursor[r]] = m % O
             cursor[r] += 1
+
+
+@njit(**_JIT)
+def nonempty_rows(crow, evrow, crow_ev) -> int:
+    """Number the rows that have events: ``evrow[r]`` (``[T B]``) is the index of row ``r``
+    among them (rows without events: the index of the next one, never read), and ``crow_ev``
+    (``[T B + 1]``, its first ``rows + 1`` entries written) is the CSR of those rows alone.
+    Returns ``rows``."""
+    n = 0
+    crow_ev[0] = crow[0]
+    for r in range(crow.shape[0] - 1):
+        evrow[r] = n
+        if crow[r + 1] > crow[r]:
+            n += 1
+            crow_ev[n] = crow[r + 1]
+    return n

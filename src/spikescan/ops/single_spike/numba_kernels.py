@@ -1114,10 +1114,9 @@ def events_backward(*, crow, channels, values, weight, bias, checkpoints, first,
     bv = bias.detach().contiguous()
     crow_a, channels_a, values_a, has_values = _events_arrays(crow, channels, values)
     lim = torch.full_like(first, T) if config.straight_through else first
-    crow_t = torch.from_numpy(crow_a)
-    nonempty = crow_t[1:] > crow_t[:-1]
-    rows = int(nonempty.sum())
-    evrow = (torch.cumsum(nonempty, 0) - 1) if need_weight else crow_t.new_empty(1)
+    evrow = np.empty(crow_a.shape[0] - 1, np.int64)
+    crow_ev = np.empty(crow_a.shape[0], np.int64)
+    rows = EK.nonempty_rows(crow_a, evrow, crow_ev)
     gev = empty((rows, O), wt) if need_weight else wt.new_empty(1, O)
     gbn = wt.new_empty(M) if need_bias else wt.new_empty(1)
     gd, gc, gth = (wt.new_zeros(M) for _ in range(3))  # zeros: written only when param_grads
@@ -1127,7 +1126,7 @@ def events_backward(*, crow, channels, values, weight, bias, checkpoints, first,
     has_gy = grad_y is not None
     gy = grad_y.contiguous() if has_gy else wt.new_zeros(1, 1)
     w2 = out_weight.detach().contiguous() if has_gy else wt.new_zeros(1, O)
-    args = (crow_a, channels_a, values_a, has_values, evrow.numpy(), wt.numpy(), bv.numpy(), checkpoints.numpy(),
+    args = (crow_a, channels_a, values_a, has_values, evrow, wt.numpy(), bv.numpy(), checkpoints.numpy(),
             grad_s.numpy(), gy.numpy(), w2.numpy(), *numpy_views(decay, scale, threshold, lim),
             int(config.surrogate_code), consts, ec, fast, bool(param_grads), bool(need_weight), bool(need_bias),
             has_gy, T, B)
@@ -1139,8 +1138,7 @@ def events_backward(*, crow, channels, values, weight, bias, checkpoints, first,
     if need_weight and O > 0:
         # gev holds the rows that have events, in order: their CSR is the weight gradient's input
         # as in event_linear's backward (the same sums in the same order)
-        crow_ev = torch.cat([crow_t[:1], crow_t[1:][nonempty]]).numpy()
-        wargs = (crow_ev, channels_a, values_a, has_values, gev.numpy(), gwt.numpy(), wt.new_empty(O).numpy(), False)
+        wargs = (crow_ev[:rows + 1], channels_a, values_a, has_values, gev.numpy(), gwt.numpy(), wt.new_empty(O).numpy(), False)
         parallel_for(O, channels_a.shape[0] * O + C * O, lambda lo, hi, _b: EK.event_linear_weight_grad(*wargs, lo, hi))
     gb = wt.new_zeros(O)
     if need_bias:
