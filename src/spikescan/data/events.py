@@ -149,7 +149,7 @@ class EncodedSpikes(Dataset):
 
     def __getitems__(self, indices) -> EventBatch:
         """Samples ``indices`` as one batch of events ``[T, B, C]`` (no loop over the samples)."""
-        from ._batching import gather_events
+        from ..ops._kernels.event_numba import gather_events
 
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = len(self)

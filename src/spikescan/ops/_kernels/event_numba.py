@@ -104,6 +104,38 @@ def fill_events(x, crow, channels, values, want_values, lo, hi):
                 e += 1
 
 
+@njit(inline="always")
+def _counts_to_crow(crow):
+    """``crow`` holding each row's count at ``crow[r + 1]`` turned into the CSR offsets; returns
+    the write cursor of every row (its first slot), for the scatter pass of a counting sort."""
+    for r in range(crow.shape[0] - 1):
+        crow[r + 1] += crow[r]
+    return crow[:-1].copy()
+
+
+@njit(**_JIT)
+def gather_events(offsets, steps, channels, idx, T, crow, out_channels, src):
+    """Events of samples ``idx`` (sample ``b`` of the batch is ``idx[b]``; sample ``i`` stores
+    events ``offsets[i] .. offsets[i+1]-1`` at ``(steps[e], channels[e])``) sorted by row
+    ``steps[e] * B + b``, stably: within a row they keep the order in which the sample stores
+    them, as a stable argsort of the rows would.  Writes ``crow`` (``[T B + 1]``, zeros on
+    entry), ``out_channels`` and ``src`` (the index of each output event in the stored arrays,
+    for the values).  One counting sort, ``O(events + T B)``."""
+    B = idx.shape[0]
+    for b in range(B):
+        i = idx[b]
+        for e in range(offsets[i], offsets[i + 1]):
+            crow[steps[e] * B + b + 1] += 1
+    cursor = _counts_to_crow(crow)
+    for b in range(B):
+        i = idx[b]
+        for e in range(offsets[i], offsets[i + 1]):
+            r = steps[e] * B + b
+            out_channels[cursor[r]] = channels[e]
+            src[cursor[r]] = e
+            cursor[r] += 1
+
+
 @njit(**_JIT)
 def events_of_first_spikes(first, T, B, O, crow, channels):
     """The events of single spikes ``s[first[m], m] = 1`` (``m = b O + o``; ``first[m] >= T``:
@@ -115,9 +147,7 @@ def events_of_first_spikes(first, T, B, O, crow, channels):
         t = first[m]
         if t < T:
             crow[t * B + m // O + 1] += 1
-    for r in range(T * B):
-        crow[r + 1] += crow[r]
-    cursor = crow[:-1].copy()
+    cursor = _counts_to_crow(crow)
     for m in range(M):  # m rising: within a row (t, b) the channels o = m - b O rise
         t = first[m]
         if t < T:
