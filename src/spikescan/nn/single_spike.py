@@ -90,7 +90,7 @@ class SingleSpikeLIF(SpikingNeuron):
     @validates_once
     def forward(self, x, state: SingleSpikeState | None = None, *, return_state: bool = False,
                 return_membrane: bool = False, input_layer: nn.Module | None = None,
-                output_layer: nn.Module | None = None):
+                output_layer: nn.Module | None = None, readout: nn.Module | None = None):
         """Spikes ``[T, B, *, features]`` (at most one per neuron), or ``(s, [V~], [state])`` with
         the requested items: the no-reset membrane ``V~``, the
         :class:`~spikescan.nn.state.SingleSpikeState` after the last step (module docstring).
@@ -110,9 +110,18 @@ class SingleSpikeLIF(SpikingNeuron):
         would run event-driven on these spikes (at most one per neuron: a density of at most
         ``1 / T``), the three run as one kernel each way (``single_spike_lif_events(...,
         out_weight=...)``): the spike gradient ``[T, B, features]`` is never stored either.
+
+        With ``readout`` too (a :class:`MaxMembraneReadout` of ``output_layer``'s ``out_features``)
+        the pair is ``(s, readout(output_layer(s)))``; fused as above, and with a readout without
+        ``kernel_steps`` and backend ``"auto"`` or ``"fused"``, the readout joins the same
+        autograd node (``single_spike_lif_events(...,
+        readout_decay=...)``), whose backward carries the spike gradient from step to step.
         """
+        if readout is not None and output_layer is None:
+            raise ValueError("readout needs output_layer (the EventLinear that feeds it)")
         if output_layer is not None:
-            return self._with_output_layer(x, state, return_state, return_membrane, input_layer, output_layer)
+            return self._with_output_layer(x, state, return_state, return_membrane, input_layer, output_layer,
+                                           readout)
         state, return_membrane = legacy_return_membrane(self, state, return_membrane)
         state = check_state(self, state, SingleSpikeState)
         stateful = state is not None or return_state
@@ -190,7 +199,8 @@ class SingleSpikeLIF(SpikingNeuron):
         before_first = (s.detach().cumsum(0) == 0).to(s.dtype) * (1.0 - silent)
         return s * (1.0 - silent) + before_first * offset
 
-    def _with_output_layer(self, x, state, return_state: bool, return_membrane, input_layer, output_layer):
+    def _with_output_layer(self, x, state, return_state: bool, return_membrane, input_layer, output_layer,
+                           readout=None):
         from .linear import EventLinear
 
         if state is not None or return_state or return_membrane:
@@ -198,15 +208,24 @@ class SingleSpikeLIF(SpikingNeuron):
         if not isinstance(output_layer, EventLinear) or output_layer.in_features != self.features:
             raise ValueError(f"output_layer must be an EventLinear with in_features = {self.features} (this layer's "
                              f"features), got {output_layer!r}")
+        if readout is not None and (not isinstance(readout, MaxMembraneReadout)
+                                    or readout.features != output_layer.out_features):
+            raise ValueError(f"readout must be a MaxMembraneReadout with features = {output_layer.out_features} "
+                             f"(output_layer's out_features), got {readout!r}")
         if input_layer is not None and self._fuses_with(input_layer, x, False) and self._feeds_events(output_layer, x):
             w = input_layer.weight
-            return single_spike_lif_events(x, w, input_layer.bias, as_dtype(self.mem(), w.dtype), self.threshold,
-                                           scale=self._scale, surrogate=self.surrogate,
-                                           straight_through=self.straight_through,
-                                           out_weight=output_layer.weight.to(w.dtype),
-                                           out_bias=None if output_layer.bias is None else output_layer.bias.to(w.dtype))
+            joins = readout is not None and readout.joins_fused()
+            rkw = dict(readout_decay=as_dtype(readout.mem(), w.dtype), readout_scale=readout._scale) if joins else {}
+            out = single_spike_lif_events(x, w, input_layer.bias, as_dtype(self.mem(), w.dtype), self.threshold,
+                                          scale=self._scale, surrogate=self.surrogate,
+                                          straight_through=self.straight_through,
+                                          out_weight=output_layer.weight.to(w.dtype),
+                                          out_bias=None if output_layer.bias is None else output_layer.bias.to(w.dtype),
+                                          **rkw)
+            return out if joins or readout is None else (out[0], readout(out[1]))
         s = self.forward(x, input_layer=input_layer)  # not self(...): this call's hooks are the caller's
-        return s, output_layer(s)
+        y = output_layer(s)
+        return s, (y if readout is None else readout(y))
 
     @staticmethod
     def _feeds_events(output_layer: nn.Module, x) -> bool:
@@ -295,6 +314,12 @@ class MaxMembraneReadout(StatefulModule):
         v = leaky_step(x, v0, decay, scale)
         vmax = v if state is None else torch.maximum(state_tensor(state.vmax, "state.vmax", seq), v)
         return vmax.to(x_t.dtype), MaxMembraneState(v, vmax)
+
+    def joins_fused(self) -> bool:
+        """Whether this readout can run inside ``single_spike_lif_events(..., readout_decay=...)``
+        (``SingleSpikeLIF.forward(..., readout=self)``): no learned kernel, backend ``"auto"`` or
+        ``"fused"`` (learned per-neuron decays that have come apart compose there)."""
+        return self.kernel is None and self.backend in ("auto", "fused")
 
     def _leak(self, decay, x: torch.Tensor):
         """``(decay, scale)`` as tensors of ``x``'s dtype, ``scale = 1 - decay`` formed from the

@@ -133,12 +133,18 @@ class FeedForwardSNN(nn.Sequential):
         """The layers in order; events into ``EventLinear -> SingleSpikeLIF`` go to the neuron with
         its input layer (``SingleSpikeLIF.forward(x, input_layer=...)``: one fused kernel each way
         where it can, the composition otherwise), and with the ``EventLinear`` its spikes feed when
-        one follows (``output_layer=...``: that layer's input gradient is then never stored)."""
+        one follows (``output_layer=...``: that layer's input gradient is then never stored), and
+        with the ``MaxMembraneReadout`` that layer feeds (``readout=...``: one autograd node)."""
         layers = list(self)
         i = 0
         while i < len(layers):
             if (isinstance(x, SpikeEvents) and i + 1 < len(layers) and isinstance(layers[i], EventLinear)
                     and isinstance(layers[i + 1], SingleSpikeLIF)):
+                if i + 3 < len(layers) and isinstance(layers[i + 2], EventLinear) \
+                        and isinstance(layers[i + 3], MaxMembraneReadout):
+                    _, x = layers[i + 1](x, input_layer=layers[i], output_layer=layers[i + 2], readout=layers[i + 3])
+                    i += 4
+                    continue
                 if i + 2 < len(layers) and isinstance(layers[i + 2], EventLinear):
                     _, x = layers[i + 1](x, input_layer=layers[i], output_layer=layers[i + 2])
                     i += 3

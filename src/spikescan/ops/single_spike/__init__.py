@@ -61,7 +61,8 @@ from ... import surrogate as _surrogate
 from ..._checks import as_param_tensor, check_finite, check_float, check_tensor, check_time_first
 from .._backend import backends, fused_unsupported, register, register_auto, resolve
 from .._params import output_dtype, param
-from .fused import max_membrane_fused, single_spike_events_fused, single_spike_events_linear_fused, single_spike_fused
+from .fused import (max_membrane_fused, single_spike_events_fused, single_spike_events_linear_fused,
+                    single_spike_events_linear_max_fused, single_spike_fused)
 from .reference import (SingleSpikeParameters, SingleSpikeStep, first_spike, g, max_membrane_composed, phi,
                         single_spike_composed, single_spike_reference, single_spike_step)
 
@@ -188,7 +189,8 @@ def max_membrane_readout(x: Tensor, decay, *, scale=None, v0=None, backend: str 
 
 def single_spike_lif_events(x, weight: Tensor, bias: Tensor | None, decay, threshold=1.0, *, scale=None, v0=None,
                             surrogate=None, straight_through: bool = False, return_membrane: bool = False,
-                            out_weight: Tensor | None = None, out_bias: Tensor | None = None):
+                            out_weight: Tensor | None = None, out_bias: Tensor | None = None,
+                            readout_decay=None, readout_scale=None):
     """The input layer and the single-spike neurons in one kernel each way:
     ``single_spike_lif(event_linear(x, weight, bias), decay, threshold, ...)`` without the current
     ``I = W x + b`` ``[T, B, O]`` or its gradient ever being stored; with ``out_weight`` also the
@@ -206,7 +208,16 @@ def single_spike_lif_events(x, weight: Tensor, bias: Tensor | None, decay, thres
             fed by the spikes (FastSNN's readout input); out_bias: ``[K]`` or None.  Both get
             gradients.
 
-    Returns the spikes ``[T, B, O]`` in ``weight``'s dtype, or with ``out_weight`` the pair
+        readout_decay: with ``out_weight``, the decay of a max-membrane readout of ``y``
+            (:func:`max_membrane_readout`, FastSNN's output layer), broadcastable to ``[B, K]``;
+            readout_scale: its input scale (None: ``1 - readout_decay``).  Both get gradients.
+
+    Returns the spikes ``[T, B, O]`` in ``weight``'s dtype, with ``readout_decay`` the pair
+    ``(s, logits)``, ``logits = max_membrane_readout(y, readout_decay, scale=readout_scale)``
+    ``[B, K]``: with one readout decay (a scalar, or equal values) the neurons' reverse sweep
+    carries ``gy[t] W2`` from step to step (``gy[t] W2 = decay (gy[t+1] W2) + (scale imp[t]) W2``,
+    ``imp`` the readout's gradient at its maxima) instead of forming it from ``gy``, to rounding
+    the same gradients; otherwise, or under ``torch.compile``, the composition.  Or with ``out_weight`` the pair
     ``(s, y)``, ``y`` ``[T, B, K]``: ``y`` and the gradients of ``out_weight`` and ``out_bias`` are
     ``event_linear``'s numba kernels on the spikes' events (equal to the composition's bit for
     bit); the neurons' reverse sweep forms the spike gradient ``gs[t] + gy[t] W2`` per neuron in a
@@ -249,9 +260,21 @@ def single_spike_lif_events(x, weight: Tensor, bias: Tensor | None, decay, thres
     if out_weight is None:
         if out_bias is not None:
             raise ValueError("out_bias needs out_weight (the linear layer the spikes feed)")
+        if readout_decay is not None or readout_scale is not None:
+            raise ValueError("readout_decay and readout_scale need out_weight (the linear layer the spikes feed)")
         return single_spike_events_fused(x, weight, bias, decay, threshold, scale, v0, surrogate=sur,
                                          straight_through=bool(straight_through))
     out_bias = _check_out_layer(out_weight, out_bias, weight)
+    if readout_decay is not None:
+        like_y = weight.new_empty(()).expand(T, B, out_weight.shape[0])
+        readout_decay = param(readout_decay, "readout_decay", like_y, low=0.0, high=1.0)
+        readout_scale = (1.0 - readout_decay if readout_scale is None
+                         else param(readout_scale, "readout_scale", like_y))
+        return single_spike_events_linear_max_fused(x, weight, bias, out_weight, out_bias, decay, threshold, scale,
+                                                    v0, readout_decay, readout_scale, surrogate=sur,
+                                                    straight_through=bool(straight_through))
+    if readout_scale is not None:
+        raise ValueError("readout_scale needs readout_decay (the max-membrane readout of y)")
     return single_spike_events_linear_fused(x, weight, bias, out_weight, out_bias, decay, threshold, scale, v0,
                                             surrogate=sur, straight_through=bool(straight_through))
 

@@ -48,7 +48,7 @@ from .._kernels import _common as KC
 from .._kernels._host import check_neuron_count, eager_function, grad_rows, kernel_dtype, needs_grad, per_neuron
 
 __all__ = ["SingleSpikeKernelConfig", "single_spike_fused", "max_membrane_fused", "single_spike_events_fused",
-           "single_spike_events_linear_fused", "check_device"]
+           "single_spike_events_linear_fused", "single_spike_events_linear_max_fused", "check_device"]
 
 _PACKAGE = __package__
 
@@ -567,3 +567,103 @@ def single_spike_events_linear_fused(x, weight: Tensor, bias: Tensor, out_weight
                         needs_grad(weight, bias, out_weight, out_bias, decay, scale, threshold, v0))
     out = weight.dtype
     return _with_events(s.view(T, B, O).to(out), first), y.view(T, B, out_weight.shape[0]).to(out)
+
+
+# --------------------------------------------------------------------------------------------
+# ... and the max-membrane readout of that linear layer (FastSNN's whole network but the loss)
+# --------------------------------------------------------------------------------------------
+#
+# The readout's input gradient gy[t] = c_r r[t], r[t] = imp[t] + d_r r[t + 1], is dense up to the
+# readout's maxima although its impulses imp (gm / count where V is the maximum) are not: with
+# one readout decay d_r the neurons' sweep carries G[t] = gy[t] W2 = d_r G[t + 1] + (c_r imp[t]) W2
+# instead of forming gy[t] W2 (K multiply-adds per neuron and step).  Eager CPU only: under
+# torch.compile, or with per-neuron readout decays, the two ops above compose.
+
+
+class _EventsLinearMaxReadout(torch.autograd.Function):
+    """``(s [T, B * O], logits [B * K])`` of the events-fed single-spike neurons, the linear layer
+    ``y = W2 s + b2`` and the max-membrane readout of ``y`` (readout parameters ``[B * K]``)."""
+
+    @staticmethod
+    def forward(ctx, crow, channels, values, weight, bias, out_weight, out_bias, decay, scale, threshold, v0,
+                readout_decay, readout_scale, steps, batch, surrogate_code, surrogate_param, straight_through,
+                need_grad):
+        from . import numba_kernels as K
+
+        ctx.set_materialize_grads(False)
+        s, y, ck, first = _single_spike_events_linear_fused_forward_impl(
+            crow, channels, values, weight, bias, out_weight, out_bias, decay, scale, threshold, v0, steps, batch,
+            surrogate_code, surrogate_param, straight_through, need_grad)
+        yv = y.view(steps, -1)
+        logits, count, _, ck_r = K.readout_forward(x=yv, decay=readout_decay, scale=readout_scale,
+                                                   v0=yv.new_zeros(yv.shape[1]), need_grad=need_grad)
+        ctx.save_for_backward(crow, channels, values, weight, bias, out_weight, ck, first, decay, scale, threshold,
+                              readout_decay, readout_scale, yv, ck_r, logits, count)
+        ctx.sizes = (steps, batch)
+        ctx.config = (surrogate_code, surrogate_param, straight_through)
+        ctx.mark_non_differentiable(first)
+        return s, logits, first
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_s, g_logits, g_first):
+        from ..events import numba_event_linear_param_grads
+        from . import numba_kernels as K
+
+        (crow, channels, values, weight, bias, out_weight, ck, first, decay, scale, threshold, dr, cr, yv, ck_r,
+         logits, count) = ctx.saved_tensors
+        _check_saved(ck_r, "the fused events-linear-readout forward")
+        steps, batch = ctx.sizes
+        need = ctx.needs_input_grad
+        O, C = weight.shape
+        Kout = out_weight.shape[0]
+        gm = logits.new_zeros(logits.shape) if g_logits is None else g_logits.to(logits.dtype).contiguous()
+        readout_params = bool(need[11] or need[12])
+        gy, gdr, gcr, _, imp = K.readout_backward(x=yv, v=None, checkpoints=ck_r, grad_max=gm, decay=dr, scale=cr,
+                                                  v0=None, maximum=logits, count=count,
+                                                  param_grads=readout_params, impulses=True)
+        gwt = gb = gd = gc = gth = gv0 = None
+        if need[3] or need[4] or any(need[7:11]):
+            M = batch * O
+            config = SingleSpikeKernelConfig(*ctx.config)
+            gs = weight.new_zeros(1, M) if g_s is None else grad_rows(g_s, steps, M, weight.dtype)
+            gwt, gb, gd, gc, gth, gv0 = K.events_backward(
+                crow=crow, channels=channels, values=values, weight=weight, bias=bias, checkpoints=ck, first=first,
+                grad_s=gs, decay=decay, scale=scale, threshold=threshold, steps=steps, batch=batch, config=config,
+                need_weight=bool(need[3]), need_bias=bool(need[4]), param_grads=any(need[7:10]), grad_y=gy,
+                out_weight=out_weight, impulses=imp, readout_scale=cr, readout_decay=dr[:1])
+        gw2 = gb2 = None
+        if need[5] or need[6]:
+            spikes = _spike_events(first, steps, batch, O, weight.dtype)
+            gw2t, gb2 = numba_event_linear_param_grads(spikes, gy.view(steps * batch, Kout), bool(need[6]))
+            gw2 = gw2t.t()
+        return (None, None, None, gwt.t() if need[3] else None, gb if need[4] else None, gw2 if need[5] else None,
+                gb2 if need[6] else None, gd, gc, gth, gv0, gdr if need[11] else None, gcr if need[12] else None,
+                *(None for _ in range(6)))
+
+
+def single_spike_events_linear_max_fused(x, weight: Tensor, bias: Tensor, out_weight: Tensor, out_bias: Tensor,
+                                         decay: Tensor, threshold: Tensor, scale: Tensor, v0: Tensor | None,
+                                         readout_decay: Tensor, readout_scale: Tensor, *, surrogate,
+                                         straight_through: bool) -> tuple[Tensor, Tensor]:
+    """:func:`single_spike_events_linear_fused` followed by :func:`max_membrane_fused` of its ``y``:
+    ``(s [T, B, O], logits [B, K])`` in ``weight``'s dtype (validated inputs; the readout's
+    ``readout_decay``, ``readout_scale`` broadcastable to ``[B, K]``).  With one readout decay, in
+    eager mode, one autograd node whose backward carries ``gy W2`` from step to step (section
+    comment); the two ops otherwise."""
+    T, B, _ = x.shape
+    O, Kout = weight.shape[0], out_weight.shape[0]
+    kdtype = kernel_dtype(weight.dtype)
+    rest = torch.Size((B, Kout))
+    dr, cr = per_neuron(readout_decay, rest, kdtype), per_neuron(readout_scale, rest, kdtype)
+    if torch.compiler.is_compiling() or dr.numel() == 0 or bool(dr.detach().amin() != dr.detach().amax()):
+        s, y = single_spike_events_linear_fused(x, weight, bias, out_weight, out_bias, decay, threshold, scale, v0,
+                                                surrogate=surrogate, straight_through=straight_through)
+        return s, max_membrane_fused(y, readout_decay, readout_scale, None).to(weight.dtype)
+    values, layers, neuron, consts = _events_kernel_inputs(x, (weight, bias, out_weight, out_bias), decay, threshold,
+                                                           scale, v0, surrogate)
+    s, logits, first = _EventsLinearMaxReadout.apply(
+        x.crow, x.channels, values, *layers, *neuron, dr, cr, T, B, *consts, bool(straight_through),
+        needs_grad(weight, bias, out_weight, out_bias, decay, scale, threshold, v0, readout_decay, readout_scale))
+    out = weight.dtype
+    return _with_events(s.view(T, B, O).to(out), first), logits.view(B, Kout).to(out)

@@ -315,14 +315,20 @@ def _spike_grad(gsk, gy, row, w2, o, kout):
     return gsk
 
 
+_IMP = None  # the _GY kernels read the readout's impulses (a register recursion) instead of gy W2
+
+
 def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, st0, st1, d, c, th, lim, t, a_r, b_r,
-                      r_r, ad_r, ac_r, at_r, ab_r, consts, ec):
+                      r_r, ad_r, ac_r, at_r, ab_r, consts, ec, inj0, inj1, gw_r, dr):
     # as _bwd2 (steps t+1, t in reverse, no membrane gradient), for a block of whole samples of O
     # neurons, the spike gradient of neuron (q, o) being gs[q O + o] + gy[q K + k] w2[k, o] over
     # the _KOUT outputs k; A and B in the kernel dtype (no double-precision lanes); with _NEED_B
     # also each neuron's sum of gI over time (ab_r, in reverse time as the template's add_row);
     # gI is stored (gx1, gx0) only where st1 / st0: steps at which the block's samples have input
-    # events, the only rows of gI read afterwards
+    # events, the only rows of gI read afterwards.  With _IMP, gy is a max-membrane readout's
+    # input gradient, gy[t] = c_r (imp[t] + dr r[t + 1]) with one readout decay dr, so
+    # G[t] = gy[t] W2 obeys G[t] = dr G[t + 1] + inj[t], inj[t] = (c_r imp[t]) W2 (zero but at the
+    # readout's maxima): one multiply-add per neuron and step in place of _KOUT (G in gw_r)
     prefer_wide_vectors()
     assume_disjoint_arrays()
     O = w2.shape[1]
@@ -334,8 +340,15 @@ def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, st0,
             tk = th[k]
             lk = lim[k]
             w0 = v0[k]
-            g1 = _spike_grad(gs1[k], gy1, row, w2, o, _KOUT)
-            g0 = _spike_grad(gs0[k], gy0, row, w2, o, _KOUT)
+            if _IMP:
+                G1 = dr * gw_r[k] + inj1[k]
+                G0 = dr * G1 + inj0[k]
+                gw_r[k] = G0
+                g1 = gs1[k] + G1
+                g0 = gs0[k] + G0
+            else:
+                g1 = _spike_grad(gs1[k], gy1, row, w2, o, _KOUT)
+                g0 = _spike_grad(gs0[k], gy0, row, w2, o, _KOUT)
             qq, A, B, r = _bstep(v1[k], tk, g1, g1, t + 1 < lk, a_r[k], b_r[k], r_r[k], dk, _CODE, consts, ec,
                                  _FAST, False)
             gi1 = c[k] * r
@@ -361,14 +374,19 @@ def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, st0,
 
 
 def _bwd1_gy_template(v0, vm, x0, gs0, gy0, w2, gx0, st0, d, c, th, lim, t, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r,
-                      consts, ec):
+                      consts, ec, inj0, gw_r, dr):
     assume_disjoint_arrays()
     O = w2.shape[1]
     for q in range(d.shape[0] // O):
         row = q * _KOUT
         for o in range(O):
             k = q * O + o
-            g0 = _spike_grad(gs0[k], gy0, row, w2, o, _KOUT)
+            if _IMP:
+                G0 = dr * gw_r[k] + inj0[k]
+                gw_r[k] = G0
+                g0 = gs0[k] + G0
+            else:
+                g0 = _spike_grad(gs0[k], gy0, row, w2, o, _KOUT)
             qq, A, B, r = _bstep(v0[k], th[k], g0, g0, t < lim[k], a_r[k], b_r[k], r_r[k], d[k], _CODE, consts, ec,
                                  _FAST, False)
             gi0 = c[k] * r
@@ -388,14 +406,16 @@ def _bwd1_gy_template(v0, vm, x0, gs0, gy0, w2, gx0, st0, d, c, th, lim, t, a_r,
 _REVERSE_GY: dict = {}
 
 
-def _reverse_gy_kernels(code: int, fast: bool, pgrad: bool, need_b: bool, kout: int):
+def _reverse_gy_kernels(code: int, fast: bool, pgrad: bool, need_b: bool, kout: int, imp: bool):
     """The two-step and one-step reverse kernels of the ``_GY`` events backward for ``kout``
-    outputs, made once per process; multiply-adds may be fused (``contract``): this variant
-    agrees with the composition to rounding, not bit for bit."""
-    key = (int(code), bool(fast), bool(pgrad), bool(need_b), int(kout))
+    outputs (``imp``: from a max-membrane readout's impulses), made once per process;
+    multiply-adds may be fused (``contract``): this variant agrees with the composition to
+    rounding, not bit for bit."""
+    key = (int(code), bool(fast), bool(pgrad), bool(need_b), int(kout), bool(imp))
     pair = _REVERSE_GY.get(key)
     if pair is None:
-        flags = {"_CODE": key[0], "_FAST": key[1], "_PGRAD": key[2], "_NEED_B": key[3], "_KOUT": key[4]}
+        flags = {"_CODE": key[0], "_FAST": key[1], "_PGRAD": key[2], "_NEED_B": key[3], "_KOUT": key[4],
+                 "_IMP": key[5]}
         jit = dict(_JIT, fastmath={"contract"})
         pair = _REVERSE_GY.setdefault(key, (specialise(_bwd2_gy_template, jit, flags, {}),
                                             specialise(_bwd1_gy_template, jit, flags, {})))
@@ -545,9 +565,12 @@ def max_membrane_forward(x, decay, scale, v0, lo0, hi0, block, seg, store_ck, ck
 
 
 @njit(**_JIT)
-def _rbwd1(v0, vm, x0, gx0, d, c, mx, w, r_r, ad_r, ac_r, pgrad, zero):
+def _rbwd1(v0, vm, x0, gx0, ip0, d, c, mx, w, r_r, ad_r, ac_r, pgrad, store_imp, zero):
     for k in range(d.shape[0]):
-        r = (w[k] if v0[k] == mx[k] else zero) + d[k] * r_r[k]
+        delta = w[k] if v0[k] == mx[k] else zero
+        if store_imp:
+            ip0[k] = delta
+        r = delta + d[k] * r_r[k]
         gx0[k] = c[k] * r
         r_r[k] = r
         if pgrad:
@@ -556,10 +579,14 @@ def _rbwd1(v0, vm, x0, gx0, d, c, mx, w, r_r, ad_r, ac_r, pgrad, zero):
 
 
 @njit(**_JIT)
-def max_membrane_backward(x, ck, gm, decay, scale, mx, cnt, lo0, hi0, block, seg, pgrad, gx, gd, gc, gv0):
+def max_membrane_backward(x, ck, gm, decay, scale, mx, cnt, lo0, hi0, block, seg, pgrad, store_imp, gx, gd, gc, gv0,
+                          imp):
     """Reverse-time pass of the readout for neurons ``lo0 .. hi0-1`` (``gm`` [N]: the incoming
-    gradient of the maxima); ``gd, gc`` written only when ``pgrad``."""
+    gradient of the maxima); ``gd, gc`` written only when ``pgrad``; when ``store_imp`` also
+    (``imp`` ``[T, N]``, else one unread row) the impulses ``imp[t, n] = gm[n] / count[n]`` where ``V[t, n]`` is the
+    maximum, 0 elsewhere: ``gx[t] = scale * sum_{t' >= t} decay^(t' - t) imp[t']``."""
     T = x.shape[0]
+    istep = 1 if store_imp else 0
     nseg = (T + seg - 1) // seg
     for lo in range(lo0, hi0, block):
         hi = min(lo + block, hi0)
@@ -588,8 +615,8 @@ def max_membrane_backward(x, ck, gm, decay, scale, mx, cnt, lo0, hi0, block, seg
                 _membrane1(x[t0 + j, lo:hi], buf[j + 1], d, c, vp)
                 j += 1
             for j in range(n - 1, -1, -1):
-                _rbwd1(buf[j + 1], buf[j], x[t0 + j, lo:hi], gx[t0 + j, lo:hi], d, c, mk, w, r_r, ad_r, ac_r, pgrad,
-                       zero)
+                _rbwd1(buf[j + 1], buf[j], x[t0 + j, lo:hi], gx[t0 + j, lo:hi], imp[(t0 + j) * istep, lo:hi], d, c,
+                       mk, w, r_r, ad_r, ac_r, pgrad, store_imp, zero)
         if pgrad:
             gd[lo:hi] = ad_r
             gc[lo:hi] = ac_r
@@ -747,13 +774,17 @@ def single_spike_events_forward(crow, channels, values, has_values, wt, bias, de
             tf[lo + k] = first[k]
 
 
-def _events_backward_template(crow, channels, values, has_values, evrow, wt, bias, ck, gs, gy, w2, decay, scale,
-                              thr, lim, consts, ec, T, B, lo0, hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0):
+def _events_backward_template(crow, channels, values, has_values, evrow, wt, bias, ck, gs, gy, w2, imp, cr, dr, decay,
+                              scale, thr, lim, consts, ec, T, B, lo0, hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0):
     """Reverse-time pass for samples ``lo0 .. hi0-1`` (module section above); ``gs`` is
     ``[T, B * O]`` or one row ``[1, B * O]``.  With ``_GY`` the spikes also feed a linear layer
     ``y = W2 s + b2`` (``w2`` = ``W2`` ``[K, O]``) whose output gradient is ``gy`` ``[T, B * K]``:
     the spike gradient ``gs[t] + gy[t, b] @ W2`` is formed in the ``_GY`` reverse kernels'
-    registers (the ``[T, B, O]`` product is never stored).  Writes, when ``_NEED_W``, the rows
+    registers (the ``[T, B, O]`` product is never stored); with ``_IMP`` too, ``gy`` is a
+    max-membrane readout's input gradient and ``imp`` ``[T, B * K]`` its impulses, ``cr``
+    ``[B * K]`` its input scale and ``dr[0]`` its one decay: ``gy[t] W2`` is then carried from
+    step to step (``_bwd2_gy_template``), started from ``gy`` at the end of the first segment
+    swept and fed the impulses' rows ``(cr imp[t]) W2``.  Writes, when ``_NEED_W``, the rows
     ``gev[evrow[r]]`` of the nonempty rows ``r`` of these samples; when ``_NEED_B``, ``gbn``
     ([B * O]: each neuron's sum of ``gI`` over time); when ``_PGRAD``, ``gd, gc, gth`` as
     ``single_spike_backward``; and ``gv0``."""
@@ -800,6 +831,11 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
         ac_r = np.zeros(m, wt.dtype)
         at_r = np.zeros(m, wt.dtype)
         ab_r = np.zeros(m, wt.dtype)
+        gw_r = np.zeros(m if _IMP else 1, wt.dtype)  # G = gy[t] W2 of the step last swept
+        inj = np.zeros((seg if _IMP else 1, m if _IMP else 1), wt.dtype)  # inj[j]: (cr imp[t0+j]) W2
+        drv = dr[0]
+        ijs = 1 if _IMP else 0  # (a row index factor: an inline branch in the loop defeats numba's pruning)
+        started = False
         for g in range(nseg - 1, -1, -1):
             t0 = g * seg
             n = min(T, t0 + seg) - t0
@@ -824,20 +860,31 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
                 _membrane1(cur[j], buf[j + 1], d, c, vp)
                 j += 1
             odd = n % 2  # the segment's first step alone when n is odd, after the pairs
+            if _IMP:
+                if not started:  # G of step t0 + n from gy itself (0 past the end)
+                    started = True
+                    if t0 + n < T:
+                        _gy_w2_rows(gy[t0 + n], w2, b0, b1, O, K, gw_r)
+                for j in range(n):
+                    _add_impulses(imp[t0 + j], cr, w2, b0, b1, O, K, inj[j])
             if _GY:
                 ylo = b0 * K
                 yhi = b1 * K
                 for j in range(n - 2, odd - 1, -2):
                     t = t0 + j
+                    # (flags and rows named first: numba rejects long calls with inline branches)
+                    st0 = _NEED_W and _block_has_events(crow, t, B, b0, b1)
+                    st1 = _NEED_W and _block_has_events(crow, t + 1, B, b0, b1)
+                    ij0 = inj[j * ijs]
+                    ij1 = inj[(j + 1) * ijs]
                     _bwd2(buf[j + 1], buf[j + 2], buf[j], cur[j], cur[j + 1], gs[t * gs_step, lo:hi],
                           gs[(t + 1) * gs_step, lo:hi], gy[t, ylo:yhi], gy[t + 1, ylo:yhi], w2, gx[j], gx[j + 1],
-                          _NEED_W and _block_has_events(crow, t, B, b0, b1),
-                          _NEED_W and _block_has_events(crow, t + 1, B, b0, b1), d, c, th, lm, t, a_r, b_r, r_r,
-                          ad_r, ac_r, at_r, ab_r, consts, ec)
+                          st0, st1, d, c, th, lm, t, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts, ec, ij0, ij1,
+                          gw_r, drv)
                 if odd:
-                    _bwd1(buf[1], buf[0], cur[0], gs[t0 * gs_step, lo:hi], gy[t0, ylo:yhi], w2, gx[0],
-                          _NEED_W and _block_has_events(crow, t0, B, b0, b1), d, c, th, lm, t0, a_r, b_r, r_r, ad_r,
-                          ac_r, at_r, ab_r, consts, ec)
+                    st0 = _NEED_W and _block_has_events(crow, t0, B, b0, b1)
+                    _bwd1(buf[1], buf[0], cur[0], gs[t0 * gs_step, lo:hi], gy[t0, ylo:yhi], w2, gx[0], st0, d, c,
+                          th, lm, t0, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts, ec, inj[0], gw_r, drv)
             else:
                 for j in range(n - 2, odd - 1, -2):  # steps t0+j, t0+j+1
                     t = t0 + j
@@ -847,6 +894,9 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
                 if odd:
                     _bwd1(buf[1], buf[0], cur[0], gs[t0 * gs_step, lo:hi], gvz, gx[0], d, c, th, lm, t0, a_r, b_r,
                           r_r, ad_r, ac_r, at_r, consts, ec)
+            if _IMP:
+                for j in range(n):
+                    _clear_impulses(imp[t0 + j], b0, b1, O, K, inj[j])
             for j in range(n - 1, -1, -1):
                 t = t0 + j
                 if _NEED_B and not _GY:  # (the _GY reverse kernels sum it themselves, in this order)
@@ -867,30 +917,65 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
             gv0[lo + k] = d[k] * r_r[k]
 
 
+@njit(**_JIT)
+def _gy_w2_rows(gy_t, w2, b0, b1, O, K, out):
+    """``out[(b - b0) O + o] = sum_k gy_t[b K + k] w2[k, o]`` (``k`` rising) for samples ``b0 .. b1-1``."""
+    for b in range(b0, b1):
+        row = out[(b - b0) * O:(b - b0 + 1) * O]
+        row[:] = 0
+        for k in range(K):
+            a = gy_t[b * K + k]
+            if a != 0:
+                add_scaled_row(row, a, w2[k])
+
+
+@njit(**_JIT)
+def _add_impulses(imp_t, cr, w2, b0, b1, O, K, inj_j):
+    """``inj_j[(b - b0) O + o] += (cr imp_t)[b K + k] w2[k, o]`` over the nonzero impulses (``k`` rising)."""
+    for b in range(b0, b1):
+        for k in range(K):
+            a = imp_t[b * K + k]
+            if a != 0:
+                add_scaled_row(inj_j[(b - b0) * O:(b - b0 + 1) * O], a * cr[b * K + k], w2[k])
+
+
+@njit(**_JIT)
+def _clear_impulses(imp_t, b0, b1, O, K, inj_j):
+    """Zero the rows of ``inj_j`` that :func:`_add_impulses` wrote (work proportional to the impulses)."""
+    for b in range(b0, b1):
+        for k in range(K):
+            if imp_t[b * K + k] != 0:
+                inj_j[(b - b0) * O:(b - b0 + 1) * O] = 0
+                break
+
+
 _EVENTS_BACKWARD: dict = {}
 
 
-def single_spike_events_backward(crow, channels, values, has_values, evrow, wt, bias, ck, gs, gy, w2, decay, scale,
-                                 thr, lim, code, consts, ec, fast, pgrad, need_w, need_b, has_gy, T, B, lo0, hi0,
-                                 bblock, seg, gev, gbn, gd, gc, gth, gv0):
+def single_spike_events_backward(crow, channels, values, has_values, evrow, wt, bias, ck, gs, gy, w2, imp, cr, dr,
+                                 decay, scale, thr, lim, code, consts, ec, fast, pgrad, need_w, need_b, has_gy,
+                                 has_imp, T, B, lo0, hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0):
     """The events backward for samples ``lo0 .. hi0-1``, compiled per surrogate ``code``, exp
     flavour, ``pgrad`` (decay/scale/threshold sums), ``need_w`` (the ``gev`` rows), ``need_b``
-    (the bias sums ``gbn``) and ``has_gy`` (a following linear layer's output gradient ``gy``
-    with its weight ``w2``); arrays not asked for are not touched (pass any of the dtype)."""
+    (the bias sums ``gbn``), ``has_gy`` (a following linear layer's output gradient ``gy``
+    with its weight ``w2``) and ``has_imp`` (that layer feeds a max-membrane readout of impulses
+    ``imp``, scale ``cr``, decay ``dr[0]``); arrays not asked for are not touched (pass any of
+    the dtype)."""
     kout = w2.shape[0] if has_gy else 0
-    key = (int(code), bool(fast), bool(pgrad), bool(need_w), bool(need_b), bool(has_gy), kout)
+    has_imp = bool(has_imp) and bool(has_gy)
+    key = (int(code), bool(fast), bool(pgrad), bool(need_w), bool(need_b), bool(has_gy), kout, has_imp)
     kernel = _EVENTS_BACKWARD.get(key)
     if kernel is None:
         if has_gy:
-            bwd2, bwd1 = _reverse_gy_kernels(key[0], key[1], key[2], key[4], kout)
+            bwd2, bwd1 = _reverse_gy_kernels(key[0], key[1], key[2], key[4], kout, has_imp)
         else:
             bwd2, bwd1 = _reverse_kernels(key[0], key[1], key[2], False)
         flags = {"_CODE": key[0], "_FAST": key[1], "_PGRAD": key[2], "_HAS_GV": False, "_NEED_W": key[3],
-                 "_NEED_B": key[4], "_GY": key[5], "_KOUT": kout}
+                 "_NEED_B": key[4], "_GY": key[5], "_KOUT": kout, "_IMP": has_imp}
         kernel = _EVENTS_BACKWARD.setdefault(
             key, specialise(_events_backward_template, _JIT, flags, {"_bwd2": bwd2, "_bwd1": bwd1}))
-    kernel(crow, channels, values, has_values, evrow, wt, bias, ck, gs, gy, w2, decay, scale, thr, lim, consts, ec, T,
-           B, lo0, hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0)
+    kernel(crow, channels, values, has_values, evrow, wt, bias, ck, gs, gy, w2, imp, cr, dr, decay, scale, thr, lim,
+           consts, ec, T, B, lo0, hi0, bblock, seg, gev, gbn, gd, gc, gth, gv0)
 
 
 @njit(**_JIT)
@@ -997,9 +1082,11 @@ def readout_forward(*, x, decay, scale, v0, need_grad: bool):
     return mx, cnt, empty_rows, (ck if need_grad else empty_rows.clone())
 
 
-def readout_backward(*, x, v, checkpoints, grad_max, decay, scale, v0, maximum, count, param_grads: bool):
+def readout_backward(*, x, v, checkpoints, grad_max, decay, scale, v0, maximum, count, param_grads: bool,
+                     impulses: bool = False):
     """Gradients ``(gx [T, N], g_decay, g_scale, g_v0 [N])`` of the readout (``grad_max`` ``[N]``);
-    the sums are zeros unless ``param_grads``."""
+    the sums are zeros unless ``param_grads``.  With ``impulses`` (CPU only) also, fifth, the
+    ``[T, N]`` impulses of ``max_membrane_backward`` (``grad_max / count`` at the maxima)."""
     from .._kernels._common import SEGMENT
     from .._kernels._host import empty, numpy_views, run_cpu
 
@@ -1007,11 +1094,13 @@ def readout_backward(*, x, v, checkpoints, grad_max, decay, scale, v0, maximum, 
     gx = empty((T, N), x)
     gd, gc = x.new_zeros(N), x.new_zeros(N)  # zeros: written only when param_grads
     gv0 = x.new_empty(N)
+    imp = empty((T, N), x) if impulses else x.new_empty(1, N)
     args = numpy_views(x, checkpoints, grad_max, decay, scale, maximum, count)
-    outs = numpy_views(gx, gd, gc, gv0)
-    run_cpu(N, T, lambda lo, hi, bs: max_membrane_backward(*args, lo, hi, bs, SEGMENT, bool(param_grads), *outs),
+    outs = numpy_views(gx, gd, gc, gv0, imp)
+    flags = (bool(param_grads), bool(impulses))
+    run_cpu(N, T, lambda lo, hi, bs: max_membrane_backward(*args, lo, hi, bs, SEGMENT, *flags, *outs),
             _BACKWARD_BLOCK)
-    return gx, gd, gc, gv0
+    return (gx, gd, gc, gv0, imp) if impulses else (gx, gd, gc, gv0)
 
 
 # The events-fed layer (CPU only).  Threads: samples are split over the pool in fixed ranges;
@@ -1093,12 +1182,16 @@ def _spikes_from_first(first, T: int, dtype):
 
 def events_backward(*, crow, channels, values, weight, bias, checkpoints, first, grad_s, decay, scale, threshold,
                     steps: int, batch: int, config, need_weight: bool, need_bias: bool, param_grads: bool,
-                    grad_y=None, out_weight=None):
+                    grad_y=None, out_weight=None, impulses=None, readout_scale=None, readout_decay=None):
     """Gradients ``(g_weight_t [C, O], g_bias [O], g_decay, g_scale, g_threshold, g_v0 [B * O])`` of
     :func:`events_forward` for ``grad_s`` ``[T, B * O]`` (or one row) plus, when given, the
     gradient ``grad_y`` ``[T, B * K]`` of a linear layer ``y = out_weight s + b2`` (``out_weight``
     ``[K, O]``, kernel dtype) fed by the spikes; ``g_weight_t`` (the weight's gradient transposed)
-    and ``g_bias`` are zeros unless asked for, the parameter sums unless ``param_grads``."""
+    and ``g_bias`` are zeros unless asked for, the parameter sums unless ``param_grads``.  With
+    ``impulses`` (``[T, B * K]``) ``grad_y`` is a max-membrane readout's input gradient over
+    ``y`` and ``impulses`` its impulses (:func:`readout_backward`), ``readout_scale`` ``[B * K]``
+    and ``readout_decay`` (one value) its parameters: the sweep then carries ``gy W2`` from step
+    to step (``_events_backward_template``), the same sums to rounding."""
     import torch
 
     from .._kernels import event_numba as EK
@@ -1126,10 +1219,14 @@ def events_backward(*, crow, channels, values, weight, bias, checkpoints, first,
     has_gy = grad_y is not None
     gy = grad_y.contiguous() if has_gy else wt.new_zeros(1, 1)
     w2 = out_weight.detach().contiguous() if has_gy else wt.new_zeros(1, O)
+    has_imp = has_gy and impulses is not None
+    imp = impulses.contiguous() if has_imp else wt.new_zeros(1, 1)
+    cr = readout_scale.contiguous() if has_imp else wt.new_zeros(1)
+    dr = readout_decay.reshape(1).contiguous() if has_imp else wt.new_zeros(1)
     args = (crow_a, channels_a, values_a, has_values, evrow, wt.numpy(), bv.numpy(), checkpoints.numpy(),
-            grad_s.numpy(), gy.numpy(), w2.numpy(), *numpy_views(decay, scale, threshold, lim),
+            grad_s.numpy(), gy.numpy(), w2.numpy(), *numpy_views(imp, cr, dr, decay, scale, threshold, lim),
             int(config.surrogate_code), consts, ec, fast, bool(param_grads), bool(need_weight), bool(need_bias),
-            has_gy, T, B)
+            has_gy, has_imp, T, B)
     outs = numpy_views(gev, gbn, gd, gc, gth, gv0)
     bblock = max(1, _EVENTS_BACKWARD_BLOCK // max(O, 1))
     _run_samples(B, T * M, bblock,
