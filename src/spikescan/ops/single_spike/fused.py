@@ -474,6 +474,18 @@ def _single_spike_events_linear_fused_backward_impl(
     grad_decay, grad_scale, grad_threshold, grad_v0 [B * O])``; the transposed weight gradients
     and the biases' are zeros unless asked for, and so is everything of the input layer and the
     neurons unless ``neuron_grads`` (the reverse sweep is skipped)."""
+    return _events_linear_grads(crow, channels, values, weight, bias, out_weight, checkpoints, first, grad_s, grad_y,
+                                decay, scale, threshold, steps, batch, surrogate_code, surrogate_param,
+                                straight_through, need_weight, need_bias, need_out_weight, need_out_bias,
+                                neuron_grads, param_grads)
+
+
+def _events_linear_grads(crow, channels, values, weight, bias, out_weight, checkpoints, first, grad_s, grad_y, decay,
+                         scale, threshold, steps, batch, surrogate_code, surrogate_param, straight_through,
+                         need_weight, need_bias, need_out_weight, need_out_bias, neuron_grads, param_grads,
+                         readout=None):
+    """The body of the backward op above; ``readout``: ``(impulses [T, B * K], scale [B * K],
+    decay [1])`` of a max-membrane readout whose input gradient ``grad_y`` is (its section)."""
     from ..events import numba_event_linear_param_grads
     from . import numba_kernels as K
 
@@ -483,11 +495,13 @@ def _single_spike_events_linear_fused_backward_impl(
     gy = grad_y.reshape(steps * batch, Kout).contiguous()
     if neuron_grads:
         config = SingleSpikeKernelConfig(surrogate_code, surrogate_param, straight_through)
+        imp, cr, dr = (None, None, None) if readout is None else readout
         gwt, gb, gd, gc, gth, gv0 = K.events_backward(
             crow=crow, channels=channels, values=values, weight=weight, bias=bias, checkpoints=checkpoints,
             first=first, grad_s=grad_rows(grad_s, steps, M, weight.dtype), decay=decay, scale=scale,
             threshold=threshold, steps=steps, batch=batch, config=config, need_weight=need_weight,
-            need_bias=need_bias, param_grads=param_grads, grad_y=gy.view(steps, batch * Kout), out_weight=out_weight)
+            need_bias=need_bias, param_grads=param_grads, grad_y=gy.view(steps, batch * Kout), out_weight=out_weight,
+            impulses=imp, readout_scale=cr, readout_decay=dr)
     else:
         gwt, gb = weight.new_zeros(C, O), weight.new_zeros(O)
         gd, gc, gth, gv0 = (weight.new_zeros(M) for _ in range(4))
@@ -607,39 +621,27 @@ class _EventsLinearMaxReadout(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_s, g_logits, g_first):
-        from ..events import numba_event_linear_param_grads
         from . import numba_kernels as K
 
         (crow, channels, values, weight, bias, out_weight, ck, first, decay, scale, threshold, dr, cr, yv, ck_r,
          logits, count) = ctx.saved_tensors
-        _check_saved(ck_r, "the fused events-linear-readout forward")
+        _check_saved(ck_r, "single_spike_events_linear_max (eager)")
         steps, batch = ctx.sizes
         need = ctx.needs_input_grad
-        O, C = weight.shape
-        Kout = out_weight.shape[0]
         gm = logits.new_zeros(logits.shape) if g_logits is None else g_logits.to(logits.dtype).contiguous()
-        readout_params = bool(need[11] or need[12])
         gy, gdr, gcr, _, imp = K.readout_backward(x=yv, v=None, checkpoints=ck_r, grad_max=gm, decay=dr, scale=cr,
                                                   v0=None, maximum=logits, count=count,
-                                                  param_grads=readout_params, impulses=True)
-        gwt = gb = gd = gc = gth = gv0 = None
-        if need[3] or need[4] or any(need[7:11]):
-            M = batch * O
-            config = SingleSpikeKernelConfig(*ctx.config)
-            gs = weight.new_zeros(1, M) if g_s is None else grad_rows(g_s, steps, M, weight.dtype)
-            gwt, gb, gd, gc, gth, gv0 = K.events_backward(
-                crow=crow, channels=channels, values=values, weight=weight, bias=bias, checkpoints=ck, first=first,
-                grad_s=gs, decay=decay, scale=scale, threshold=threshold, steps=steps, batch=batch, config=config,
-                need_weight=bool(need[3]), need_bias=bool(need[4]), param_grads=any(need[7:10]), grad_y=gy,
-                out_weight=out_weight, impulses=imp, readout_scale=cr, readout_decay=dr[:1])
-        gw2 = gb2 = None
-        if need[5] or need[6]:
-            spikes = _spike_events(first, steps, batch, O, weight.dtype)
-            gw2t, gb2 = numba_event_linear_param_grads(spikes, gy.view(steps * batch, Kout), bool(need[6]))
-            gw2 = gw2t.t()
-        return (None, None, None, gwt.t() if need[3] else None, gb if need[4] else None, gw2 if need[5] else None,
-                gb2 if need[6] else None, gd, gc, gth, gv0, gdr if need[11] else None, gcr if need[12] else None,
-                *(None for _ in range(6)))
+                                                  param_grads=bool(need[11] or need[12]), impulses=True)
+        gs = weight.new_zeros(1, batch * weight.shape[0]) if g_s is None else g_s
+        neuron = bool(need[3] or need[4] or any(need[7:11]))
+        gwt, gb, gw2t, gb2, gd, gc, gth, gv0 = _events_linear_grads(
+            crow, channels, values, weight, bias, out_weight, ck, first, gs, gy, decay, scale, threshold, steps,
+            batch, *ctx.config, bool(need[3]), bool(need[4]), bool(need[5]), bool(need[6]), neuron,
+            any(need[7:10]), readout=(imp, cr, dr[:1]))
+        return (None, None, None, gwt.t() if need[3] else None, gb if need[4] else None,
+                gw2t.t() if need[5] else None, gb2 if need[6] else None, *((gd, gc, gth, gv0) if neuron else
+                                                                           (None,) * 4),
+                gdr if need[11] else None, gcr if need[12] else None, *(None for _ in range(6)))
 
 
 def single_spike_events_linear_max_fused(x, weight: Tensor, bias: Tensor, out_weight: Tensor, out_bias: Tensor,
