@@ -961,8 +961,10 @@ def single_spike_events_backward(crow, channels, values, has_values, evrow, wt, 
     with its weight ``w2``) and ``has_imp`` (that layer feeds a max-membrane readout of impulses
     ``imp``, scale ``cr``, decay ``dr[0]``); arrays not asked for are not touched (pass any of
     the dtype)."""
-    kout = w2.shape[0] if has_gy else 0
     has_imp = bool(has_imp) and bool(has_gy)
+    # the layer's size is a constant of the gy W2 sums only; the impulse recursion never reads it,
+    # so one variant serves every size there (no compile per number of classes)
+    kout = w2.shape[0] if has_gy and not has_imp else 0
     key = (int(code), bool(fast), bool(pgrad), bool(need_w), bool(need_b), bool(has_gy), kout, has_imp)
     kernel = _EVENTS_BACKWARD.get(key)
     if kernel is None:
