@@ -61,6 +61,12 @@ def leaves_of(case):
     return {k: t for k, t in case.items() if torch.is_tensor(t) and t.requires_grad}
 
 
+def leaf_grads(case, loss):
+    """The gradient of ``loss`` for every leaf of ``case`` (None where it does not reach)."""
+    names = list(leaves_of(case))
+    return dict(zip(names, torch.autograd.grad(loss, [case[k] for k in names], allow_unused=True)))
+
+
 def run(ev, case, how, *, gs=None, surrogate=None, straight=False):
     """Spikes, gradients of every leaf of ``<gs, s>`` (``s.sum()`` when ``gs`` is None), and for the
     composition also ``gI`` (the current's gradient)."""

@@ -27,7 +27,7 @@ from spikescan.ops.events import SpikeEvents, event_linear
 from spikescan.ops.first_spike import single_spike_lif, single_spike_lif_events
 from spikescan.surrogate import ATan, FastSigmoid, Triangle
 
-from .test_single_spike_events import F32, F64, UNIT, incoming, leaves_of, make_case
+from .test_single_spike_events import F32, F64, UNIT, incoming, leaf_grads, make_case
 
 pytest.importorskip("numba", reason="the fused events kernel is numba")
 
@@ -65,8 +65,7 @@ def run(ev, case, how, *, gs=None, gy=None, surrogate=None, straight=False):
         loss = loss + (s * gs).sum()
     if gy is not None:
         loss = loss + (y * gy).sum()
-    names = list(leaves_of(c))
-    grads = dict(zip(names, torch.autograd.grad(loss, [c[k] for k in names], allow_unused=True)))
+    grads = leaf_grads(c, loss)
     return s.detach(), y.detach(), grads
 
 

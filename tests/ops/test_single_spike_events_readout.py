@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from spikescan.ops import leaky_integrate
 from spikescan.ops.first_spike import max_membrane_readout, single_spike_lif, single_spike_lif_events
 
-from .test_single_spike_events import F32, F64, UNIT, incoming, leaves_of, make_case
+from .test_single_spike_events import F32, F64, UNIT, incoming, leaf_grads, make_case
 from .test_single_spike_events_linear import assert_grads_match, with_readout
 
 pytest.importorskip("numba", reason="the fused events kernel is numba")
@@ -65,8 +65,7 @@ def run(ev, case, how, *, gs=None, glog=None, surrogate=None, straight=False):
         loss = loss + (s * gs).sum()
     if glog is not None:
         loss = loss + (logits * glog).sum()
-    names = list(leaves_of(c))
-    grads = dict(zip(names, torch.autograd.grad(loss, [c[k] for k in names], allow_unused=True)))
+    grads = leaf_grads(c, loss)
     return s.detach(), logits.detach(), grads
 
 
