@@ -129,6 +129,69 @@ def test_ties_share_the_gradient(dtype):
     assert 0 < float(s.sum()) and float(grads["weight"].abs().max()) > 0
 
 
+@pytest.mark.parametrize("np_dtype", ["float32", "float64"])
+def test_impulse_rows_are_reused_only_for_equal_impulses(np_dtype):
+    """The kernel's rows ``(c_r imp[t]) W2`` (``_impulse_rows``): runs of equal impulses share a
+    row, a change (back to an earlier vector too, or after steps without impulses) makes a new
+    one, and the row of step ``t + 1`` survives making step ``t``'s (both are read in one sweep).
+    Each row must equal the sum made afresh in the same order, bit for bit."""
+    import numpy as np
+
+    from spikescan.ops.single_spike import numba_kernels as SF
+
+    rng = np.random.default_rng(7)
+    dt = np.dtype(np_dtype)
+    T, nb, K, O = 61, 3, 4, 37
+    a = np.array([0.5, 0.0, -1.25, 0.0], dt)
+    b = np.array([0.5, 0.0, -1.25, 2.0], dt)  # a with one more impulse
+    zero = np.zeros(K, dt)
+    choices = [a, b, zero, rng.standard_normal(K).astype(dt)]
+    imp = np.empty((T, nb * K), dt)
+    for q in range(nb):
+        t = 0
+        while t < T:  # runs of 1-6 equal steps
+            n = int(rng.integers(1, 7))
+            imp[t:t + n, q * K:(q + 1) * K] = choices[int(rng.integers(0, len(choices)))]
+            t += n
+    imp[10:14, :K] = a  # a, zeros, a again: the row is kept across the gap
+    imp[14:16, :K] = 0
+    imp[16:18, :K] = a
+    imp[18:20, :K] = b  # a -> b -> a: a new row each time
+    imp[20:22, :K] = a
+    cr = rng.uniform(0.5, 2.0, nb * K).astype(dt)
+    w2 = rng.standard_normal((K, O)).astype(dt)
+
+    def fresh(t, q):
+        row = np.zeros(O, dt)
+        for k in range(K):
+            v = imp[t, q * K + k]
+            if v != 0:
+                row = row + (v * cr[q * K + k]) * w2[k]
+        return row
+
+    pool = np.zeros((1 + 2 * nb, O), dt)
+    slot = np.zeros(nb, np.int64)
+    last = np.zeros(nb * K, dt)
+    idx0, idx1 = np.zeros(nb, np.int64), np.zeros(nb, np.int64)
+    shared = 0
+    for t in range(T - 2, -1, -2):  # pairs (t, t + 1) in reverse, as the sweep takes them
+        SF._impulse_rows(imp[t + 1], cr, w2, 0, nb, K, pool, slot, last, idx1)
+        SF._impulse_rows(imp[t], cr, w2, 0, nb, K, pool, slot, last, idx0)
+        for q in range(nb):
+            for step, idx in ((t + 1, idx1), (t, idx0)):
+                if not imp[step, q * K:(q + 1) * K].any():
+                    assert idx[q] == 0
+                else:
+                    assert idx[q] in (2 * q + 1, 2 * q + 2)
+                    assert np.array_equal(pool[idx[q]], fresh(step, q)), (step, q)
+            if np.array_equal(imp[t, q * K:(q + 1) * K], imp[t + 1, q * K:(q + 1) * K]):
+                assert idx0[q] == idx1[q]  # one row for a run of equal impulses
+                shared += int(idx0[q] != 0)
+            elif idx0[q] and idx1[q]:
+                assert idx0[q] != idx1[q]
+    assert not pool[0].any() and shared > 5
+
+
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_sequential_reference_float64(dtype):
     T, B, O, K = 120, 4, 30, 10

@@ -63,7 +63,8 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .._kernels._numba_lowlevel import (add_row, add_scaled_row, assume_disjoint_arrays, copy_row,
-                                        prefer_wide_vectors, row_has_nonzero, specialise)
+                                        prefer_wide_vectors, row_has_nonzero, row_slice_view, row_view,
+                                        specialise)
 from .._kernels._numba_math import surrogate_grad
 
 _JIT = dict(fastmath=False, cache=True, nogil=True, error_model="numpy")
@@ -319,7 +320,7 @@ _IMP = None  # the _GY kernels read the readout's impulses (a register recursion
 
 
 def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, st0, st1, d, c, th, lim, t, a_r, b_r,
-                      r_r, ad_r, ac_r, at_r, ab_r, consts, ec, inj0, inj1, gw_r, dr):
+                      r_r, ad_r, ac_r, at_r, ab_r, consts, ec, pool, idx0, idx1, gw_r, dr):
     # as _bwd2 (steps t+1, t in reverse, no membrane gradient), for a block of whole samples of O
     # neurons, the spike gradient of neuron (q, o) being gs[q O + o] + gy[q K + k] w2[k, o] over
     # the _KOUT outputs k; A and B in the kernel dtype (no double-precision lanes); with _NEED_B
@@ -328,12 +329,15 @@ def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, st0,
     # events, the only rows of gI read afterwards.  With _IMP, gy is a max-membrane readout's
     # input gradient, gy[t] = c_r (imp[t] + dr r[t + 1]) with one readout decay dr, so
     # G[t] = gy[t] W2 obeys G[t] = dr G[t + 1] + inj[t], inj[t] = (c_r imp[t]) W2 (zero but at the
-    # readout's maxima): one multiply-add per neuron and step in place of _KOUT (G in gw_r)
+    # readout's maxima): one multiply-add per neuron and step in place of _KOUT (G in gw_r); the
+    # row inj[t] of sample q is pool[idx0[q]] (step t) / pool[idx1[q]] (step t + 1)
     prefer_wide_vectors()
     assume_disjoint_arrays()
     O = w2.shape[1]
     for q in range(d.shape[0] // O):
         row = q * _KOUT
+        inj0 = row_view(pool, idx0[q])
+        inj1 = row_view(pool, idx1[q])
         for o in range(O):
             k = q * O + o
             dk = d[k]
@@ -341,8 +345,8 @@ def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, st0,
             lk = lim[k]
             w0 = v0[k]
             if _IMP:
-                G1 = dr * gw_r[k] + inj1[k]
-                G0 = dr * G1 + inj0[k]
+                G1 = dr * gw_r[k] + inj1[o]
+                G0 = dr * G1 + inj0[o]
                 gw_r[k] = G0
                 g1 = gs1[k] + G1
                 g0 = gs0[k] + G0
@@ -374,15 +378,16 @@ def _bwd2_gy_template(v0, v1, vm, x0, x1, gs0, gs1, gy0, gy1, w2, gx0, gx1, st0,
 
 
 def _bwd1_gy_template(v0, vm, x0, gs0, gy0, w2, gx0, st0, d, c, th, lim, t, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r,
-                      consts, ec, inj0, gw_r, dr):
+                      consts, ec, pool, idx0, gw_r, dr):
     assume_disjoint_arrays()
     O = w2.shape[1]
     for q in range(d.shape[0] // O):
         row = q * _KOUT
+        inj0 = row_view(pool, idx0[q])
         for o in range(O):
             k = q * O + o
             if _IMP:
-                G0 = dr * gw_r[k] + inj0[k]
+                G0 = dr * gw_r[k] + inj0[o]
                 gw_r[k] = G0
                 g0 = gs0[k] + G0
             else:
@@ -668,9 +673,9 @@ def _add_row_events(crow, channels, values, has_values, wt, r, dst):
     (``dst`` holds the bias: the result is ``event_linear_forward``'s row)."""
     for e in range(crow[r], crow[r + 1]):
         if has_values:
-            add_scaled_row(dst, values[e], wt[channels[e]])
+            add_scaled_row(dst, values[e], row_view(wt, channels[e]))
         else:
-            add_row(dst, wt[channels[e]])
+            add_row(dst, row_view(wt, channels[e]))
 
 
 @njit(inline="always")
@@ -683,7 +688,8 @@ def _add_step_events(crow, channels, values, has_values, wt, t, B, b0, b1, cur):
     for b in range(b0, b1):
         r = base + b
         if crow[r + 1] > crow[r]:
-            _add_row_events(crow, channels, values, has_values, wt, r, cur[(b - b0) * O:(b - b0 + 1) * O])
+            _add_row_events(crow, channels, values, has_values, wt, r,
+                            row_slice_view(cur, None, (b - b0) * O, (b - b0 + 1) * O))
 
 
 @njit(inline="always")
@@ -702,7 +708,7 @@ def _restore_bias(crow, t, B, b0, b1, bias, cur):
     for b in range(b0, b1):
         r = base + b
         if crow[r + 1] > crow[r]:
-            copy_row(cur[(b - b0) * O:(b - b0 + 1) * O], bias)
+            copy_row(row_slice_view(cur, None, (b - b0) * O, (b - b0 + 1) * O), bias)
 
 
 @njit(inline="always")
@@ -832,9 +838,14 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
         at_r = np.zeros(m, wt.dtype)
         ab_r = np.zeros(m, wt.dtype)
         gw_r = np.zeros(m if _IMP else 1, wt.dtype)  # G = gy[t] W2 of the step last swept
-        inj = np.zeros((seg if _IMP else 1, m if _IMP else 1), wt.dtype)  # inj[j]: (cr imp[t0+j]) W2
+        # the rows (cr imp[t]) W2 of each sample: pool[0] zeros, two rows per sample (_impulse_rows)
+        nb = b1 - b0
+        pool = np.zeros((1 + 2 * nb if _IMP else 1, O if _IMP else 1), wt.dtype)
+        slot = np.zeros(nb, np.int64)
+        last = np.zeros(nb * K if _IMP else 1, wt.dtype)
+        idx0 = np.zeros(nb, np.int64)
+        idx1 = np.zeros(nb, np.int64)
         drv = dr[0]
-        ijs = 1 if _IMP else 0  # (a row index factor: an inline branch in the loop defeats numba's pruning)
         started = False
         for g in range(nseg - 1, -1, -1):
             t0 = g * seg
@@ -847,26 +858,26 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
                             if crow[r + 1] > crow[r]:
                                 gev[evrow[r]] = 0
                 continue
+            # (row_view: views without a reference count, _numba_lowlevel's "borrowed views")
             for j in range(n):
-                _add_step_events(crow, channels, values, has_values, wt, t0 + j, B, b0, b1, cur[j])
+                _add_step_events(crow, channels, values, has_values, wt, t0 + j, B, b0, b1, row_view(cur, j))
             buf[0] = ck[g, lo:hi]
             vp[:] = buf[0]
             j = 0
             while j + _U <= n:
-                _membrane4(cur[j], cur[j + 1], cur[j + 2], cur[j + 3], buf[j + 1], buf[j + 2], buf[j + 3], buf[j + 4],
+                _membrane4(row_view(cur, j), row_view(cur, j + 1), row_view(cur, j + 2), row_view(cur, j + 3),
+                           row_view(buf, j + 1), row_view(buf, j + 2), row_view(buf, j + 3), row_view(buf, j + 4),
                            d, c, vp)
                 j += _U
             while j < n:
-                _membrane1(cur[j], buf[j + 1], d, c, vp)
+                _membrane1(row_view(cur, j), row_view(buf, j + 1), d, c, vp)
                 j += 1
             odd = n % 2  # the segment's first step alone when n is odd, after the pairs
             if _IMP:
                 if not started:  # G of step t0 + n from gy itself (0 past the end)
                     started = True
                     if t0 + n < T:
-                        _gy_w2_rows(gy[t0 + n], w2, b0, b1, O, K, gw_r)
-                for j in range(n):
-                    _add_impulses(imp[t0 + j], cr, w2, b0, b1, O, K, inj[j])
+                        _gy_w2_rows(row_view(gy, t0 + n), w2, b0, b1, O, K, gw_r)
             if _GY:
                 ylo = b0 * K
                 yhi = b1 * K
@@ -875,38 +886,42 @@ def _events_backward_template(crow, channels, values, has_values, evrow, wt, bia
                     # (flags and rows named first: numba rejects long calls with inline branches)
                     st0 = _NEED_W and _block_has_events(crow, t, B, b0, b1)
                     st1 = _NEED_W and _block_has_events(crow, t + 1, B, b0, b1)
-                    ij0 = inj[j * ijs]
-                    ij1 = inj[(j + 1) * ijs]
-                    _bwd2(buf[j + 1], buf[j + 2], buf[j], cur[j], cur[j + 1], gs[t * gs_step, lo:hi],
-                          gs[(t + 1) * gs_step, lo:hi], gy[t, ylo:yhi], gy[t + 1, ylo:yhi], w2, gx[j], gx[j + 1],
-                          st0, st1, d, c, th, lm, t, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts, ec, ij0, ij1,
-                          gw_r, drv)
+                    if _IMP:  # step t + 1 first: its row stays put while step t's is made
+                        _impulse_rows(row_view(imp, t + 1), cr, w2, b0, b1, K, pool, slot, last, idx1)
+                        _impulse_rows(row_view(imp, t), cr, w2, b0, b1, K, pool, slot, last, idx0)
+                    _bwd2(row_view(buf, j + 1), row_view(buf, j + 2), row_view(buf, j), row_view(cur, j),
+                          row_view(cur, j + 1), row_slice_view(gs, t * gs_step, lo, hi),
+                          row_slice_view(gs, (t + 1) * gs_step, lo, hi), row_slice_view(gy, t, ylo, yhi),
+                          row_slice_view(gy, t + 1, ylo, yhi), w2, row_view(gx, j), row_view(gx, j + 1),
+                          st0, st1, d, c, th, lm, t, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts, ec, pool, idx0,
+                          idx1, gw_r, drv)
                 if odd:
                     st0 = _NEED_W and _block_has_events(crow, t0, B, b0, b1)
-                    _bwd1(buf[1], buf[0], cur[0], gs[t0 * gs_step, lo:hi], gy[t0, ylo:yhi], w2, gx[0], st0, d, c,
-                          th, lm, t0, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts, ec, inj[0], gw_r, drv)
+                    if _IMP:
+                        _impulse_rows(row_view(imp, t0), cr, w2, b0, b1, K, pool, slot, last, idx0)
+                    _bwd1(row_view(buf, 1), row_view(buf, 0), row_view(cur, 0), row_slice_view(gs, t0 * gs_step, lo, hi),
+                          row_slice_view(gy, t0, ylo, yhi), w2, row_view(gx, 0), st0, d, c,
+                          th, lm, t0, a_r, b_r, r_r, ad_r, ac_r, at_r, ab_r, consts, ec, pool, idx0, gw_r, drv)
             else:
                 for j in range(n - 2, odd - 1, -2):  # steps t0+j, t0+j+1
                     t = t0 + j
-                    _bwd2(buf[j + 1], buf[j + 2], buf[j], cur[j], cur[j + 1], gs[t * gs_step, lo:hi],
-                          gs[(t + 1) * gs_step, lo:hi], gvz, gvz, gx[j], gx[j + 1], d, c, th, lm, t, a_r, b_r, r_r,
-                          ad_r, ac_r, at_r, consts, ec)
+                    _bwd2(row_view(buf, j + 1), row_view(buf, j + 2), row_view(buf, j), row_view(cur, j),
+                          row_view(cur, j + 1), row_slice_view(gs, t * gs_step, lo, hi),
+                          row_slice_view(gs, (t + 1) * gs_step, lo, hi), gvz, gvz, row_view(gx, j),
+                          row_view(gx, j + 1), d, c, th, lm, t, a_r, b_r, r_r, ad_r, ac_r, at_r, consts, ec)
                 if odd:
-                    _bwd1(buf[1], buf[0], cur[0], gs[t0 * gs_step, lo:hi], gvz, gx[0], d, c, th, lm, t0, a_r, b_r,
-                          r_r, ad_r, ac_r, at_r, consts, ec)
-            if _IMP:
-                for j in range(n):
-                    _clear_impulses(imp[t0 + j], b0, b1, O, K, inj[j])
+                    _bwd1(row_view(buf, 1), row_view(buf, 0), row_view(cur, 0), row_slice_view(gs, t0 * gs_step, lo, hi),
+                          gvz, row_view(gx, 0), d, c, th, lm, t0, a_r, b_r, r_r, ad_r, ac_r, at_r, consts, ec)
             for j in range(n - 1, -1, -1):
                 t = t0 + j
                 if _NEED_B and not _GY:  # (the _GY reverse kernels sum it themselves, in this order)
-                    add_row(ab_r, gx[j])
+                    add_row(ab_r, row_view(gx, j))
                 if _NEED_W:
                     for b in range(b0, b1):
                         r = t * B + b
                         if crow[r + 1] > crow[r]:
-                            gev[evrow[r]] = gx[j, (b - b0) * O:(b - b0 + 1) * O]
-                _restore_bias(crow, t, B, b0, b1, bias, cur[j])
+                            copy_row(row_view(gev, evrow[r]), row_slice_view(gx, j, (b - b0) * O, (b - b0 + 1) * O))
+                _restore_bias(crow, t, B, b0, b1, bias, row_view(cur, j))
         if _PGRAD:
             gd[lo:hi] = ad_r
             gc[lo:hi] = ac_r
@@ -930,23 +945,44 @@ def _gy_w2_rows(gy_t, w2, b0, b1, O, K, out):
 
 
 @njit(**_JIT)
-def _add_impulses(imp_t, cr, w2, b0, b1, O, K, inj_j):
-    """``inj_j[(b - b0) O + o] += (cr imp_t)[b K + k] w2[k, o]`` over the nonzero impulses (``k`` rising)."""
+def _impulse_rows(imp_t, cr, w2, b0, b1, K, pool, slot, last, idx):
+    """Point ``idx[b - b0]`` at a row of ``pool`` holding ``sum_k (cr imp_t)[b K + k] w2[k]``
+    (``k`` rising, over the nonzero impulses; ``pool[0]``, zeros, when there is none).
+
+    Each sample owns the rows ``2 q + 1`` and ``2 q + 2`` (``q = b - b0``); ``slot[q]`` is the one
+    made last and ``last`` the impulses it was made from.  A step whose impulses equal those is
+    given the same row: while a readout's membrane sits at its maximum for many steps (a
+    constant input, early in training) its impulses are dense but do not change, and the row is
+    made once per run of equal impulses instead of at every step.  A new row goes to the other
+    slot, so the row of the step swept with this one (made just before) stays intact."""
+    assume_disjoint_arrays()
+    O = w2.shape[1]
     for b in range(b0, b1):
+        q = b - b0
+        nonzero = False
+        same = slot[q] != 0
         for k in range(K):
             a = imp_t[b * K + k]
-            if a != 0:
-                add_scaled_row(inj_j[(b - b0) * O:(b - b0 + 1) * O], a * cr[b * K + k], w2[k])
-
-
-@njit(**_JIT)
-def _clear_impulses(imp_t, b0, b1, O, K, inj_j):
-    """Zero the rows of ``inj_j`` that :func:`_add_impulses` wrote (work proportional to the impulses)."""
-    for b in range(b0, b1):
-        for k in range(K):
-            if imp_t[b * K + k] != 0:
-                inj_j[(b - b0) * O:(b - b0 + 1) * O] = 0
-                break
+            nonzero |= a != 0
+            same &= a == last[q * K + k]
+        if not nonzero:
+            idx[q] = 0
+            continue
+        if not same:
+            s = 2 * q + 2 if slot[q] == 2 * q + 1 else 2 * q + 1
+            dst = row_view(pool, s)
+            for o in range(O):
+                dst[o] = 0
+            for k in range(K):
+                a = imp_t[b * K + k]
+                last[q * K + k] = a
+                if a != 0:
+                    a = a * cr[b * K + k]
+                    src = row_view(w2, k)
+                    for o in range(O):
+                        dst[o] += a * src[o]
+            slot[q] = s
+        idx[q] = slot[q]
 
 
 _EVENTS_BACKWARD: dict = {}
