@@ -199,7 +199,7 @@ def row_slice_view(typingctx, ary, index, lo, hi):
     ``None``), as a view without a reference; ``0 <= lo <= hi <= len`` is the caller's."""
     if not (isinstance(ary, types.Array) and isinstance(lo, types.Integer) and isinstance(hi, types.Integer)):
         return None
-    one_d = isinstance(index, (types.NoneType, types.Omitted)) or index is types.none
+    one_d = isinstance(index, types.NoneType)
     if one_d and ary.ndim != 1 or not one_d and (ary.ndim != 2 or not isinstance(index, types.Integer)):
         return None
     outty = _view_type(ary)

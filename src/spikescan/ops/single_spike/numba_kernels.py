@@ -955,8 +955,6 @@ def _impulse_rows(imp_t, cr, w2, b0, b1, K, pool, slot, last, idx):
     constant input, early in training) its impulses are dense but do not change, and the row is
     made once per run of equal impulses instead of at every step.  A new row goes to the other
     slot, so the row of the step swept with this one (made just before) stays intact."""
-    assume_disjoint_arrays()
-    O = w2.shape[1]
     for b in range(b0, b1):
         q = b - b0
         nonzero = False
@@ -971,16 +969,12 @@ def _impulse_rows(imp_t, cr, w2, b0, b1, K, pool, slot, last, idx):
         if not same:
             s = 2 * q + 2 if slot[q] == 2 * q + 1 else 2 * q + 1
             dst = row_view(pool, s)
-            for o in range(O):
-                dst[o] = 0
+            dst[:] = 0
             for k in range(K):
                 a = imp_t[b * K + k]
                 last[q * K + k] = a
                 if a != 0:
-                    a = a * cr[b * K + k]
-                    src = row_view(w2, k)
-                    for o in range(O):
-                        dst[o] += a * src[o]
+                    add_scaled_row(dst, a * cr[b * K + k], row_view(w2, k))
             slot[q] = s
         idx[q] = slot[q]
 
